@@ -1,0 +1,60 @@
+# Causeway. `make test` is what CI runs (.ci/run); `make demo` shows the proxy.
+SHELL := /bin/bash
+GO ?= go
+BIN := $(CURDIR)/bin
+STATICCHECK_VERSION := v0.8.2
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+# Fuzz targets run for FUZZTIME each in `make test` (longer with `make fuzz`).
+FUZZTIME ?= 10s
+FUZZ_TARGETS := \
+	./proxy/router:FuzzMatch \
+	./proxy/router:FuzzRewritePath \
+	./proxy/xdsclient:FuzzTranslateRouteConfig \
+	./proxy/xdsclient:FuzzTranslateListener
+
+.PHONY: all build test unit fuzz lint tools bench generate demo clean
+
+all: build
+
+build:
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/causeway-proxy ./cmd/causeway-proxy
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/causeway ./cmd/causeway
+
+# tools: pinned, built from the Go module proxy into bin/ once.
+tools: $(BIN)/staticcheck
+
+$(BIN)/staticcheck:
+	GOBIN=$(BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+lint: tools
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
+	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+	$(BIN)/staticcheck ./...
+
+unit:
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
+
+test: lint unit fuzz
+
+bench: build
+	bash bench/run.sh
+
+# Nothing is generated yet; the target exists so that CI can check drift
+# once protobufs (federation, trust) arrive.
+generate:
+	$(GO) generate ./...
+
+demo: build
+	$(BIN)/causeway demo
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,75 @@
+// Command causeway-proxy is Causeway's data plane. In sidecar mode it sits
+// beside one workload and is configured by xDS (ADS) from the cluster's
+// control plane, or by a static Envoy v3 bootstrap file.
+//
+//	causeway-proxy sidecar --bootstrap bootstrap.yaml
+//	causeway-proxy sidecar --xds 127.0.0.1:15010 --workload web --namespace shop
+//
+// SIGTERM or SIGINT drains gracefully: /ready fails, listeners close,
+// in-flight requests finish (up to --drain-timeout), then the process exits.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/causewaymesh/causeway/proxy/runner"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprintln(os.Stderr, "usage: causeway-proxy sidecar [flags]   (causeway-proxy sidecar -h lists the flags)")
+		fmt.Fprintln(os.Stderr, "       causeway-proxy version")
+		return 2
+	}
+	if args[0] == "version" {
+		fmt.Println("causeway-proxy", version)
+		return 0
+	}
+	cfg := runner.DefaultConfig()
+	cfg.Mode = args[0]
+	fs := flag.NewFlagSet("causeway-proxy "+args[0], flag.ContinueOnError)
+	cfg.Flags(fs)
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	p, err := runner.Start(context.Background(), cfg, os.Stderr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "causeway-proxy:", err)
+		return 1
+	}
+	select {
+	case <-ctx.Done():
+		if err := p.Shutdown(); err != nil {
+			fmt.Fprintln(os.Stderr, "causeway-proxy: shutdown:", err)
+			return 1
+		}
+	case <-waitChan(p):
+		fmt.Fprintln(os.Stderr, "causeway-proxy: stopped:", p.Wait())
+		return 1
+	}
+	return 0
+}
+
+func waitChan(p *runner.Process) <-chan struct{} {
+	ch := make(chan struct{})
+	go func() { p.Wait(); close(ch) }()
+	return ch
+}
