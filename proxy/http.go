@@ -9,7 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-		"strconv"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -176,6 +176,10 @@ func chance(percent float64) bool {
 
 func (x *exchange) forward(vh *config.VirtualHost, route *config.Route, fa *config.ForwardAction) {
 	wc := router.PickCluster(fa, rand.Uint64())
+	if wc == nil {
+		x.localReply(http.StatusInternalServerError, flagNoCluster, "every weighted cluster of the route has weight 0")
+		return
+	}
 	u := x.st.upstreams[wc.Name]
 	if u == nil {
 		x.localReply(http.StatusServiceUnavailable, flagNoCluster, "cluster "+strconv.Quote(wc.Name)+" is not configured")
@@ -197,8 +201,14 @@ func (x *exchange) forward(vh *config.VirtualHost, route *config.Route, fa *conf
 		}
 	}
 	u2 := &url.URL{Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
-	if np := router.RewritePath(route, r.URL.Path); np != r.URL.Path {
-		u2.Path, u2.RawPath = np, ""
+	// Routes match and rewrite the escaped path, as the client sent it.
+	if esc := r.URL.EscapedPath(); route.Forward.PrefixRewrite != "" || route.Forward.RegexRewrite != nil || route.Forward.FullPathRewrite != "" {
+		if np := router.RewritePath(route, esc); np != esc {
+			u2.Path, u2.RawPath = np, np
+			if un, err := url.PathUnescape(np); err == nil {
+				u2.Path = un
+			}
+		}
 	}
 	hash, hasHash := router.HashKey(r, fa)
 
@@ -580,8 +590,8 @@ func (x *exchange) localReply(code int, flag telemetry.ResponseFlags, msg string
 	x.code = code
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("X-Content-Type-Options", "nosniff")
-	if flag != 0 {
-		h.Set("x-causeway-flags", flag.String())
+	if x.flags != 0 {
+		h.Set("x-causeway-flags", x.flags.String())
 	}
 	x.w.WriteHeader(code)
 	n, _ := io.WriteString(x.w, msg+"\n")

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-		"net"
+	"net"
 	"sort"
 	"sync"
 	"sync/atomic"

@@ -77,8 +77,8 @@ type TCPListener struct {
 
 // DownstreamTLS terminates TLS with a certificate from SDS.
 type DownstreamTLS struct {
-	CertSecret       string // Secret with a certificate chain and key
-	ValidationSecret string // Secret with trusted roots; empty: no client certs asked
+	CertSecret        string // Secret with a certificate chain and key
+	ValidationSecret  string // Secret with trusted roots; empty: no client certs asked
 	RequireClientCert bool
 	// MatchSANs, when non-empty, lists the URI SANs (SPIFFE IDs) or DNS
 	// names a client certificate must carry one of.
@@ -403,7 +403,9 @@ type LoadAssignment struct {
 
 // Locality is where an endpoint runs.
 type Locality struct {
-	Region, Zone, SubZone string
+	Region  string `json:"region"`
+	Zone    string `json:"zone"`
+	SubZone string `json:"sub_zone,omitempty"`
 }
 
 func (l Locality) String() string {
@@ -437,6 +439,9 @@ const (
 func (h Health) Usable() bool {
 	return h == HealthUnknown || h == Healthy || h == Degraded
 }
+
+// MarshalText prints h by name in /clusters and /config_dump.
+func (h Health) MarshalText() ([]byte, error) { return []byte(h.String()), nil }
 
 func (h Health) String() string {
 	return [...]string{"UNKNOWN", "HEALTHY", "UNHEALTHY", "DRAINING", "DEGRADED", "TIMEOUT"}[h]

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -129,6 +130,7 @@ type Process struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	err    error
+	stop   sync.Once
 	logOut io.Closer
 }
 
@@ -307,14 +309,17 @@ func (p *Process) drain() {
 
 // Shutdown drains gracefully (DrainDelay, then up to DrainTimeout for
 // in-flight requests), then stops everything and waits for it.
+// It is safe to call more than once.
 func (p *Process) Shutdown() error {
-	p.Proxy.MarkDraining()
-	if p.cfg.DrainDelay > 0 {
-		t := time.NewTimer(p.cfg.DrainDelay)
-		<-t.C
-	}
-	p.drain()
-	p.cancel()
+	p.stop.Do(func() {
+		p.Proxy.MarkDraining()
+		if p.cfg.DrainDelay > 0 {
+			t := time.NewTimer(p.cfg.DrainDelay)
+			<-t.C
+		}
+		p.drain()
+		p.cancel()
+	})
 	return p.Wait()
 }
 

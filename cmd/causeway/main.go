@@ -1,0 +1,52 @@
+// Command causeway is Causeway's control plane and CLI. Today it offers
+// `demo` (a sidecar failing over between localities, driven by a live xDS
+// server) and `version`; `control-plane`, `up`, `status`, `explain`, `link`
+// and `inject` arrive with their issues.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/causewaymesh/causeway/internal/demo"
+)
+
+var version = "dev"
+
+func main() { os.Exit(run(os.Args[1:])) }
+
+func run(args []string) int {
+	if len(args) == 0 {
+		fmt.Fprintln(os.Stderr, "usage: causeway demo [--keep] | causeway version")
+		return 2
+	}
+	switch args[0] {
+	case "version":
+		fmt.Println("causeway", version)
+		return 0
+	case "demo":
+		o := demo.Options{Out: os.Stdout}
+		fs := flag.NewFlagSet("causeway demo", flag.ContinueOnError)
+		fs.BoolVar(&o.Keep, "keep", false, "keep everything running after the walk-through until Ctrl-C")
+		fs.IntVar(&o.Rate, "rate", 200, "requests per second")
+		fs.DurationVar(&o.Phase, "phase", 2*time.Second, "length of each phase")
+		fs.StringVar(&o.AdminAddr, "admin", "127.0.0.1:0", "sidecar admin listener")
+		if err := fs.Parse(args[1:]); err != nil {
+			return 2
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		if _, err := demo.Run(ctx, o); err != nil {
+			fmt.Fprintln(os.Stderr, "causeway demo:", err)
+			return 1
+		}
+		return 0
+	}
+	fmt.Fprintf(os.Stderr, "causeway: unknown command %q; try demo or version\n", args[0])
+	return 2
+}
