@@ -239,6 +239,13 @@ func (x *exchange) forward(vh *config.VirtualHost, route *config.Route, fa *conf
 	if timeout == 0 {
 		timeout = defaultRouteTimeout
 	}
+	// A gRPC caller's deadline bounds the request too, so that a deadline
+	// that expires is reported as DEADLINE_EXCEEDED, not as a reset.
+	if x.grpc {
+		if d, ok := parseGRPCTimeout(r.Header.Get("Grpc-Timeout")); ok && (timeout <= 0 || d < timeout) {
+			timeout = d
+		}
+	}
 	ctx := r.Context()
 	if timeout > 0 {
 		var cancel context.CancelFunc
@@ -258,7 +265,16 @@ func (x *exchange) forward(vh *config.VirtualHost, route *config.Route, fa *conf
 		resp     *http.Response
 		lastErr  error
 		lastFlag telemetry.ResponseFlags
+		// A retry slot is held from the decision to retry until the next
+		// decision or the end of the request, so the retry circuit
+		// breaker bounds retries in flight, as in Envoy.
+		retrySlot bool
 	)
+	defer func() {
+		if retrySlot {
+			u.lb.ReleaseRetry()
+		}
+	}()
 	for attempt := 0; ; attempt++ {
 		host, err := u.lb.Pick(&lb.PickRequest{Hash: hash, HasHash: hasHash, Tried: tried})
 		if err != nil {
@@ -293,7 +309,10 @@ func (x *exchange) forward(vh *config.VirtualHost, route *config.Route, fa *conf
 		if ctx.Err() != nil {
 			break
 		}
-		if !u.lb.TryAcquireRetry() {
+		if retrySlot {
+			u.lb.ReleaseRetry()
+		}
+		if retrySlot = u.lb.TryAcquireRetry(); !retrySlot {
 			x.circuitOpen(u, "retries")
 			x.flags |= flagOverflow
 			break
@@ -302,9 +321,7 @@ func (x *exchange) forward(vh *config.VirtualHost, route *config.Route, fa *conf
 		if m := x.p.opts.Metrics; m != nil {
 			m.Retry(u.name, class.reason)
 		}
-		ok := backoff(ctx, retry, attempt)
-		u.lb.ReleaseRetry()
-		if !ok {
+		if !backoff(ctx, retry, attempt) {
 			break
 		}
 	}
@@ -581,6 +598,9 @@ func (x *exchange) localReply(code int, flag telemetry.ResponseFlags, msg string
 	if x.grpc {
 		x.code = http.StatusOK
 		x.grpcCode = strconv.Itoa(grpcStatusForHTTP(code))
+		if flag == flagUpstreamTimeout {
+			x.grpcCode = "4" // DEADLINE_EXCEEDED
+		}
 		h.Set("Content-Type", "application/grpc")
 		h.Set("Grpc-Status", x.grpcCode)
 		h.Set("Grpc-Message", url.PathEscape(msg))
@@ -614,6 +634,36 @@ func grpcStatusForHTTP(code int) int {
 		return 14 // UNAVAILABLE
 	}
 	return 2 // UNKNOWN
+}
+
+// parseGRPCTimeout reads a grpc-timeout header: up to 8 digits and a unit
+// (H, M, S, m, u, n), per the gRPC over HTTP/2 spec.
+func parseGRPCTimeout(v string) (time.Duration, bool) {
+	if len(v) < 2 || len(v) > 9 {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(v[:len(v)-1], 10, 64)
+	if err != nil || n < 0 {
+		return 0, false
+	}
+	var unit time.Duration
+	switch v[len(v)-1] {
+	case 'H':
+		unit = time.Hour
+	case 'M':
+		unit = time.Minute
+	case 'S':
+		unit = time.Second
+	case 'm':
+		unit = time.Millisecond
+	case 'u':
+		unit = time.Microsecond
+	case 'n':
+		unit = time.Nanosecond
+	default:
+		return 0, false
+	}
+	return time.Duration(n) * unit, true
 }
 
 func (x *exchange) circuitOpen(u *upstream, limit string) {

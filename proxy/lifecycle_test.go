@@ -255,9 +255,9 @@ func TestCloseEndsListenersRemovedByApply(t *testing.T) {
 	case <-time.After(3 * time.Second):
 		t.Errorf("a request on a listener removed by Apply is still running 3s after Close returned; " +
 			"Close must stop (and wait for) listeners that Apply is still draining")
+		hold.open()
+		<-ended
 	}
-	hold.open()
-	<-ended
 }
 
 // TestCloseLeavesNoGoroutines exercises HTTP/1.1, h2c, a TCP session, a

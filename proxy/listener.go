@@ -21,18 +21,53 @@ type listener struct {
 	p   *Proxy
 	cfg atomic.Pointer[config.Listener]
 	ln  net.Listener
-	// httpConns feeds accepted HTTP connections to srv.
-	httpConns *connQueue
-	srv       *http.Server
+	// http is the server that accepted HTTP connections are handed to. A
+	// config change to its connection-level settings (header limits,
+	// timeouts) starts a new server; the old one finishes its connections.
+	http      atomic.Pointer[httpServing]
 	tlsConfig *tls.Config
+	// ctx ends when the listener must stop at once (Close).
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	mu       sync.Mutex
 	tcpConns map[net.Conn]struct{}
+	retired  []*httpServing
 	stopping bool
 
-	wg   sync.WaitGroup // accept loop, http server, tcp sessions
+	wg   sync.WaitGroup // accept loop, http servers, tcp sessions, shutdowns
 	done chan struct{}  // closed when stop or drain begins
 	once sync.Once
+}
+
+// httpServing is one http.Server and the queue that feeds it.
+type httpServing struct {
+	srv *http.Server
+	q   *connQueue
+	key serverKey
+}
+
+// serverKey is what an http.Server is built from.
+type serverKey struct {
+	maxHeader     int
+	headerTimeout time.Duration
+	idle          time.Duration
+}
+
+func serverKeyOf(l *config.Listener) serverKey {
+	k := serverKey{maxHeader: 60 << 10, headerTimeout: 10 * time.Second, idle: time.Hour}
+	if h := l.HTTP; h != nil {
+		if h.MaxRequestHeadersBytes > 0 {
+			k.maxHeader = h.MaxRequestHeadersBytes
+		}
+		if h.RequestHeadersTimeout > 0 {
+			k.headerTimeout = h.RequestHeadersTimeout
+		}
+		if h.IdleTimeout > 0 {
+			k.idle = h.IdleTimeout
+		}
+	}
+	return k
 }
 
 func startListener(p *Proxy, l *config.Listener) (*listener, error) {
@@ -41,20 +76,15 @@ func startListener(p *Proxy, l *config.Listener) (*listener, error) {
 		return nil, fmt.Errorf("listener %q: cannot bind %s: %w; pick a free port or stop what holds it", l.Name, l.Address, err)
 	}
 	ln := &listener{
-		p:         p,
-		ln:        sock,
-		httpConns: newConnQueue(sock.Addr()),
-		tcpConns:  map[net.Conn]struct{}{},
-		done:      make(chan struct{}),
+		p:        p,
+		ln:       sock,
+		tcpConns: map[net.Conn]struct{}{},
+		done:     make(chan struct{}),
 	}
+	ln.ctx, ln.cancel = context.WithCancel(context.Background())
 	ln.cfg.Store(l)
 	ln.tlsConfig = ln.serverTLS()
-	ln.srv = ln.newHTTPServer()
-	ln.wg.Go(func() {
-		if err := ln.srv.Serve(ln.httpConns); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			p.log.Error("http server stopped", "listener", l.Name, "err", err)
-		}
-	})
+	ln.http.Store(ln.serve(serverKeyOf(l)))
 	ln.wg.Go(ln.acceptLoop)
 	p.log.Info("listener started", "listener", l.Name, "address", sock.Addr().String())
 	return ln, nil
@@ -62,41 +92,50 @@ func startListener(p *Proxy, l *config.Listener) (*listener, error) {
 
 // sameSocket reports whether l can reuse this listener's socket.
 func (ln *listener) sameSocket(l *config.Listener) bool {
-	cur := ln.cfg.Load()
-	return cur.Address == l.Address
+	return ln.cfg.Load().Address == l.Address
 }
 
-func (ln *listener) newHTTPServer() *http.Server {
-	l := ln.cfg.Load()
-	h := l.HTTP
-	var maxHeader int
-	headerTimeout := 10 * time.Second
-	idle := time.Hour
-	if h != nil {
-		if h.MaxRequestHeadersBytes > 0 {
-			maxHeader = h.MaxRequestHeadersBytes
-		}
-		if h.RequestHeadersTimeout > 0 {
-			headerTimeout = h.RequestHeadersTimeout
-		}
-		if h.IdleTimeout > 0 {
-			idle = h.IdleTimeout
-		}
+// update makes l the listener's config. New connections and requests see
+// it at once; connections already open keep their server's limits.
+func (ln *listener) update(l *config.Listener) {
+	ln.cfg.Store(l)
+	k := serverKeyOf(l)
+	cur := ln.http.Load()
+	if cur.key == k {
+		return
 	}
-	if maxHeader == 0 {
-		maxHeader = 60 << 10
+	ln.mu.Lock()
+	defer ln.mu.Unlock()
+	if ln.stopping {
+		return
 	}
+	ln.http.Store(ln.serve(k))
+	ln.retired = append(ln.retired, cur)
+	ln.wg.Go(func() {
+		ctx, cancel := context.WithTimeout(ln.ctx, ln.p.opts.DrainTimeout)
+		defer cancel()
+		if err := cur.srv.Shutdown(ctx); err != nil {
+			cur.srv.Close()
+		}
+	})
+}
+
+// serve starts an http.Server for k, fed by a new queue.
+func (ln *listener) serve(k serverKey) *httpServing {
+	name := ln.cfg.Load().Name
 	srv := &http.Server{
 		Handler:           &httpHandler{ln: ln},
-		ReadHeaderTimeout: headerTimeout,
-		IdleTimeout:       idle,
-		MaxHeaderBytes:    maxHeader,
+		ReadHeaderTimeout: k.headerTimeout,
+		IdleTimeout:       k.idle,
+		// net/http allows MaxHeaderBytes plus 4 KiB of slack before it
+		// answers 431; take the slack off so the configured limit holds
+		// (limits under 4 KiB are raised to 4 KiB).
+		MaxHeaderBytes: max(k.maxHeader-4096, 1),
 		// net/http reports handshake failures and malformed requests here;
 		// they are the client's problem, so they go to the debug level.
-		ErrorLog: slog.NewLogLogger(ln.p.log.With("listener", l.Name).Handler(), slog.LevelDebug),
+		ErrorLog: slog.NewLogLogger(ln.p.log.With("listener", name).Handler(), slog.LevelDebug),
 		HTTP2: &http.HTTP2Config{
-			MaxReadFrameSize: 1 << 20,
-			// Bound the decoded header block as for HTTP/1.1.
+			MaxReadFrameSize:          1 << 20,
 			MaxDecoderHeaderTableSize: 4096,
 		},
 	}
@@ -104,7 +143,13 @@ func (ln *listener) newHTTPServer() *http.Server {
 	srv.Protocols.SetHTTP1(true)
 	srv.Protocols.SetUnencryptedHTTP2(true) // h2c with prior knowledge
 	srv.Protocols.SetHTTP2(true)            // h2 over TLS by ALPN
-	return srv
+	hs := &httpServing{srv: srv, q: newConnQueue(ln.ln.Addr()), key: k}
+	ln.wg.Go(func() {
+		if err := srv.Serve(hs.q); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			ln.p.log.Error("http server stopped", "listener", name, "err", err)
+		}
+	})
+	return hs
 }
 
 func (ln *listener) acceptLoop() {
@@ -112,14 +157,7 @@ func (ln *listener) acceptLoop() {
 	for {
 		c, err := ln.ln.Accept()
 		if err != nil {
-			select {
-			case <-ln.done:
-				ln.httpConns.close()
-				return
-			default:
-			}
 			if errors.Is(err, net.ErrClosed) {
-				ln.httpConns.close()
 				return
 			}
 			// Back off on resource exhaustion (EMFILE) as net/http does.
@@ -166,50 +204,77 @@ func (ln *listener) dispatch(c net.Conn) {
 		}()
 		return
 	}
-	if !ln.httpConns.push(c) {
-		c.Close()
+	for {
+		hs := ln.http.Load()
+		if hs.q.push(c) {
+			return
+		}
+		if ln.http.Load() == hs { // not replaced: the listener is stopping
+			c.Close()
+			return
+		}
 	}
 }
 
-// stop closes the socket and, after grace, every connection. It returns at
-// once; wait blocks until everything has ended.
-func (ln *listener) stop(grace time.Duration) {
+// beginStop closes the socket; it reports whether this call did.
+func (ln *listener) beginStop() bool {
+	first := false
 	ln.once.Do(func() {
+		first = true
 		close(ln.done)
 		ln.ln.Close()
 		ln.mu.Lock()
 		ln.stopping = true
 		ln.mu.Unlock()
-		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), grace)
-			defer cancel()
-			_ = ln.shutdown(ctx)
-		}()
+	})
+	return first
+}
+
+// stop closes the socket at once and gives open connections grace to
+// finish, in the background. abort cuts the grace short; wait blocks until
+// everything has ended.
+func (ln *listener) stop(grace time.Duration) {
+	if !ln.beginStop() {
+		return
+	}
+	ln.wg.Go(func() {
+		ctx, cancel := context.WithTimeout(ln.ctx, grace)
+		defer cancel()
+		_ = ln.shutdown(ctx)
 	})
 }
+
+func (ln *listener) abort() { ln.cancel() }
 
 func (ln *listener) wait() { ln.wg.Wait() }
 
 // drain stops accepting and waits for in-flight work until ctx ends; then it
 // forces what is left closed.
 func (ln *listener) drain(ctx context.Context) error {
-	ln.once.Do(func() {
-		close(ln.done)
-		ln.ln.Close()
-		ln.mu.Lock()
-		ln.stopping = true
-		ln.mu.Unlock()
-	})
+	ln.beginStop()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(ln.ctx, cancel)
+	defer stop()
 	err := ln.shutdown(ctx)
 	ln.wait()
 	return err
 }
 
 func (ln *listener) shutdown(ctx context.Context) error {
-	err := ln.srv.Shutdown(ctx)
-	if err != nil {
-		ln.srv.Close()
-		err = fmt.Errorf("listener %q: in-flight requests did not finish before the drain deadline: %w", ln.cfg.Load().Name, err)
+	ln.mu.Lock()
+	servers := append([]*httpServing{ln.http.Load()}, ln.retired...)
+	ln.mu.Unlock()
+	var errs []error
+	for _, hs := range servers {
+		if err := hs.srv.Shutdown(ctx); err != nil {
+			hs.srv.Close()
+			errs = append(errs, err)
+		}
+	}
+	var err error
+	if len(errs) > 0 {
+		err = fmt.Errorf("listener %q: in-flight requests did not finish before the drain deadline: %w", ln.cfg.Load().Name, errors.Join(errs...))
 	}
 	// TCP sessions get until ctx ends to finish on their own.
 	tick := time.NewTicker(10 * time.Millisecond)

@@ -47,6 +47,7 @@ type Proxy struct {
 	// takes it.
 	applyMu   sync.Mutex
 	listeners map[string]*listener // by listener name
+	retiring  []*listener          // removed by Apply, finishing their connections
 	upstreams map[string]*upstream // by cluster name; survive updates
 	closed    bool
 
@@ -164,11 +165,12 @@ func (p *Proxy) Apply(s *config.Snapshot) error {
 	for name, ln := range p.listeners {
 		l, ok := want[name]
 		if ok && ln.sameSocket(l) {
-			ln.cfg.Store(l)
+			ln.update(l)
 			continue
 		}
 		delete(p.listeners, name)
 		ln.stop(p.opts.DrainTimeout)
+		p.retiring = append(p.retiring, ln)
 	}
 	names := make([]string, 0, len(want))
 	for name := range want {
@@ -251,13 +253,18 @@ func (p *Proxy) Close() error {
 	}
 	p.closed = true
 	p.draining.Store(true)
-	lns := p.listeners
+	lns := p.retiring
+	for _, ln := range p.listeners {
+		lns = append(lns, ln)
+	}
 	ups := p.upstreams
 	p.listeners = map[string]*listener{}
+	p.retiring = nil
 	p.upstreams = map[string]*upstream{}
 	p.applyMu.Unlock()
 	for _, ln := range lns {
 		ln.stop(0)
+		ln.abort()
 	}
 	for _, ln := range lns {
 		ln.wait()

@@ -792,12 +792,13 @@ func TestMaxRetriesCapsRetriesInFlight(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Errorf("request b was retried while request a's retry was in flight; max_retries 1 must cap parallel retries " +
 			"(the engine releases the retry slot after the backoff, before the retried try)")
+		hold.open()
+		<-bDone
 	}
 	hold.open()
 	if r := <-aDone; r.code != 200 {
 		t.Errorf("request a: got %d, want 200 from its retry", r.code)
 	}
-	<-bDone
 }
 
 // ---- locality failover ----

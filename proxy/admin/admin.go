@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -66,6 +67,12 @@ func New(addr string, s Sources) (*Server, error) {
 	mux.Handle("/config_dump", getOnly(http.HandlerFunc(a.configDump)))
 	mux.Handle("/clusters", getOnly(http.HandlerFunc(a.clusters)))
 	mux.HandleFunc("/drain", a.drain)
+	// Go's profiler, for `go tool pprof http://<admin>/debug/pprof/profile`.
+	// The admin listener binds to loopback unless told otherwise.
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	a.srv = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: readHeaderTimeout,

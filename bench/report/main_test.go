@@ -1,0 +1,104 @@
+package main
+
+import (
+	"encoding/json"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func rowOf(name string, hops int, p50, cpu float64, rssKB uint64) *row {
+	return &row{
+		target: target{Name: name, Title: name, Hops: hops},
+		Rate:   &loadResult{P50: p50, CPUPerReqUS: cpu, PeakRSSMaxKB: rssKB, DurationS: 10},
+		Max:    &loadResult{RPS: 1000, DurationS: 5},
+	}
+}
+
+func TestDeriveAndVerdict(t *testing.T) {
+	direct := rowOf("direct", 0, 100, 0, 0)
+	nginx := rowOf("nginx", 1, 150, 40, 5000) // adds 50 µs, 40 µs CPU
+	tests := []struct {
+		name        string
+		r           *row
+		nginx       *row
+		wantAdded   float64
+		wantLat     float64
+		wantCPU     float64
+		wantVerdict string
+	}{
+		{"one hop within targets", rowOf("causeway-1hop", 1, 155, 50, 15000), nginx, 55, 1.1, 1.25, "all three targets met"},
+		{"two hops are halved", rowOf("causeway-2hop", 2, 220, 120, 16000), nginx, 60, 1.2, 1.5, "all three targets met"},
+		{"misses all three", rowOf("causeway-1hop", 1, 200, 80, 30000), nginx, 100, 2, 2,
+			"MISSED: latency 2.00× > 1.2×; CPU 2.00× > 1.5×; RSS 29.3 MB ≥ 20 MB"},
+		{"nginx faster than direct: ratio undefined", rowOf("causeway-1hop", 1, 130, 40, 1000), rowOf("nginx", 1, 90, 40, 1), 30, 0, 1,
+			"MISSED: latency ratio undefined (nginx added ≤ 0 µs: noise)"},
+		{"no nginx", rowOf("causeway-1hop", 1, 130, 40, 1000), &row{target: target{Name: "nginx"}, Skip: "not installed"}, 30, 0, 0,
+			"MISSED: no nginx row to compare with"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			d, ok := derive(tc.r, direct, tc.nginx)
+			if !ok {
+				t.Fatal("derive: not ok")
+			}
+			near := func(a, b float64) bool { return math.Abs(a-b) < 1e-9 }
+			if !near(d.AddedPerHop, tc.wantAdded) || !near(d.LatRatio, tc.wantLat) || !near(d.CPURatio, tc.wantCPU) {
+				t.Errorf("derive = %+v, want added %v lat %v cpu %v", d, tc.wantAdded, tc.wantLat, tc.wantCPU)
+			}
+			got := verdictOf(d, tc.r.Rate.PeakRSSMaxKB, tc.nginx.Skip == "")
+			if got != tc.wantVerdict {
+				t.Errorf("verdict = %q, want %q", got, tc.wantVerdict)
+			}
+		})
+	}
+}
+
+func TestRunWritesMarkdown(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("meta.env", "COMMAND=bash bench/run.sh\nRATE=1000\nNPROC=2\n")
+	for name, p50 := range map[string]float64{"direct": 100, "causeway-1hop": 160, "nginx": 150, "haproxy": 140} {
+		for _, phase := range []string{"rate", "max"} {
+			b, _ := json.Marshal(loadResult{P50: p50, CPUPerReqUS: 30, RPS: 9000, PeakRSSMaxKB: 9000, Pids: []int{1}, DurationS: 1})
+			write(name+"."+phase+".json", string(b))
+		}
+	}
+	write("causeway-2hop.skip", "causeway-proxy does not build yet")
+	out := filepath.Join(dir, "out.md")
+	var stdout strings.Builder
+	if err := run(dir, out, &stdout); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(b) != stdout.String() {
+		t.Error("the file and stdout differ")
+	}
+	for _, want := range []string{
+		"| Causeway, 1 hop | 160 |",
+		"skipped: causeway-proxy does not build yet",
+		"| Causeway, 1 hop | 1.20× | 1.00× | 8.8 MB | all three targets met |",
+		"## How to read this",
+	} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("report lacks %q:\n%s", want, b)
+		}
+	}
+
+	if err := os.Remove(filepath.Join(dir, "haproxy.max.json")); err != nil {
+		t.Fatal(err)
+	}
+	if err := run(dir, "", &stdout); err == nil || !strings.Contains(err.Error(), "haproxy.max.json") {
+		t.Errorf("run with a missing result = %v, want an error naming haproxy.max.json", err)
+	}
+}

@@ -1,0 +1,227 @@
+package xdsclient
+
+import (
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/causewaymesh/causeway/proxy/config"
+)
+
+// ignoredListenerFilter reports listener filters that only sniff and are
+// harmless to ignore: Causeway listeners have one filter chain and inspect
+// TLS themselves.
+func ignoredListenerFilter(typeURL string) bool {
+	switch typeURL {
+	case "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
+		"type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector":
+		return true
+	}
+	return false
+}
+
+// TranslateListener validates l and translates it. All problems are
+// reported together, each naming the listener and field.
+func TranslateListener(l *listenerv3.Listener) (*config.Listener, error) {
+	c := newCollector("listener", l.GetName())
+	if l == nil {
+		c.addf("", "send a Listener", "nil resource")
+		return nil, c.err()
+	}
+	if !c.validate("", l) {
+		return nil, c.err()
+	}
+	out := c.listener(l)
+	if c.failed() {
+		return nil, c.err()
+	}
+	return out, nil
+}
+
+func (c *collector) listener(l *listenerv3.Listener) *config.Listener {
+	c.only("", l, "name", "address", "filter_chains", "traffic_direction", "listener_filters",
+		"stat_prefix", "per_connection_buffer_limit_bytes", "metadata", "drain_type", "listener_filters_timeout",
+		"continue_on_listener_filters_timeout", "enable_reuse_port", "bind_to_port", "ignore_global_conn_limit", "tcp_backlog_size")
+	out := &config.Listener{Name: l.GetName()}
+	if l.GetName() == "" {
+		c.addf("name", "name the listener", "empty name")
+	}
+	out.Address = c.socketAddress("address", l.GetAddress(), true)
+	switch l.GetTrafficDirection() {
+	case corev3.TrafficDirection_INBOUND:
+		out.Direction = config.Inbound
+	case corev3.TrafficDirection_OUTBOUND, corev3.TrafficDirection_UNSPECIFIED:
+		out.Direction = config.Outbound
+	}
+	if b := l.GetBindToPort(); b != nil && !b.GetValue() {
+		c.unsupported("bind_to_port", "false", "Causeway listeners always bind their address")
+	}
+	for i, lf := range l.GetListenerFilters() {
+		p := named("listener_filters", i, lf.GetName())
+		if !ignoredListenerFilter(lf.GetTypedConfig().GetTypeUrl()) {
+			c.unsupported(p, lf.GetTypedConfig().GetTypeUrl(), "remove it (only tls_inspector and http_inspector are accepted, and ignored)")
+		}
+	}
+	fcs := l.GetFilterChains()
+	if len(fcs) != 1 {
+		c.addf("filter_chains", "send exactly one filter chain per listener", "%d filter chains", len(fcs))
+	}
+	if len(fcs) == 0 {
+		return out
+	}
+	fc := fcs[0]
+	p := "filter_chains[0]"
+	c.only(p, fc, "filters", "transport_socket", "name", "metadata", "transport_socket_connect_timeout")
+	if ts := fc.GetTransportSocket(); ts != nil {
+		var d tlsv3.DownstreamTlsContext
+		if c.transportSocket(join(p, "transport_socket"), ts, &d) {
+			out.TLS = c.downstreamTLS(join(p, "transport_socket.typed_config"), &d)
+		}
+	}
+	filters := fc.GetFilters()
+	if len(filters) == 0 {
+		c.addf(join(p, "filters"), "add an http_connection_manager or tcp_proxy filter", "no network filters")
+	}
+	for i, f := range filters {
+		fp := idx(join(p, "filters"), i)
+		c.only(fp, f, "name", "typed_config")
+		tc := f.GetTypedConfig()
+		if tc == nil {
+			c.addf(join(fp, "typed_config"), "set typed_config to an HttpConnectionManager or TcpProxy", "missing typed_config for filter %q", f.GetName())
+			continue
+		}
+		switch {
+		case tc.MessageIs((*hcmv3.HttpConnectionManager)(nil)):
+			var h hcmv3.HttpConnectionManager
+			if c.unpack(join(fp, "typed_config"), tc, &h) {
+				if out.HTTP != nil || out.TCP != nil {
+					c.addf(fp, "send exactly one http_connection_manager or tcp_proxy", "second terminal filter")
+				}
+				out.HTTP = c.hcm(join(fp, "typed_config"), &h)
+			}
+		case tc.MessageIs((*tcpproxyv3.TcpProxy)(nil)):
+			var t tcpproxyv3.TcpProxy
+			if c.unpack(join(fp, "typed_config"), tc, &t) {
+				if out.HTTP != nil || out.TCP != nil {
+					c.addf(fp, "send exactly one http_connection_manager or tcp_proxy", "second terminal filter")
+				}
+				out.TCP = c.tcpProxy(join(fp, "typed_config"), &t)
+			}
+		default:
+			c.addf(join(fp, "typed_config"), "use http_connection_manager or tcp_proxy", "unsupported filter %q (%s)", f.GetName(), tc.GetTypeUrl())
+		}
+	}
+	return out
+}
+
+// unpack decodes a into m and runs m's proto validation.
+func (c *collector) unpack(path string, a *anypb.Any, m interface {
+	proto.Message
+	ValidateAll() error
+}) bool {
+	if err := a.UnmarshalTo(m); err != nil {
+		c.wrap(path, "send a well-formed "+string(m.ProtoReflect().Descriptor().FullName()), err, "cannot decode")
+		return false
+	}
+	return c.validate(path, m)
+}
+
+// transportSocket checks that ts is the TLS socket and decodes its config
+// into m.
+func (c *collector) transportSocket(path string, ts *corev3.TransportSocket, m interface {
+	proto.Message
+	ValidateAll() error
+}) bool {
+	c.only(path, ts, "name", "typed_config")
+	tc := ts.GetTypedConfig()
+	if tc == nil || !tc.MessageIs(m) {
+		c.unsupported(path, ts.GetName()+" "+tc.GetTypeUrl(), "use "+tlsSocketName+" with a "+string(m.ProtoReflect().Descriptor().FullName()))
+		return false
+	}
+	return c.unpack(join(path, "typed_config"), tc, m)
+}
+
+func (c *collector) hcm(path string, h *hcmv3.HttpConnectionManager) *config.HTTPListener {
+	c.only(path, h, "stat_prefix", "rds", "route_config", "http_filters", "max_request_headers_kb",
+		"request_headers_timeout", "common_http_protocol_options", "generate_request_id",
+		// Harmless to ignore (docs/xds.md):
+		"codec_type", "use_remote_address", "xff_num_trusted_hops", "access_log", "tracing", "server_name",
+		"server_header_transformation", "normalize_path", "merge_slashes", "forward_client_cert_details",
+		"set_current_client_cert_details", "http_protocol_options", "http2_protocol_options", "stream_idle_timeout",
+		"internal_address_config")
+	out := &config.HTTPListener{StatPrefix: h.GetStatPrefix(), GenerateRequestID: true}
+	switch rs := h.GetRouteSpecifier().(type) {
+	case *hcmv3.HttpConnectionManager_Rds:
+		c.only(join(path, "rds"), rs.Rds, "route_config_name", "config_source")
+		out.RouteConfigName = rs.Rds.GetRouteConfigName()
+		if out.RouteConfigName == "" {
+			c.addf(join(path, "rds.route_config_name"), "name the RouteConfiguration", "empty route_config_name")
+		}
+	case *hcmv3.HttpConnectionManager_RouteConfig:
+		out.Routes = c.routeConfig(join(path, "route_config"), rs.RouteConfig)
+	case nil:
+		c.addf(path, "set rds.route_config_name or route_config", "no routes")
+	}
+	if kb := h.GetMaxRequestHeadersKb(); kb != nil {
+		out.MaxRequestHeadersBytes = int(kb.GetValue()) * 1024
+	}
+	out.RequestHeadersTimeout = duration(h.GetRequestHeadersTimeout())
+	if o := h.GetCommonHttpProtocolOptions(); o != nil {
+		c.only(join(path, "common_http_protocol_options"), o, "idle_timeout")
+		out.IdleTimeout = duration(o.GetIdleTimeout())
+	}
+	if g := h.GetGenerateRequestId(); g != nil {
+		out.GenerateRequestID = g.GetValue()
+	}
+	filters := h.GetHttpFilters()
+	routerAt := -1
+	for i, f := range filters {
+		fp := named(join(path, "http_filters"), i, f.GetName())
+		c.only(fp, f, "name", "typed_config", "is_optional")
+		tc := f.GetTypedConfig()
+		switch {
+		case tc.MessageIs((*routerv3.Router)(nil)) || (tc == nil && f.GetName() == "envoy.filters.http.router"):
+			routerAt = i
+			if tc != nil {
+				var r routerv3.Router
+				if c.unpack(join(fp, "typed_config"), tc, &r) {
+					c.only(join(fp, "typed_config"), &r, "dynamic_stats", "suppress_envoy_headers", "start_child_span")
+				}
+			}
+		case tc.MessageIs((*faultv3.HTTPFault)(nil)) || (tc == nil && f.GetName() == faultFilterName):
+			if tc != nil {
+				var fl faultv3.HTTPFault
+				if c.unpack(join(fp, "typed_config"), tc, &fl) && proto.Size(&fl) > 0 {
+					c.unsupported(join(fp, "typed_config"), "filter-level fault config", "leave it empty and put the fault in each route's typed_per_filter_config[\""+faultFilterName+"\"]")
+				}
+			}
+		default:
+			name := f.GetName()
+			if tc != nil {
+				name += " (" + tc.GetTypeUrl() + ")"
+			}
+			c.addf(fp, "use only "+faultFilterName+" and envoy.filters.http.router", "unsupported HTTP filter %s", strings.TrimSpace(name))
+		}
+	}
+	if routerAt != len(filters)-1 || routerAt < 0 {
+		c.addf(join(path, "http_filters"), "end the list with envoy.filters.http.router", "the router filter must be last")
+	}
+	return out
+}
+
+func (c *collector) tcpProxy(path string, t *tcpproxyv3.TcpProxy) *config.TCPListener {
+	c.only(path, t, "stat_prefix", "cluster", "idle_timeout", "access_log")
+	out := &config.TCPListener{StatPrefix: t.GetStatPrefix(), Cluster: t.GetCluster(), IdleTimeout: duration(t.GetIdleTimeout())}
+	if out.Cluster == "" {
+		c.addf(join(path, "cluster"), "name the upstream cluster (weighted_clusters is not supported)", "missing cluster")
+	}
+	return out
+}
