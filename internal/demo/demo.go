@@ -15,7 +15,6 @@ import (
 	"net"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
@@ -45,7 +44,6 @@ type backend struct {
 	srv      *http.Server
 	lis      net.Listener
 	addr     string
-	down     atomic.Bool
 }
 
 func (b *backend) start() error {

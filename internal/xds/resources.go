@@ -153,6 +153,7 @@ func EDSCluster(name string, o ClusterOptions) *clusterv3.Cluster {
 			ConsecutiveGatewayFailure:          wrapperspb.UInt32(o.EjectAfter),
 			EnforcingConsecutive_5Xx:           wrapperspb.UInt32(100),
 			BaseEjectionTime:                   durationpb.New(o.BaseEjectionTime),
+			MaxEjectionTime:                    maxEjection(o.MaxEjectionTime),
 			MaxEjectionPercent:                 wrapperspb.UInt32(o.MaxEjectPercent),
 			EnforcingSuccessRate:               wrapperspb.UInt32(0),
 			Interval:                           durationpb.New(time.Second),

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"io"
 	"math"
+	"math/big"
 	"net/http"
 	"strings"
 	"testing"
@@ -311,7 +312,11 @@ func TestConfigDumpRedaction(t *testing.T) {
 		t.Fatal(err)
 	}
 	keyPEM := string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}))
-	secretD := priv.D.String()
+	raw, err := priv.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	secretD := new(big.Int).SetBytes(raw).String()
 	d := plantedDump{
 		Version: "lds=3,cds=4",
 		Secrets: map[string]any{

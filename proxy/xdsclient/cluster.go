@@ -103,7 +103,8 @@ func (c *collector) cluster(cl *clusterv3.Cluster) *config.Cluster {
 	if ct := cl.GetConnectTimeout(); ct != nil {
 		out.ConnectTimeout = ct.AsDuration()
 	}
-	if cl.GetHttp2ProtocolOptions() != nil { // deprecated, still accepted
+	//lint:ignore SA1019 the deprecated field is still what older control planes send
+	if cl.GetHttp2ProtocolOptions() != nil {
 		out.Protocol = config.HTTP2
 	}
 	for key, a := range cl.GetTypedExtensionProtocolOptions() {

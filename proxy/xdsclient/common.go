@@ -93,8 +93,9 @@ func (c *collector) headerMutation(path string, add []*corev3.HeaderValueOption,
 		}
 		hv := config.HeaderValue{Name: strings.ToLower(h.GetKey()), Value: v}
 		set := false
-		if o.GetAppend() != nil { // deprecated, wins when set
-			set = !o.GetAppend().GetValue()
+		//lint:ignore SA1019 the deprecated field wins when set, as in Envoy
+		if a := o.GetAppend(); a != nil {
+			set = !a.GetValue()
 		} else {
 			switch o.GetAppendAction() {
 			case corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD:

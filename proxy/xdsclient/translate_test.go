@@ -402,6 +402,7 @@ func TestTranslateCluster(t *testing.T) {
 			c.Circuit = config.CircuitBreakers{MaxConnections: 100, MaxPendingRequests: 1024, MaxRequests: 200, MaxRetries: 3, RetryBudgetPercent: 20, MinRetryConcurrency: 3}
 		})},
 		{name: "deprecated http2 and least request", in: mod(edsCluster("web", "web.svc"), func(c *clusterv3.Cluster) {
+			//lint:ignore SA1019 the translator must still accept the deprecated field
 			c.Http2ProtocolOptions = &corev3.Http2ProtocolOptions{}
 			c.LbPolicy = clusterv3.Cluster_LEAST_REQUEST
 		}), want: modWant(func(c *config.Cluster) { c.Protocol, c.LB = config.HTTP2, config.LeastRequest })},
@@ -418,6 +419,7 @@ func TestTranslateCluster(t *testing.T) {
 		{name: "unsupported type and lb", in: mod(edsCluster("web", "web.svc"), func(c *clusterv3.Cluster) {
 			c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST}
 			c.LbPolicy = clusterv3.Cluster_RANDOM
+			//lint:ignore SA1019 an unsupported field, deprecated or not, must be refused
 			c.MaxRequestsPerConnection = wrapperspb.UInt32(1)
 		}), wantErr: []string{`cluster "web": unsupported: type (ORIGINAL_DST)`, `unsupported: lb_policy (RANDOM)`, `unsupported: max_requests_per_connection`}},
 		{name: "upstream tls without roots", in: mod(edsCluster("web", "web.svc"), func(c *clusterv3.Cluster) {
