@@ -47,6 +47,8 @@ const (
 	defaultBackoffBase  = 25 * time.Millisecond
 )
 
+var emptyValue = []string{""}
+
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 type httpHandler struct{ ln *listener }
@@ -191,6 +193,11 @@ func (x *exchange) forward(vh *config.VirtualHost, route *config.Route, fa *conf
 	// The request as it goes upstream: hop-by-hop headers removed, then
 	// mutations from the least to the most specific level.
 	removeHopHeaders(r.Header)
+	// Go's clients add "User-Agent: Go-http-client" to requests without
+	// one; an empty value tells them not to, so none is invented.
+	if _, ok := r.Header["User-Agent"]; !ok {
+		r.Header["User-Agent"] = emptyValue
+	}
 	authority := r.Host
 	if fa.HostRewrite != "" {
 		authority = fa.HostRewrite
@@ -418,7 +425,15 @@ func (x *exchange) try(ctx context.Context, u *upstream, host *lb.Host, retry *c
 		return nil, tryClass{flag: flagOverflow}, errPendingOverflow
 	}
 	host.Begin()
-	resp, err := tr.rt.RoundTrip(out)
+	var (
+		resp *http.Response
+		err  error
+	)
+	if tr.h1 != nil && h1Usable(out) {
+		resp, err = tr.h1.RoundTrip(tctx, out, host.Address)
+	} else {
+		resp, err = tr.rt.RoundTrip(out)
+	}
 	u.lb.ReleasePending()
 	if perTry != nil {
 		perTry.Stop()

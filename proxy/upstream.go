@@ -27,8 +27,17 @@ type upstream struct {
 
 type transport struct {
 	rt     *http.Transport
+	h1     *h1Pool // plaintext HTTP/1.1 fast path; nil for other protocols
 	scheme string
 	key    transportKey
+}
+
+// closeIdle closes idle connections; final: the transport is retired.
+func (t *transport) closeIdle(final bool) {
+	t.rt.CloseIdleConnections()
+	if t.h1 != nil {
+		t.h1.CloseIdleConnections(final)
+	}
 }
 
 // transportKey is what a transport depends on; a change rebuilds the pool.
@@ -62,13 +71,13 @@ func (u *upstream) update(c *config.Cluster, la *config.LoadAssignment) {
 	u.lb.Update(c, orEmpty(c, la))
 	if keyOf(old) != keyOf(c) {
 		prev := u.tr.Swap(u.newTransport(c))
-		prev.rt.CloseIdleConnections()
+		prev.closeIdle(true)
 	}
 }
 
 func (u *upstream) close() {
 	u.lb.Close()
-	u.tr.Load().rt.CloseIdleConnections()
+	u.tr.Load().closeIdle(true)
 }
 
 func (u *upstream) newTransport(c *config.Cluster) *transport {
@@ -109,6 +118,7 @@ func (u *upstream) newTransport(c *config.Cluster) *transport {
 		rt.Protocols.SetUnencryptedHTTP2(true)
 	default:
 		rt.Protocols.SetHTTP1(true)
+		t.h1 = newH1Pool(rt.DialContext)
 	}
 	if c.Protocol == config.HTTP2 {
 		// For HTTP/2 this limits connections being dialled at once, not

@@ -224,6 +224,7 @@ func Start(ctx context.Context, c Config, logw io.Writer) (*Process, error) {
 			Node:        node,
 			Static:      boot.Static,
 			Logger:      log,
+			Observer:    metrics,
 			OnUpdate: func(s *config.Snapshot) {
 				if err := px.Apply(s); err != nil {
 					log.Error("config applied with errors", "version", s.Version, "err", err)

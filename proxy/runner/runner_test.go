@@ -159,6 +159,13 @@ func TestSidecarOverADSFailsOverAndReportsMetrics(t *testing.T) {
 		t.Errorf("upstream_connect_failures_total{destination_cluster=east} = %v, want > 0", got)
 	}
 
+	for _, typ := range []string{"type.googleapis.com/envoy.config.listener.v3.Listener", "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+		"type.googleapis.com/envoy.config.route.v3.RouteConfiguration", "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"} {
+		if got := sumCounter(fams["causeway_proxy_config_updates_total"], map[string]string{"type_url": typ}); got < 1 {
+			t.Errorf("config_updates_total{type_url=%q} = %v, want the ACK counted", typ, got)
+		}
+	}
+
 	// /clusters shows the ejections; /config_dump shows the xDS versions.
 	var clusters []map[string]any
 	getJSON(t, "http://"+p.Admin.Addr()+"/clusters", &clusters)

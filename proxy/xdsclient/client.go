@@ -41,6 +41,15 @@ type Options struct {
 	BackoffBase, BackoffMax time.Duration
 	// Rand returns a float in [0,1) for jitter; default math/rand/v2.
 	Rand func() float64
+	// Observer, when set, hears of every ACK and NACK, from the goroutine
+	// running Run (telemetry.Metrics implements it).
+	Observer Observer
+}
+
+// Observer hears what the client did with each response.
+type Observer interface {
+	ConfigAccepted(typeURL, version string)
+	ConfigRejected(typeURL string)
 }
 
 // Status is the client's view of the stream, for /config_dump and metrics.

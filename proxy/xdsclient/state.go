@@ -104,6 +104,7 @@ type state struct {
 	now      func() time.Time
 	warming  time.Duration
 	onUpdate func(*config.Snapshot)
+	observer Observer
 
 	types     [numKinds]typeState
 	queue     []*discoveryv3.DiscoveryRequest // requests waiting for the sender
@@ -123,6 +124,7 @@ func newState(o *Options) *state {
 		now:      o.Now,
 		warming:  o.WarmingTimeout,
 		onUpdate: o.OnUpdate,
+		observer: o.Observer,
 		dirty:    true,
 	}
 	if s.static == nil {
@@ -240,6 +242,9 @@ func (s *state) handle(r *discoveryv3.DiscoveryResponse) {
 		s.log.Warn("xds: rejecting response (NACK); keeping the last accepted resources",
 			"type", k.String(), "version", r.GetVersionInfo(), "nonce", r.GetNonce(), "kept_version", ts.version, "error", err)
 		s.enqueue(k, err)
+		if s.observer != nil {
+			s.observer.ConfigRejected(k.typeURL())
+		}
 		return
 	}
 	changed := ts.version != r.GetVersionInfo() || !ts.received
@@ -267,6 +272,9 @@ func (s *state) handle(r *discoveryv3.DiscoveryResponse) {
 	ts.version, ts.received, ts.lastErr, ts.lastUpdate = r.GetVersionInfo(), true, "", s.now()
 	s.log.Debug("xds: accepted response (ACK)", "type", k.String(), "version", ts.version, "resources", len(next))
 	s.enqueue(k, nil)
+	if s.observer != nil {
+		s.observer.ConfigAccepted(k.typeURL(), ts.version)
+	}
 	if changed {
 		s.dirty = true
 	}
