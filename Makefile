@@ -11,7 +11,8 @@ FUZZ_TARGETS := \
 	./proxy/router:FuzzMatch \
 	./proxy/router:FuzzRewritePath \
 	./proxy/xdsclient:FuzzTranslateRouteConfig \
-	./proxy/xdsclient:FuzzTranslateListener
+	./proxy/xdsclient:FuzzTranslateListener \
+	./proxy/telemetry:FuzzAppendJSONString
 
 .PHONY: all build test unit fuzz lint tools bench generate demo clean
 
