@@ -23,14 +23,20 @@
 // Each listener owns one socket and one accept loop. Every accepted connection
 // is dispatched by the listener's current config: TLS is terminated if the
 // config says so (certificates are read from SDS secrets at handshake time, so
-// rotation needs no restart), then the connection goes to the TCP proxy or to
-// an http.Server that speaks HTTP/1.1 and HTTP/2 (h2c, or h2 by ALPN).
+// rotation needs no restart), then the connection goes to the TCP proxy or is
+// served as HTTP: HTTP/2 (h2c with prior knowledge, or h2 by ALPN) by
+// net/http's http.Server, HTTP/1.1 by the package's own server loop, one
+// goroutine per connection that reads each request and runs the handler
+// itself (h1server.go). That loop does no background read, so a client that
+// goes away in the middle of an HTTP/1.1 request is noticed when a write to
+// it fails; the request upstream stays bounded by the route timeout.
 //
 // # Lifecycle
 //
 // Drain stops accepting, marks the proxy not ready, lets in-flight requests
-// finish (HTTP/2 clients get GOAWAY, HTTP/1.1 keep-alive connections are
-// closed after their current response) and answers requests that arrive on
+// finish (HTTP/2 clients get GOAWAY; idle HTTP/1.1 keep-alive connections
+// are closed at once, busy ones after their current response, which carries
+// "Connection: close") and answers requests that arrive on
 // draining connections with 503 and "x-causeway-draining: true". Close ends
 // everything and waits for every goroutine the proxy started.
 package proxy

@@ -470,6 +470,12 @@ func (x *exchange) try(ctx context.Context, u *upstream, host *lb.Host, retry *c
 	case ctx.Err() != nil:
 		host.End(lb.LocalOriginFailure)
 		return nil, tryClass{flag: flagUpstreamTimeout}, err
+	case x.grpc && nearDeadline(ctx, x.start):
+		// A gRPC server resets the stream when the caller's deadline
+		// (grpc-timeout) expires; when that reset wins the race with our
+		// own timer, it is still a deadline, not an upstream failure.
+		host.End(lb.Abandoned)
+		return nil, tryClass{flag: flagUpstreamTimeout}, err
 	case tctx.Err() != nil: // per-try timeout
 		host.End(lb.LocalOriginFailure)
 		return nil, tryClass{on: config.RetryReset, flag: flagUpstreamTimeout, reason: "per_try_timeout"}, err
@@ -649,6 +655,17 @@ func grpcStatusForHTTP(code int) int {
 		return 14 // UNAVAILABLE
 	}
 	return 2 // UNKNOWN
+}
+
+// nearDeadline reports whether ctx's deadline is less than a tenth of the
+// request's time budget (and at most 50ms) away.
+func nearDeadline(ctx context.Context, start time.Time) bool {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return false
+	}
+	slack := min(dl.Sub(start)/10, 50*time.Millisecond)
+	return time.Until(dl) <= slack
 }
 
 // parseGRPCTimeout reads a grpc-timeout header: up to 8 digits and a unit

@@ -204,16 +204,9 @@ func (ln *listener) dispatch(c net.Conn) {
 		}()
 		return
 	}
-	for {
-		hs := ln.http.Load()
-		if hs.q.push(c) {
-			return
-		}
-		if ln.http.Load() == hs { // not replaced: the listener is stopping
-			c.Close()
-			return
-		}
-	}
+	// HTTP: a goroutine per connection serves HTTP/1.1 itself and hands
+	// HTTP/2 (h2 by ALPN, h2c prior knowledge) to the net/http server.
+	ln.startHTTPConn(l, c)
 }
 
 // beginStop closes the socket; it reports whether this call did.
@@ -264,6 +257,13 @@ func (ln *listener) drain(ctx context.Context) error {
 func (ln *listener) shutdown(ctx context.Context) error {
 	ln.mu.Lock()
 	servers := append([]*httpServing{ln.http.Load()}, ln.retired...)
+	// HTTP/1.1 connections (in tcpConns too) close now if idle, else
+	// after their current response.
+	for c := range ln.tcpConns {
+		if hc, ok := c.(*h1ServerConn); ok {
+			hc.drain()
+		}
+	}
 	ln.mu.Unlock()
 	var errs []error
 	for _, hs := range servers {
@@ -276,7 +276,8 @@ func (ln *listener) shutdown(ctx context.Context) error {
 	if len(errs) > 0 {
 		err = fmt.Errorf("listener %q: in-flight requests did not finish before the drain deadline: %w", ln.cfg.Load().Name, errors.Join(errs...))
 	}
-	// TCP sessions get until ctx ends to finish on their own.
+	// TCP sessions and HTTP/1.1 connections get until ctx ends to finish
+	// on their own.
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -284,6 +285,9 @@ func (ln *listener) shutdown(ctx context.Context) error {
 		n := len(ln.tcpConns)
 		if n > 0 && ctx.Err() != nil {
 			for c := range ln.tcpConns {
+				if _, ok := c.(*h1ServerConn); ok && err == nil {
+					err = fmt.Errorf("listener %q: in-flight requests did not finish before the drain deadline: %w", ln.cfg.Load().Name, ctx.Err())
+				}
 				c.Close()
 			}
 		}
