@@ -1,7 +1,41 @@
-// Package discovery will own one cluster's truth: Services, EndpointSlices,
-// Nodes (locality), Pods (identity) and ServiceExports, read from Kubernetes
-// informers or from a folder of the same YAML in local mode.
+// Package discovery owns one cluster's truth: it reads Services,
+// EndpointSlices, Nodes (locality), Pods (service accounts, readiness),
+// Namespaces and MCS ServiceExports, and turns them into *model.Snapshot
+// values for the rest of the control plane.
 //
-// Status: not built yet (issue 4). The package exists so that the folder layout
-// matches DESIGN.md.
+// # Sources
+//
+// A Source runs until its context ends and calls its emit function with a
+// complete, canonical, validated snapshot each time the truth changes (a
+// no-op change, by model.Snapshot.Equal, emits nothing). The first snapshot
+// is emitted once the source has read everything, even when it is empty.
+//
+//   - Folder (local mode, this package): a directory of Kubernetes YAML,
+//     polled every Interval (default 500ms) on an injected ticker. See
+//     folder.go for the error contract.
+//   - Kubernetes informers: not built yet (issue 4, after the apiserver
+//     harness of issue 3). It will fill the same Objects and call the same
+//     Build, so both sources produce the same model by construction.
+//
+// Build (build.go) is the pure function from typed Kubernetes objects to
+// the model; it is where locality, identity and readiness are decided.
+//
+// # Concurrency
+//
+// A Folder's Run owns its state: emit and OnProblems are called on Run's
+// goroutine, in order, never concurrently. Problems may be called from any
+// goroutine.
 package discovery
+
+import (
+	"context"
+
+	"github.com/causewaymesh/causeway/internal/model"
+)
+
+// Source produces one cluster's model.
+type Source interface {
+	// Run calls emit with each new snapshot (never the same truth twice in
+	// a row) until ctx ends; it returns ctx's error or a fatal one.
+	Run(ctx context.Context, emit func(*model.Snapshot)) error
+}

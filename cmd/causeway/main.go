@@ -26,6 +26,8 @@ func run(args []string) int {
 		return 2
 	}
 	switch args[0] {
+	case "control-plane":
+		return runControlPlane(args[1:])
 	case "version":
 		fmt.Println("causeway", version)
 		return 0

@@ -3,9 +3,17 @@
 // and server, and builds the resources the proxy's documented subset
 // (docs/xds.md) accepts.
 //
-// Today it is what the demo and the data-plane tests use to drive real
-// proxies over a real gRPC stream; the control plane (issue 4) will grow its
-// model-to-xDS translation here.
+// The control plane (internal/controlplane) translates the model into
+// per-node Resources with Translate (translate.go: names, locality
+// priorities, api listeners for proxyless gRPC) and publishes them with
+// Publish; the demo and the data-plane tests build resources by hand with
+// the builders of resources.go.
+//
+// Versions are per node and per type: Publish bumps only the types whose
+// resources changed (proto.Equal), so a node gets no push for the others.
+// Within a type, state-of-the-world clients receive the whole subscribed
+// set again (go-control-plane's snapshot cache); delta clients receive
+// only the resources whose content changed.
 //
 // Server is safe for concurrent use: SetResources may be called from any
 // goroutine; each call publishes one consistent snapshot, and the cache
@@ -76,7 +84,11 @@ func NewServer(o Options) (*Server, error) {
 		return nil, fmt.Errorf("xds server: listen %s: %w", addr, err)
 	}
 	s := &Server{
-		cache:    cachev3.NewSnapshotCache(true, cachev3.IDHash{}, nil),
+		// ads=false: go-control-plane's "ADS mode" answers a request that
+		// names resources only when it names every resource of the type in
+		// the snapshot, which starves grpc-go (it asks for the one listener
+		// it needs). Without it, responses carry the requested subset.
+		cache:    cachev3.NewSnapshotCache(false, cachev3.IDHash{}, nil),
 		grpc:     grpc.NewServer(o.GRPCOptions...),
 		lis:      lis,
 		versions: map[string]map[resourcev3.Type]string{},
@@ -103,6 +115,14 @@ func (s *Server) Addr() string { return s.lis.Addr().String() }
 // SetResources publishes r for the node with the given id. A type whose
 // resources did not change keeps its version, so proxies get no push for it.
 func (s *Server) SetResources(ctx context.Context, node string, r Resources) error {
+	_, err := s.Publish(ctx, node, r)
+	return err
+}
+
+// Publish is SetResources that also reports which types changed (and so
+// were pushed to the node's open watches), in the order LDS, RDS, CDS,
+// EDS, SDS. Nothing changed: nil, and the cache is left alone.
+func (s *Server) Publish(ctx context.Context, node string, r Resources) ([]resourcev3.Type, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.seq++
@@ -119,6 +139,15 @@ func (s *Server) SetResources(ctx context.Context, node string, r Resources) err
 		s.versions[node] = vers
 	}
 	prev := s.last[node]
+	var changed []resourcev3.Type
+	for _, t := range typeOrder {
+		if prev == nil || !sameResources(prev[t], byType[t]) {
+			changed = append(changed, t)
+		}
+	}
+	if len(changed) == 0 {
+		return nil, nil
+	}
 	withTTL := make(map[resourcev3.Type][]types.ResourceWithTTL, len(byType))
 	for t, rs := range byType {
 		if prev == nil || !sameResources(prev[t], rs) {
@@ -136,13 +165,25 @@ func (s *Server) SetResources(ctx context.Context, node string, r Resources) err
 		snap.Resources[idx] = cachev3.NewResourcesWithTTL(vers[t], items)
 	}
 	if err := snap.Consistent(); err != nil {
-		return fmt.Errorf("xds server: inconsistent resources for node %q: %w", node, err)
+		return nil, fmt.Errorf("xds server: inconsistent resources for node %q: %w", node, err)
 	}
 	if err := s.cache.SetSnapshot(ctx, node, snap); err != nil {
-		return fmt.Errorf("xds server: node %q: %w", node, err)
+		return nil, fmt.Errorf("xds server: node %q: %w", node, err)
 	}
 	s.last[node] = byType
-	return nil
+	return changed, nil
+}
+
+var typeOrder = []resourcev3.Type{resourcev3.ListenerType, resourcev3.RouteType, resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.SecretType}
+
+// Forget drops everything published for node (its last proxy has gone);
+// a node that comes back is published afresh.
+func (s *Server) Forget(node string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cache.ClearSnapshot(node)
+	delete(s.versions, node)
+	delete(s.last, node)
 }
 
 func sameResources(a, b []types.Resource) bool {
@@ -150,7 +191,7 @@ func sameResources(a, b []types.Resource) bool {
 		return false
 	}
 	for i := range a {
-		if !proto.Equal(a[i], b[i]) {
+		if a[i] != b[i] && !proto.Equal(a[i], b[i]) {
 			return false
 		}
 	}

@@ -1,0 +1,141 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/causewaymesh/causeway/discovery"
+	"github.com/causewaymesh/causeway/internal/controlplane"
+	"github.com/causewaymesh/causeway/internal/xds"
+)
+
+// controlPlaneConfig is the `causeway control-plane` command line.
+type controlPlaneConfig struct {
+	Source, Dir                   string
+	XDS, Admin                    string
+	Cluster, Network, TrustDomain string
+	Interval, Debounce            time.Duration
+	ListenerIP                    string
+}
+
+func (c *controlPlaneConfig) flags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Source, "source", "folder", `where the cluster's truth comes from: "folder" (the Kubernetes informer source is not built yet)`)
+	fs.StringVar(&c.Dir, "dir", "", "folder of Kubernetes YAML (with --source folder)")
+	fs.StringVar(&c.XDS, "xds", "127.0.0.1:15010", "ADS (xDS) listen address")
+	fs.StringVar(&c.Admin, "admin", "127.0.0.1:15011", "admin listener: /metrics, /model, /problems, /ready")
+	fs.StringVar(&c.Cluster, "cluster", "", "name of this cluster (required)")
+	fs.StringVar(&c.Network, "network", "", "name of this cluster's network")
+	fs.StringVar(&c.TrustDomain, "trust-domain", "", "SPIFFE trust domain (default <cluster>.local)")
+	fs.DurationVar(&c.Interval, "poll", 500*time.Millisecond, "how often the folder is scanned")
+	fs.DurationVar(&c.Debounce, "debounce", 100*time.Millisecond, "wait this long after a change for more before pushing")
+	fs.StringVar(&c.ListenerIP, "listener-ip", "127.0.0.1", "IP proxies bind outbound listeners on (a node may override it with metadata outbound_ip)")
+}
+
+func (c *controlPlaneConfig) validate() error {
+	var errs []error
+	if c.Source != "folder" {
+		errs = append(errs, fmt.Errorf("--source %q: only \"folder\" is available in this build (the Kubernetes source is not built yet)", c.Source))
+	}
+	if c.Source == "folder" && c.Dir == "" {
+		errs = append(errs, errors.New("--dir: required with --source folder; name the folder of Kubernetes YAML"))
+	}
+	if c.Cluster == "" {
+		errs = append(errs, errors.New("--cluster: required; name this cluster"))
+	}
+	if c.Interval <= 0 {
+		errs = append(errs, fmt.Errorf("--poll %s: must be positive", c.Interval))
+	}
+	return errors.Join(errs...)
+}
+
+// runControlPlane is `causeway control-plane`.
+func runControlPlane(args []string) int {
+	var c controlPlaneConfig
+	fs := flag.NewFlagSet("causeway control-plane", flag.ContinueOnError)
+	c.flags(fs)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if err := c.validate(); err != nil {
+		fmt.Fprintln(os.Stderr, "causeway control-plane:", err)
+		return 2
+	}
+	if c.TrustDomain == "" {
+		c.TrustDomain = c.Cluster + ".local"
+	}
+	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	folder, err := discovery.NewFolder(discovery.FolderOptions{
+		Dir:          c.Dir,
+		BuildOptions: discovery.BuildOptions{Cluster: c.Cluster, Network: c.Network, TrustDomain: c.TrustDomain},
+		Interval:     c.Interval,
+		Logger:       log,
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "causeway control-plane:", err)
+		return 2
+	}
+	cp, err := controlplane.New(controlplane.Options{
+		Cluster: c.Cluster, Network: c.Network, XDSAddress: c.XDS, Debounce: c.Debounce,
+		Translate: xds.TranslateOptions{ListenerIP: c.ListenerIP},
+		Registry:  reg, Logger: log,
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "causeway control-plane:", err)
+		return 1
+	}
+
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/model", func(w http.ResponseWriter, _ *http.Request) {
+		if m := cp.Model(); m != nil {
+			fmt.Fprint(w, m.String())
+		}
+	})
+	mux.HandleFunc("/problems", func(w http.ResponseWriter, _ *http.Request) {
+		for _, p := range folder.Problems() {
+			fmt.Fprintln(w, p.Error())
+		}
+	})
+	mux.HandleFunc("/ready", func(w http.ResponseWriter, _ *http.Request) {
+		if cp.Model() == nil {
+			http.Error(w, "no model yet", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	admin := &http.Server{Addr: c.Admin, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	adminErr := make(chan error, 1)
+	go func() { adminErr <- admin.ListenAndServe() }()
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	log.Info("causeway control-plane started", "xds", cp.Addr(), "admin", c.Admin, "cluster", c.Cluster, "dir", c.Dir)
+	runErr := cp.Run(ctx, folder)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = admin.Shutdown(shutdownCtx)
+	if err := <-adminErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		fmt.Fprintln(os.Stderr, "causeway control-plane: admin:", err)
+		return 1
+	}
+	if runErr != nil && !errors.Is(runErr, context.Canceled) {
+		fmt.Fprintln(os.Stderr, "causeway control-plane:", runErr)
+		return 1
+	}
+	return 0
+}

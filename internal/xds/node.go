@@ -1,0 +1,89 @@
+package xds
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+
+	"github.com/causewaymesh/causeway/internal/model"
+)
+
+// Node is what the control plane knows of one xDS client, read from its
+// node in the first request of a stream.
+type Node struct {
+	ID             string
+	Namespace      string // metadata "namespace" (required)
+	ServiceAccount string // metadata "service_account"
+	Cluster        string // metadata "cluster", else node.cluster (required)
+	Network        string // metadata "network"; default: the control plane's
+	Locality       model.Locality
+	// Proxyless: a gRPC library rather than a Causeway proxy, detected by
+	// user_agent_name starting with "gRPC" (grpc-go sends "gRPC Go") or
+	// metadata "proxyless" true. Proxyless nodes get api listeners.
+	Proxyless bool
+	// OutboundIP (metadata "outbound_ip") is the IP the proxy's outbound
+	// listeners bind; default TranslateOptions.ListenerIP.
+	OutboundIP string
+}
+
+// ErrNodeRefused wraps every reason a node is refused.
+var ErrNodeRefused = errors.New("xds node refused")
+
+// NodeFromProto reads and checks a node. cluster is the control plane's
+// own cluster: a node of another cluster is refused. network is the
+// default network.
+func NodeFromProto(n *corev3.Node, cluster, network string) (Node, error) {
+	if n == nil {
+		return Node{}, fmt.Errorf("%w: the first request of the stream carries no node; set node.id, node.locality and metadata namespace and cluster", ErrNodeRefused)
+	}
+	md := n.GetMetadata().GetFields()
+	str := func(k string) string { return md[k].GetStringValue() }
+	out := Node{
+		ID: n.GetId(), Namespace: str("namespace"), ServiceAccount: str("service_account"),
+		Cluster: str("cluster"), Network: str("network"), OutboundIP: str("outbound_ip"),
+		Locality: model.Locality{Region: n.GetLocality().GetRegion(), Zone: n.GetLocality().GetZone(), SubZone: n.GetLocality().GetSubZone()},
+	}
+	if out.Cluster == "" {
+		out.Cluster = n.GetCluster()
+	}
+	if out.Network == "" {
+		out.Network = network
+	}
+	out.Proxyless = strings.HasPrefix(n.GetUserAgentName(), "gRPC") || md["proxyless"].GetBoolValue() || str("proxyless") == "true"
+	var problems []string
+	if out.ID == "" {
+		problems = append(problems, "node.id is empty: set a unique id per proxy (e.g. <pod>.<namespace>)")
+	}
+	if out.Namespace == "" {
+		problems = append(problems, `node.metadata["namespace"] is missing: set the workload's namespace`)
+	}
+	switch {
+	case out.Cluster == "":
+		problems = append(problems, `node.metadata["cluster"] (or node.cluster) is missing: set the Kubernetes cluster name`)
+	case out.Cluster != cluster:
+		problems = append(problems, fmt.Sprintf("node cluster %q is not this control plane's cluster %q: connect to that cluster's control plane", out.Cluster, cluster))
+	}
+	if out.Locality.Region == "" || out.Locality.Zone == "" {
+		problems = append(problems, fmt.Sprintf("node.locality %q: region and zone are required (locality priorities are relative to them)", out.Locality))
+	}
+	if out.OutboundIP != "" {
+		if _, err := netip.ParseAddr(out.OutboundIP); err != nil {
+			problems = append(problems, fmt.Sprintf(`node.metadata["outbound_ip"] %q: not an IP literal`, out.OutboundIP))
+		}
+	}
+	if len(problems) > 0 {
+		return out, fmt.Errorf("%w: node %q: %s", ErrNodeRefused, out.ID, strings.Join(problems, "; "))
+	}
+	return out, nil
+}
+
+// Class is the part of a node that translation depends on: nodes of the
+// same class get the same resources.
+func (n Node) Class() Node {
+	n.ID = ""
+	n.ServiceAccount = ""
+	return n
+}

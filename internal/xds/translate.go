@@ -1,0 +1,394 @@
+package xds
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/causewaymesh/causeway/internal/model"
+)
+
+// TranslateOptions shape the translation for every node.
+type TranslateOptions struct {
+	// ListenerIP is the IP outbound listeners bind unless the node says
+	// otherwise (metadata outbound_ip); default 127.0.0.1.
+	ListenerIP string
+	// EphemeralPorts binds outbound listeners to port 0 instead of the
+	// service port (tests and demos find them with Proxy.ListenerAddr).
+	EphemeralPorts bool
+	// Cluster is the EDS cluster shape; zero: DefaultClusterOptions.
+	Cluster *ClusterOptions
+	// Retry is the default route retry policy; nil: DefaultRetry.
+	Retry *Retry
+}
+
+// DefaultClusterOptions: outlier detection ejects an endpoint after 5
+// consecutive 5xx/gateway failures for 30s (doubling up to 300s), up to
+// every endpoint of the cluster (locality failover relies on ejecting a
+// whole dead zone; the panic threshold still applies).
+var DefaultClusterOptions = ClusterOptions{EjectAfter: 5, BaseEjectionTime: 30 * time.Second, MaxEjectionTime: 300 * time.Second, MaxEjectPercent: 100}
+
+// DefaultRetry retries what cannot have reached the application twice.
+var DefaultRetry = Retry{On: "connect-failure,refused-stream,reset", NumRetries: 2}
+
+// Protocol classes of a service port.
+const (
+	protoHTTP1 = iota
+	protoHTTP2
+	protoGRPC
+	protoOther // TCP/TLS/UDP/SCTP: not served by this translation yet
+)
+
+// PortProtocol classifies a service port: appProtocol first ("http",
+// "http2", "h2c", "kubernetes.io/h2c", "grpc", "grpc-web"; anything else
+// is opaque TCP), else the port name's prefix by Istio's convention
+// ("grpc", "grpc-*", "http2", "h2c", "http", "tcp", "tls", ...), else
+// HTTP/1.1. UDP and SCTP ports are never HTTP.
+func PortProtocol(p model.ServicePort) (http, http2, grpc bool) {
+	c := portClass(p)
+	return c != protoOther, c == protoHTTP2 || c == protoGRPC, c == protoGRPC
+}
+
+func portClass(p model.ServicePort) int {
+	if p.Protocol != model.TCP {
+		return protoOther
+	}
+	if ap := strings.ToLower(p.AppProtocol); ap != "" {
+		switch ap {
+		case "http", "http/1.1", "grpc-web", "kubernetes.io/ws":
+			return protoHTTP1
+		case "http2", "h2c", "kubernetes.io/h2c":
+			return protoHTTP2
+		case "grpc":
+			return protoGRPC
+		}
+		return protoOther
+	}
+	name, _, _ := strings.Cut(strings.ToLower(p.Name), "-")
+	switch name {
+	case "grpc":
+		return protoGRPC
+	case "http2", "h2c":
+		return protoHTTP2
+	case "tcp", "tls", "https", "mongo", "mysql", "redis", "udp":
+		return protoOther
+	}
+	return protoHTTP1
+}
+
+// Names of generated resources.
+
+// ClusterName is the EDS cluster (and EDS service name) of a service port
+// inside its own cluster: "<svc>.<ns>.svc.cluster.local:<port>".
+func ClusterName(ns, svc string, port uint32) string {
+	return svc + "." + ns + ".svc.cluster.local:" + strconv.FormatUint(uint64(port), 10)
+}
+
+// ClustersetName is the EDS cluster of an exported service port across
+// the clusterset: "<svc>.<ns>.svc.clusterset.local:<port>".
+func ClustersetName(ns, svc string, port uint32) string {
+	return svc + "." + ns + ".svc.clusterset.local:" + strconv.FormatUint(uint64(port), 10)
+}
+
+// OutboundName names the outbound listener and route configuration of a
+// port number: "outbound_<port>".
+func OutboundName(port uint32) string { return "outbound_" + strconv.FormatUint(uint64(port), 10) }
+
+// Translate turns one cluster's model into the resources for one node.
+// The output is deterministic (every list sorted by name) and every
+// resource passes its proto's ValidateAll; a failure there is a bug and is
+// returned with the resource's name.
+//
+// For a Causeway proxy:
+//   - Listeners: one outbound HTTP listener per service port number that
+//     is HTTP (see PortProtocol), "outbound_<port>" on
+//     <outbound_ip or ListenerIP>:<port> (or :0), routes by RDS under the
+//     same name.
+//   - Routes "outbound_<port>": one virtual host per service with that
+//     port, domains <svc>.<ns>.svc.cluster.local, <svc>.<ns>.svc,
+//     <svc>.<ns> and, in the node's own namespace, <svc>; an exported
+//     service adds a virtual host <svc>.<ns>.svc.clusterset.local. One
+//     route, prefix "/", to the EDS cluster, with the default retry policy.
+//   - Clusters: ClusterName per HTTP service port (this cluster's
+//     endpoints) and, when exported, ClustersetName (every cluster's);
+//     HTTP/2 upstream for grpc/http2/h2c ports; outlier detection and the
+//     retry budget of EDSCluster.
+//   - Endpoints: one ClusterLoadAssignment per cluster, see
+//     LocalityPriority. Endpoints that are not ready are left out.
+//
+// For a proxyless gRPC node, the outbound listeners and their routes are
+// replaced by api listeners with inline routes (see apiListeners) for gRPC
+// ports, and no RouteConfigurations; clusters and endpoints are the same.
+func Translate(s *model.Snapshot, n Node, o TranslateOptions) (Resources, error) {
+	co := DefaultClusterOptions
+	if o.Cluster != nil {
+		co = *o.Cluster
+	}
+	retry := DefaultRetry
+	if o.Retry != nil {
+		retry = *o.Retry
+	}
+	ip := cmp.Or(n.OutboundIP, o.ListenerIP, "127.0.0.1")
+
+	var r Resources
+	byPort := map[uint32][]*routev3.VirtualHost{}
+	var ports []uint32
+	for i := range s.Services {
+		sv := &s.Services[i]
+		for _, p := range sv.Ports {
+			class := portClass(p)
+			if class == protoOther {
+				continue
+			}
+			opts := co
+			opts.HTTP2 = class != protoHTTP1
+			local := ClusterName(sv.Namespace, sv.Name, p.Port)
+			r.Clusters = append(r.Clusters, EDSCluster(local, opts))
+			r.Endpoints = append(r.Endpoints, loadAssignment(local, sv, p, s.Cluster, n))
+			if _, ok := byPort[p.Port]; !ok {
+				ports = append(ports, p.Port)
+			}
+			fqdn := sv.Name + "." + sv.Namespace + ".svc.cluster.local"
+			domains := []string{fqdn, sv.Name + "." + sv.Namespace + ".svc", sv.Name + "." + sv.Namespace}
+			if sv.Namespace == n.Namespace {
+				domains = append(domains, sv.Name)
+			}
+			byPort[p.Port] = append(byPort[p.Port], virtualHost(local, domains, local, retry))
+			if sv.Exported {
+				set := ClustersetName(sv.Namespace, sv.Name, p.Port)
+				r.Clusters = append(r.Clusters, EDSCluster(set, opts))
+				r.Endpoints = append(r.Endpoints, loadAssignment(set, sv, p, "", n))
+				byPort[p.Port] = append(byPort[p.Port], virtualHost(set, []string{sv.Name + "." + sv.Namespace + ".svc.clusterset.local"}, set, retry))
+			}
+		}
+	}
+	if n.Proxyless {
+		r.Listeners = apiListeners(s, n)
+	} else {
+		slices.Sort(ports)
+		for _, port := range ports {
+			name := OutboundName(port)
+			lport := port
+			if o.EphemeralPorts {
+				lport = 0
+			}
+			r.Listeners = append(r.Listeners, HTTPListener(name, net.JoinHostPort(ip, strconv.FormatUint(uint64(lport), 10)), false, name))
+			vhs := byPort[port]
+			slices.SortFunc(vhs, func(a, b *routev3.VirtualHost) int { return cmp.Compare(a.Name, b.Name) })
+			r.Routes = append(r.Routes, &routev3.RouteConfiguration{Name: name, VirtualHosts: vhs})
+		}
+	}
+	sortByName(r.Clusters)
+	sortByName(r.Endpoints)
+	sortByName(r.Listeners)
+	sortByName(r.Routes)
+	return r, validateAll(&r)
+}
+
+func virtualHost(name string, domains []string, cluster string, retry Retry) *routev3.VirtualHost {
+	action := &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: cluster}}
+	if retry.NumRetries > 0 {
+		action.RetryPolicy = &routev3.RetryPolicy{RetryOn: retry.On, NumRetries: wrapperspb.UInt32(retry.NumRetries)}
+	}
+	return &routev3.VirtualHost{
+		Name:    name,
+		Domains: domains,
+		Routes: []*routev3.Route{{
+			Name:   "default",
+			Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+			Action: &routev3.Route_Route{Route: action},
+		}},
+	}
+}
+
+// apiListeners are what grpc-go's xDS resolver asks for: for
+// xds:///<target> it requests the Listener named <target>, which must
+// carry an api_listener (an HttpConnectionManager). For each gRPC port of
+// each service the targets are <svc>.<ns>.svc.cluster.local:<port>,
+// <svc>.<ns>:<port> and, in the node's namespace, <svc>:<port>; a service
+// with exactly one gRPC port answers to the same names without ":<port>";
+// an exported one also to <svc>.<ns>.svc.clusterset.local[:<port>]. The
+// route configuration is inline (one "*" virtual host, prefix "/" to the
+// EDS cluster): grpc-go accepts inline and RDS alike, inline saves a round
+// trip, and go-control-plane's snapshot consistency check does not follow
+// RDS references out of api listeners.
+func apiListeners(s *model.Snapshot, n Node) []types.Resource {
+	var ls []types.Resource
+	for i := range s.Services {
+		sv := &s.Services[i]
+		var grpcPorts []model.ServicePort
+		for _, p := range sv.Ports {
+			if portClass(p) == protoGRPC {
+				grpcPorts = append(grpcPorts, p)
+			}
+		}
+		for _, p := range grpcPorts {
+			port := ":" + strconv.FormatUint(uint64(p.Port), 10)
+			add := func(cluster string, names []string) {
+				for _, name := range names {
+					ls = append(ls, apiListener(name+port, cluster))
+					if len(grpcPorts) == 1 {
+						ls = append(ls, apiListener(name, cluster))
+					}
+				}
+			}
+			names := []string{sv.Name + "." + sv.Namespace + ".svc.cluster.local", sv.Name + "." + sv.Namespace}
+			if sv.Namespace == n.Namespace {
+				names = append(names, sv.Name)
+			}
+			add(ClusterName(sv.Namespace, sv.Name, p.Port), names)
+			if sv.Exported {
+				add(ClustersetName(sv.Namespace, sv.Name, p.Port), []string{sv.Name + "." + sv.Namespace + ".svc.clusterset.local"})
+			}
+		}
+	}
+	return ls
+}
+
+func apiListener(name, cluster string) *listenerv3.Listener {
+	hcm := &hcmv3.HttpConnectionManager{
+		StatPrefix: name,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
+			Name:         name,
+			VirtualHosts: []*routev3.VirtualHost{virtualHost(cluster, []string{"*"}, cluster, Retry{})},
+		}},
+		HttpFilters: []*hcmv3.HttpFilter{{
+			Name:       "envoy.filters.http.router",
+			ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})},
+		}},
+	}
+	return &listenerv3.Listener{Name: name, ApiListener: &listenerv3.ApiListener{ApiListener: mustAny(hcm)}}
+}
+
+// LocalityPriority is an endpoint locality's tier relative to the node:
+// 0 same region and zone, 1 same region, 2 any other region. Endpoints in
+// other clusters or networks are ranked by their locality the same way.
+// The tiers present in a load assignment are then numbered 0, 1, 2...
+// without gaps (Envoy and grpc-go require contiguous priorities), so with
+// no endpoint in the node's zone the same-region ones get priority 0.
+func LocalityPriority(node, ep model.Locality) uint32 {
+	switch {
+	case ep.Region == node.Region && ep.Zone == node.Zone:
+		return 0
+	case ep.Region == node.Region:
+		return 1
+	}
+	return 2
+}
+
+type localityKey struct {
+	tier             uint32
+	cluster, network string
+	loc              model.Locality
+}
+
+// loadAssignment builds the EDS resource of one service port. onlyCluster
+// limits it to endpoints of that cluster; "" takes every cluster.
+func loadAssignment(name string, sv *model.Service, p model.ServicePort, onlyCluster string, n Node) *endpointv3.ClusterLoadAssignment {
+	groups := map[localityKey][]*model.Endpoint{}
+	for i := range sv.Endpoints {
+		e := &sv.Endpoints[i]
+		if !e.Ready || (onlyCluster != "" && e.Cluster != onlyCluster) {
+			continue
+		}
+		if _, ok := e.Port(p.Name); !ok {
+			continue
+		}
+		k := localityKey{LocalityPriority(n.Locality, e.Locality), e.Cluster, e.Network, e.Locality}
+		groups[k] = append(groups[k], e)
+	}
+	keys := make([]localityKey, 0, len(groups))
+	for k := range groups {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b localityKey) int {
+		return cmp.Or(cmp.Compare(a.tier, b.tier), cmp.Compare(a.cluster, b.cluster), cmp.Compare(a.network, b.network),
+			cmp.Compare(a.loc.Region, b.loc.Region), cmp.Compare(a.loc.Zone, b.loc.Zone), cmp.Compare(a.loc.SubZone, b.loc.SubZone))
+	})
+	cla := &endpointv3.ClusterLoadAssignment{ClusterName: name}
+	var prio uint32
+	for i, k := range keys {
+		if i > 0 && k.tier != keys[i-1].tier {
+			prio++
+		}
+		meta := map[string]*structpb.Value{"cluster": structpb.NewStringValue(k.cluster)}
+		if k.network != "" {
+			meta["network"] = structpb.NewStringValue(k.network)
+		}
+		le := &endpointv3.LocalityLbEndpoints{
+			Locality: &corev3.Locality{Region: k.loc.Region, Zone: k.loc.Zone, SubZone: k.loc.SubZone},
+			Priority: prio,
+			Metadata: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"causeway": {Fields: meta}}},
+		}
+		var weight uint32
+		for _, e := range groups[k] {
+			port, _ := e.Port(p.Name)
+			weight += e.Weight
+			lb := &endpointv3.LbEndpoint{
+				HealthStatus:        corev3.HealthStatus_HEALTHY,
+				LoadBalancingWeight: wrapperspb.UInt32(e.Weight),
+				HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
+					Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+						Address: e.Address, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port},
+					}}},
+				}},
+			}
+			if e.Identity != "" {
+				lb.Metadata = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"causeway": {Fields: map[string]*structpb.Value{
+					"identity": structpb.NewStringValue(e.Identity),
+				}}}}
+			}
+			le.LbEndpoints = append(le.LbEndpoints, lb)
+		}
+		le.LoadBalancingWeight = wrapperspb.UInt32(weight)
+		cla.Endpoints = append(cla.Endpoints, le)
+	}
+	return cla
+}
+
+type named interface{ GetName() string }
+
+func resourceName(r types.Resource) string {
+	switch v := r.(type) {
+	case *endpointv3.ClusterLoadAssignment:
+		return v.GetClusterName()
+	case named:
+		return v.GetName()
+	}
+	return ""
+}
+
+func sortByName(rs []types.Resource) {
+	slices.SortStableFunc(rs, func(a, b types.Resource) int { return cmp.Compare(resourceName(a), resourceName(b)) })
+}
+
+type validator interface{ ValidateAll() error }
+
+func validateAll(r *Resources) error {
+	var errs []error
+	for _, list := range [][]types.Resource{r.Listeners, r.Routes, r.Clusters, r.Endpoints, r.Secrets} {
+		for _, res := range list {
+			if v, ok := res.(validator); ok {
+				if err := v.ValidateAll(); err != nil {
+					errs = append(errs, fmt.Errorf("xds translate: %T %q: %w", res, resourceName(res), err))
+				}
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
