@@ -59,3 +59,19 @@ demo: build
 
 clean:
 	rm -rf $(BIN)
+
+# testbins: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok
+# and echo-basic for internal/testcluster, built from source (hack/testbins)
+# into bin/ once, and shared between clones through ~/.cache/causeway/testbins.
+# As root it also installs iproute2 and iptables (real pods, traffic capture).
+.PHONY: testbins
+testbins:
+	@if [ "$$(id -u)" = 0 ] && ! { command -v ip && command -v iptables; } >/dev/null 2>&1; then \
+		echo "testbins: installing iproute2 iptables"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 iptables >/dev/null; \
+	fi
+	BIN=$(BIN) GO=$(GO) bash hack/testbins/build.sh
+# The unit tests start real clusters (internal/testcluster): build the binaries
+# first, and fail rather than skip if they are missing.
+unit: testbins
+unit: export CAUSEWAY_REQUIRE_TESTBINS := 1
