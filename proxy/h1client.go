@@ -49,17 +49,21 @@ type h1Conn struct {
 	idleAt time.Time
 }
 
-// headerLimitReader bounds the bytes read while headers are parsed and
-// counts the bytes read in the current round trip.
+// headerLimitReader sits under the bufio.Reader of an HTTP/1.1 connection
+// (client and server side). While a message head is read it bounds the
+// bytes read (limit >= 0) and fails with tooLarge past it; it counts the
+// bytes read and remembers the connection's last read error.
 type headerLimitReader struct {
-	r     io.Reader
-	limit int64 // < 0: unlimited
-	read  int64
+	r        io.Reader
+	limit    int64 // < 0: unlimited
+	read     int64
+	err      error
+	tooLarge error
 }
 
 func (r *headerLimitReader) Read(p []byte) (int, error) {
 	if r.limit == 0 {
-		return 0, errResponseHeaderTooLarge
+		return 0, r.tooLarge
 	}
 	if r.limit > 0 && int64(len(p)) > r.limit {
 		p = p[:r.limit]
@@ -68,6 +72,9 @@ func (r *headerLimitReader) Read(p []byte) (int, error) {
 	r.read += int64(n)
 	if r.limit > 0 {
 		r.limit -= int64(n)
+	}
+	if err != nil {
+		r.err = err
 	}
 	return n, err
 }
@@ -130,7 +137,7 @@ func (p *h1Pool) get(ctx context.Context, addr string) (*h1Conn, bool, error) {
 		return nil, false, err
 	}
 	c := &h1Conn{pool: p, addr: addr, conn: conn}
-	c.lr = headerLimitReader{r: conn, limit: -1}
+	c.lr = headerLimitReader{r: conn, limit: -1, tooLarge: errResponseHeaderTooLarge}
 	c.br = bufio.NewReaderSize(&c.lr, 16<<10)
 	c.bw = bufio.NewWriterSize(conn, 16<<10)
 	return c, false, nil

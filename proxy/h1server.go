@@ -87,7 +87,7 @@ type h1ServerConn struct {
 
 	remoteAddr string
 	tlsState   *tls.ConnectionState
-	lr         h1HeadReader
+	lr         headerLimitReader
 	br         *bufio.Reader
 	bw         *bufio.Writer
 	w          h1Response
@@ -212,7 +212,7 @@ func (c *h1ServerConn) serve() {
 		c.Conn.SetWriteDeadline(time.Time{})
 		c.Conn.SetReadDeadline(now.Add(c.key.headerTimeout))
 	}
-	c.lr = h1HeadReader{r: c.Conn, limit: -1}
+	c.lr = headerLimitReader{r: c.Conn, limit: -1, tooLarge: errHeadTooLarge}
 	c.br = h1ReaderPool.Get().(*bufio.Reader)
 	c.br.Reset(&c.lr)
 	c.bw = h1WriterPool.Get().(*bufio.Writer)
@@ -492,35 +492,7 @@ func (c *h1ServerConn) dateValue() []byte {
 	return c.date
 }
 
-// h1HeadReader reads the connection for the bufio.Reader. While a request
-// head is read it bounds the bytes read (limit >= 0) and counts them; it
-// remembers the connection's last read error.
-type h1HeadReader struct {
-	r     io.Reader
-	limit int64 // < 0: unlimited
-	read  int64
-	err   error
-}
-
 var errHeadTooLarge = errors.New("request line and headers exceed the listener's max_request_headers_kb")
-
-func (r *h1HeadReader) Read(p []byte) (int, error) {
-	if r.limit == 0 {
-		return 0, errHeadTooLarge
-	}
-	if r.limit > 0 && int64(len(p)) > r.limit {
-		p = p[:r.limit]
-	}
-	n, err := r.r.Read(p)
-	r.read += int64(n)
-	if r.limit > 0 {
-		r.limit -= int64(n)
-	}
-	if err != nil {
-		r.err = err
-	}
-	return n, err
-}
 
 // h1ReqBody is a request body. It sends "100 Continue" on the first read
 // when the client asked for it, remembers whether the end was reached and
