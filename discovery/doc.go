@@ -13,18 +13,19 @@
 //   - Folder (local mode, this package): a directory of Kubernetes YAML,
 //     polled every Interval (default 500ms) on an injected ticker. See
 //     folder.go for the error contract.
-//   - Kubernetes informers: not built yet (issue 4, after the apiserver
-//     harness of issue 3). It will fill the same Objects and call the same
-//     Build, so both sources produce the same model by construction.
+//   - Kubernetes (informer.go): client-go shared informers on a
+//     kube-apiserver. It fills the same Objects, applies the same checks
+//     and calls the same Build, so both sources produce the same model.
 //
 // Build (build.go) is the pure function from typed Kubernetes objects to
 // the model; it is where locality, identity and readiness are decided.
 //
 // # Concurrency
 //
-// A Folder's Run owns its state: emit and OnProblems are called on Run's
-// goroutine, in order, never concurrently. Problems may be called from any
-// goroutine.
+// A Folder's or a Kubernetes source's Run owns its state: emit and
+// OnProblems are called on Run's goroutine, in order, never concurrently.
+// Kubernetes informer callbacks run on client-go's goroutines and only
+// enqueue. Problems may be called from any goroutine.
 package discovery
 
 import (

@@ -15,6 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/causewaymesh/causeway/discovery"
 	"github.com/causewaymesh/causeway/internal/controlplane"
@@ -23,7 +25,7 @@ import (
 
 // controlPlaneConfig is the `causeway control-plane` command line.
 type controlPlaneConfig struct {
-	Source, Dir                   string
+	Source, Dir, Kubeconfig       string
 	XDS, Admin                    string
 	Cluster, Network, TrustDomain string
 	Interval, Debounce            time.Duration
@@ -31,8 +33,9 @@ type controlPlaneConfig struct {
 }
 
 func (c *controlPlaneConfig) flags(fs *flag.FlagSet) {
-	fs.StringVar(&c.Source, "source", "folder", `where the cluster's truth comes from: "folder" (the Kubernetes informer source is not built yet)`)
+	fs.StringVar(&c.Source, "source", "folder", `where the cluster's truth comes from: "folder" (a directory of YAML) or "kubernetes" (informers on an apiserver)`)
 	fs.StringVar(&c.Dir, "dir", "", "folder of Kubernetes YAML (with --source folder)")
+	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "kubeconfig file (with --source kubernetes; default: in-cluster config, else $KUBECONFIG or ~/.kube/config)")
 	fs.StringVar(&c.XDS, "xds", "127.0.0.1:15010", "ADS (xDS) listen address")
 	fs.StringVar(&c.Admin, "admin", "127.0.0.1:15011", "admin listener: /metrics, /model, /problems, /ready")
 	fs.StringVar(&c.Cluster, "cluster", "", "name of this cluster (required)")
@@ -45,8 +48,11 @@ func (c *controlPlaneConfig) flags(fs *flag.FlagSet) {
 
 func (c *controlPlaneConfig) validate() error {
 	var errs []error
-	if c.Source != "folder" {
-		errs = append(errs, fmt.Errorf("--source %q: only \"folder\" is available in this build (the Kubernetes source is not built yet)", c.Source))
+	if c.Source != "folder" && c.Source != "kubernetes" {
+		errs = append(errs, fmt.Errorf("--source %q: want \"folder\" or \"kubernetes\"", c.Source))
+	}
+	if c.Source != "kubernetes" && c.Kubeconfig != "" {
+		errs = append(errs, errors.New("--kubeconfig: only used with --source kubernetes"))
 	}
 	if c.Source == "folder" && c.Dir == "" {
 		errs = append(errs, errors.New("--dir: required with --source folder; name the folder of Kubernetes YAML"))
@@ -79,15 +85,31 @@ func runControlPlane(args []string) int {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	folder, err := discovery.NewFolder(discovery.FolderOptions{
-		Dir:          c.Dir,
-		BuildOptions: discovery.BuildOptions{Cluster: c.Cluster, Network: c.Network, TrustDomain: c.TrustDomain},
-		Interval:     c.Interval,
-		Logger:       log,
-	})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "causeway control-plane:", err)
-		return 2
+	bo := discovery.BuildOptions{Cluster: c.Cluster, Network: c.Network, TrustDomain: c.TrustDomain}
+	var (
+		src      discovery.Source
+		problems func() []discovery.Problem
+	)
+	switch c.Source {
+	case "kubernetes":
+		rc, err := kubeConfig(c.Kubeconfig)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "causeway control-plane:", err)
+			return 2
+		}
+		k, err := discovery.NewKubernetes(discovery.KubernetesOptions{Config: rc, BuildOptions: bo, Logger: log})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "causeway control-plane:", err)
+			return 2
+		}
+		src, problems = k, k.Problems
+	default:
+		folder, err := discovery.NewFolder(discovery.FolderOptions{Dir: c.Dir, BuildOptions: bo, Interval: c.Interval, Logger: log})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "causeway control-plane:", err)
+			return 2
+		}
+		src, problems = folder, folder.Problems
 	}
 	cp, err := controlplane.New(controlplane.Options{
 		Cluster: c.Cluster, Network: c.Network, XDSAddress: c.XDS, Debounce: c.Debounce,
@@ -107,7 +129,7 @@ func runControlPlane(args []string) int {
 		}
 	})
 	mux.HandleFunc("/problems", func(w http.ResponseWriter, _ *http.Request) {
-		for _, p := range folder.Problems() {
+		for _, p := range problems() {
 			fmt.Fprintln(w, p.Error())
 		}
 	})
@@ -124,8 +146,8 @@ func runControlPlane(args []string) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	log.Info("causeway control-plane started", "xds", cp.Addr(), "admin", c.Admin, "cluster", c.Cluster, "dir", c.Dir)
-	runErr := cp.Run(ctx, folder)
+	log.Info("causeway control-plane started", "xds", cp.Addr(), "admin", c.Admin, "cluster", c.Cluster, "source", c.Source, "dir", c.Dir, "kubeconfig", c.Kubeconfig)
+	runErr := cp.Run(ctx, src)
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = admin.Shutdown(shutdownCtx)
@@ -138,4 +160,20 @@ func runControlPlane(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// kubeConfig loads path, or with an empty path the in-cluster config, else
+// $KUBECONFIG / ~/.kube/config (client-go's default loading rules).
+func kubeConfig(path string) (*rest.Config, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	if path != "" {
+		rules.ExplicitPath = path
+	} else if rc, err := rest.InClusterConfig(); err == nil {
+		return rc, nil
+	}
+	rc, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("--kubeconfig %q: %w; pass a readable kubeconfig or run in a pod with a service account", path, err)
+	}
+	return rc, nil
 }
