@@ -422,3 +422,27 @@ if [ -n "$BENCH_OUT" ]; then
 else
 	"$WORK/bin/report" -results "$RES"
 fi
+
+# ---- optional: control-plane convergence -------------------------------------
+# BENCH_CONTROLPLANE=1 also runs bench/controlplane: S services, simulated xDS
+# clients on real ADS streams to 127.0.0.1 in one process, the time from a
+# model change (controlplane.Offer; the apiserver and informer are not in the
+# path) to every affected client's ACK, and the process's CPU and peak RSS.
+# Its section replaces "## Control plane convergence" in $BENCH_OUT (or is
+# appended); it runs after the data-plane report, which rewrites that file.
+#   BENCH_CP_FLAGS="-services 1000 -endpoints-per-service 10 -clients 100 -changes 10"
+#   (issue 4's target is -clients 1000; see docs/benchmarks.md for why the
+#   default is lower on a small machine)
+if [ "${BENCH_CONTROLPLANE:-0}" = 1 ]; then
+	read -r -a CP_FLAGS <<<"${BENCH_CP_FLAGS:-"-services 1000 -endpoints-per-service 10 -clients 100 -changes 10"}"
+	log "building bench/controlplane"
+	go build -o "$WORK/bin/controlplane" ./bench/controlplane
+	CP_OUT=()
+	if [ -n "$BENCH_OUT" ]; then CP_OUT=(-out "$BENCH_OUT"); fi
+	log "control plane convergence: ${CP_FLAGS[*]}"
+	"$WORK/bin/controlplane" "${CP_FLAGS[@]}" ${CP_OUT[@]+"${CP_OUT[@]}"} &
+	cpb=$!
+	PIDS+=("$cpb")
+	wait "$cpb"
+	if [ -n "$BENCH_OUT" ]; then log "wrote the control plane section of $BENCH_OUT"; fi
+fi

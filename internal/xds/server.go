@@ -61,9 +61,23 @@ type Server struct {
 	versions map[string]map[resourcev3.Type]string // node -> type -> version
 	last     map[string]map[resourcev3.Type][]types.Resource
 	seq      int
+	// same memoizes resource-set comparisons. The control plane translates
+	// once per node class and publishes the same slices to every node of
+	// the class, so one comparison per class serves all of its nodes. The
+	// keys hold the slices alive, so an address is never reused while its
+	// entry exists; the map is reset when it grows past sameMemoMax.
+	same     map[sliceKey]bool
 	done     chan struct{}
 	serveErr error
 }
+
+// sliceKey identifies a pair of resource slices by their backing arrays.
+type sliceKey struct {
+	a, b   *types.Resource
+	la, lb int
+}
+
+const sameMemoMax = 256
 
 // Options configure a Server.
 type Options struct {
@@ -141,8 +155,9 @@ func (s *Server) Publish(ctx context.Context, node string, r Resources) ([]resou
 	prev := s.last[node]
 	var changed []resourcev3.Type
 	for _, t := range typeOrder {
-		if prev == nil || !sameResources(prev[t], byType[t]) {
+		if prev == nil || !s.sameLocked(prev[t], byType[t]) {
 			changed = append(changed, t)
+			vers[t] = strconv.Itoa(s.seq)
 		}
 	}
 	if len(changed) == 0 {
@@ -150,9 +165,6 @@ func (s *Server) Publish(ctx context.Context, node string, r Resources) ([]resou
 	}
 	withTTL := make(map[resourcev3.Type][]types.ResourceWithTTL, len(byType))
 	for t, rs := range byType {
-		if prev == nil || !sameResources(prev[t], rs) {
-			vers[t] = strconv.Itoa(s.seq)
-		}
 		items := make([]types.ResourceWithTTL, len(rs))
 		for i, res := range rs {
 			items[i] = types.ResourceWithTTL{Resource: res}
@@ -184,6 +196,23 @@ func (s *Server) Forget(node string) {
 	s.cache.ClearSnapshot(node)
 	delete(s.versions, node)
 	delete(s.last, node)
+}
+
+// sameLocked is sameResources, memoized per pair of slices.
+func (s *Server) sameLocked(a, b []types.Resource) bool {
+	if len(a) == 0 || len(b) == 0 {
+		return len(a) == len(b)
+	}
+	k := sliceKey{a: &a[0], b: &b[0], la: len(a), lb: len(b)}
+	if v, ok := s.same[k]; ok {
+		return v
+	}
+	if s.same == nil || len(s.same) >= sameMemoMax {
+		s.same = map[sliceKey]bool{}
+	}
+	v := sameResources(a, b)
+	s.same[k] = v
+	return v
 }
 
 func sameResources(a, b []types.Resource) bool {

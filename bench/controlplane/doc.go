@@ -1,0 +1,27 @@
+// Command controlplane benchmarks the control plane's convergence: with S
+// services of E endpoints each and C simulated xDS clients (real gRPC ADS
+// streams on 127.0.0.1, in this process), it changes one service's
+// endpoints at a time and measures, per change, the time from the new model
+// being offered to the control plane (controlplane.Offer) to every affected
+// client having ACKed an EDS response that contains the change.
+//
+// Not measured: the Kubernetes apiserver → informer → model latency (the
+// informer source is not used); the clock starts at Offer.
+//
+// The clients behave like a sidecar: LDS and CDS wildcard, then RDS for
+// the route names the listeners name and EDS for the clusters' service
+// names, ACKing every response. A change replaces one endpoint address of
+// one service with a fresh marker address; a client has converged on the
+// change when an EDS response carries the marker (found in the raw
+// resource bytes, length-prefixed so a longer address does not match).
+//
+// CPU and memory are the whole process's: control plane and clients share
+// it, so they are upper bounds for the control plane alone.
+//
+// The whole run is bounded by -max-duration (default 170s): changes not
+// started by then are skipped and reported.
+//
+// Concurrency: one goroutine per client reads and writes its stream; the
+// tracker (track.go) is shared and locked; the current change is published
+// through an atomic pointer.
+package main

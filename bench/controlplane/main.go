@@ -1,0 +1,413 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"runtime"
+	"runtime/metrics"
+	"runtime/pprof"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/causewaymesh/causeway/internal/controlplane"
+	"github.com/causewaymesh/causeway/internal/model"
+	"github.com/causewaymesh/causeway/internal/xds"
+)
+
+type config struct {
+	services, eps, clients, changes int
+	debounce                        time.Duration
+	setupTimeout, changeTimeout     time.Duration
+	budget                          time.Duration
+	out, cpuprofile                 string
+	connectParallel                 int
+}
+
+func main() {
+	var c config
+	flag.IntVar(&c.services, "services", 1000, "services in the model")
+	flag.IntVar(&c.eps, "endpoints-per-service", 10, "endpoints per service")
+	flag.IntVar(&c.clients, "clients", 1000, "simulated xDS clients (one gRPC connection and ADS stream each)")
+	flag.IntVar(&c.changes, "changes", 50, "endpoint changes, one service each, one after the other")
+	flag.DurationVar(&c.debounce, "debounce", 100*time.Millisecond, "control plane debounce (its default is 100ms); 0: none")
+	flag.DurationVar(&c.setupTimeout, "setup-timeout", 90*time.Second, "limit for every client to connect and ACK the first full EDS")
+	flag.DurationVar(&c.changeTimeout, "change-timeout", 10*time.Second, "limit per change for every affected client to ACK it")
+	flag.DurationVar(&c.budget, "max-duration", 170*time.Second, "the whole run's limit: changes not started by then are skipped and reported")
+	flag.IntVar(&c.connectParallel, "connect-parallel", 64, "clients connecting at once during setup")
+	flag.StringVar(&c.out, "out", "", "also write the markdown section to this file, replacing its \"## Control plane convergence\" section or appending one")
+	flag.StringVar(&c.cpuprofile, "cpuprofile", "", "write a CPU profile of the change phase to this file")
+	flag.Parse()
+	if c.services < 1 || c.eps < 1 || c.clients < 1 || c.changes < 1 {
+		fmt.Fprintln(os.Stderr, "controlplane bench: -services, -endpoints-per-service, -clients and -changes must be at least 1")
+		os.Exit(2)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.budget+15*time.Second)
+	defer cancel()
+	res, err := run(ctx, c, os.Stderr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "controlplane bench:", err)
+		os.Exit(1)
+	}
+	md := res.markdown(c)
+	fmt.Print(md)
+	if c.out != "" {
+		if err := writeSection(c.out, md); err != nil {
+			fmt.Fprintln(os.Stderr, "controlplane bench:", err)
+			os.Exit(1)
+		}
+	}
+}
+
+const clusterName = "bench"
+
+// snapshotOf builds services × eps endpoints in 3 zones; addresses are
+// 10.0.0.0 + i*(eps+changes) + j + 1, so change k of service i can use
+// + eps + k + 1 without colliding.
+func snapshotOf(c config) *model.Snapshot {
+	s := &model.Snapshot{Cluster: clusterName, Network: "net1", TrustDomain: "bench.local"}
+	zones := []model.Locality{{Region: "r1", Zone: "z1"}, {Region: "r1", Zone: "z2"}, {Region: "r1", Zone: "z3"}}
+	nss := map[string]bool{}
+	for i := range c.services {
+		ns := fmt.Sprintf("ns-%02d", i%10)
+		nss[ns] = true
+		sv := model.Service{Namespace: ns, Name: fmt.Sprintf("svc-%05d", i),
+			Ports: []model.ServicePort{{Name: "http", Port: 80, Protocol: model.TCP}}}
+		for j := range c.eps {
+			sv.Endpoints = append(sv.Endpoints, model.Endpoint{Address: addrOf(c, i, j), Ports: []model.EndpointPort{{Name: "http", Port: 8080}},
+				Cluster: clusterName, Network: "net1", Locality: zones[j%3], Ready: true, Serving: true, Weight: 1})
+		}
+		s.Services = append(s.Services, sv)
+	}
+	for ns := range nss {
+		s.Namespaces = append(s.Namespaces, ns)
+	}
+	s.Canonicalize()
+	return s
+}
+
+func addrOf(c config, svc, j int) string {
+	base := netip.MustParseAddr("10.0.0.0").As4()
+	n := uint32(base[0])<<24 + uint32(svc*(c.eps+c.changes)+j+1)
+	return netip.AddrFrom4([4]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}).String()
+}
+
+// withChange returns a copy of s (sharing every untouched service) where
+// the last endpoint of service svc has address addr.
+func withChange(s *model.Snapshot, svc int, addr string) *model.Snapshot {
+	n := *s
+	n.Services = slices.Clone(s.Services)
+	sv := &n.Services[svc]
+	sv.Endpoints = slices.Clone(sv.Endpoints)
+	sv.Endpoints[len(sv.Endpoints)-1].Address = addr
+	// One cluster, same ports, no workloads: canonical order is by address.
+	slices.SortFunc(sv.Endpoints, func(a, b model.Endpoint) int { return strings.Compare(a.Address, b.Address) })
+	return &n
+}
+
+type result struct {
+	converged         []time.Duration // per change: the last affected client's ACK
+	acks              []time.Duration // every (client, change) ACK
+	affected          int
+	timeouts, skipped int
+	setup             time.Duration
+	setupCPU, chgCPU  time.Duration
+	pushes            map[string]float64 // during the changes, by type
+	recvd             [5]int64           // client responses during the changes
+	peakHeap, peakRSS uint64
+	heapAfter         uint64
+	gomaxprocs, nproc int
+	wall              time.Duration
+	clientErrs        []string
+	extraAcks         int
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// vmHWM is the process's peak resident set (bytes), from /proc.
+func vmHWM() uint64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmHWM:"); ok {
+			var kb uint64
+			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), &kb)
+			return kb * 1024
+		}
+	}
+	return 0
+}
+
+// heapSampler tracks the peak of live heap objects (runtime/metrics: no
+// stop-the-world).
+type heapSampler struct {
+	mu   sync.Mutex
+	peak uint64
+}
+
+func (h *heapSampler) run(ctx context.Context) {
+	s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		metrics.Read(s)
+		h.mu.Lock()
+		h.peak = max(h.peak, s[0].Value.Uint64())
+		h.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (h *heapSampler) get() uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.peak
+}
+
+func run(ctx context.Context, c config, logw io.Writer) (_ *result, err error) {
+	logf := func(format string, a ...any) { fmt.Fprintf(logw, "[controlplane-bench] "+format+"\n", a...) }
+	start := time.Now()
+	r := &result{gomaxprocs: runtime.GOMAXPROCS(0), nproc: runtime.NumCPU()}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	tr := &tracker{}
+	var hs heapSampler
+	var bg sync.WaitGroup
+	bg.Go(func() { hs.run(ctx) })
+
+	snap := snapshotOf(c)
+	if err := snap.Validate(); err != nil {
+		return nil, fmt.Errorf("the generated model is invalid (a bug in the bench): %w", err)
+	}
+	debounce := c.debounce
+	if debounce == 0 {
+		debounce = -1
+	}
+	reg := prometheus.NewRegistry()
+	cp, err := controlplane.New(controlplane.Options{Cluster: clusterName, Network: "net1", XDSAddress: "127.0.0.1:0",
+		Debounce: debounce, Registry: reg, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return nil, err
+	}
+	cp.Offer(snap)
+	src := offerOnly{}
+	cpDone := make(chan error, 1)
+	go func() { cpDone <- cp.Run(ctx, src) }()
+	defer func() {
+		cancel()
+		if e := <-cpDone; e != nil && !errors.Is(e, context.Canceled) && err == nil {
+			err = fmt.Errorf("control plane: %w", e)
+		}
+		bg.Wait()
+	}()
+
+	// Clients.
+	clients := make([]*client, c.clients)
+	zones := []string{"z1", "z2", "z3"}
+	var mu sync.Mutex
+	var conns []*grpc.ClientConn
+	defer func() {
+		for _, cc := range conns {
+			cc.Close()
+		}
+	}()
+	sem := make(chan struct{}, c.connectParallel)
+	for i := range clients {
+		cl := newClient(i, clusterName, "ns-00", zones[i%3])
+		clients[i] = cl
+		cc, err := grpc.NewClient(cp.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return nil, fmt.Errorf("client %d: dial %s: %w", i, cp.Addr(), err)
+		}
+		conns = append(conns, cc)
+		sem <- struct{}{}
+		bg.Go(func() {
+			if err := cl.run(ctx, cc, tr); err != nil {
+				mu.Lock()
+				r.clientErrs = append(r.clientErrs, err.Error())
+				mu.Unlock()
+			}
+		})
+		// The connect limiter: released when this client is ready.
+		bg.Go(func() {
+			select {
+			case <-cl.ready:
+			case <-ctx.Done():
+			}
+			<-sem
+		})
+	}
+	setupCtx, setupCancel := context.WithTimeout(ctx, min(c.setupTimeout, c.budget))
+	defer setupCancel()
+	readyN := 0
+	for _, cl := range clients {
+		select {
+		case <-cl.ready:
+			readyN++
+		case <-setupCtx.Done():
+			return nil, fmt.Errorf("setup: %d of %d clients ACKed a complete EDS within %s (raise -setup-timeout or lower -clients); client errors: %v",
+				readyN, c.clients, c.setupTimeout, firstN(r.clientErrs, 3))
+		}
+	}
+	r.setup = time.Since(start)
+	r.setupCPU = cpuTime()
+	logf("setup: %d services x %d endpoints, %d clients ready in %s (CPU %s)", c.services, c.eps, c.clients, r.setup.Round(time.Millisecond), r.setupCPU.Round(time.Millisecond))
+
+	pushes0 := gatherPushes(reg)
+	var recvd0 [5]int64
+	for _, cl := range clients {
+		for t := range cl.recvd {
+			recvd0[t] += cl.recvd[t].Load()
+		}
+	}
+
+	if c.cpuprofile != "" {
+		f, err := os.Create(c.cpuprofile)
+		if err != nil {
+			return nil, fmt.Errorf("-cpuprofile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return nil, fmt.Errorf("-cpuprofile %s: %w", c.cpuprofile, err)
+		}
+	}
+	cur := snap
+	affected := make([]bool, c.clients)
+	deadline := start.Add(c.budget)
+	for k := range c.changes {
+		if c.budget > 0 && !time.Now().Before(deadline) {
+			r.skipped = c.changes - k
+			logf("-max-duration %s spent: %d of %d changes not run", c.budget, r.skipped, c.changes)
+			break
+		}
+		svc := (k * 7919) % c.services
+		sv := cur.Services[svc]
+		name := xds.ClusterName(sv.Namespace, sv.Name, 80)
+		addr := addrOf(c, svc, c.eps+k)
+		n := 0
+		for i, cl := range clients {
+			affected[i] = cl.subscribed(name)
+			if affected[i] {
+				n++
+			}
+		}
+		next := withChange(cur, svc, addr)
+		ch := newChange(k, name, addr, time.Now(), affected)
+		tr.set(ch)
+		ch.start = time.Now()
+		cp.Offer(next)
+		cur = next
+		wait := c.changeTimeout
+		if c.budget > 0 {
+			wait = min(wait, max(time.Until(deadline), time.Second))
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ch.done:
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+		conv, lat, missing := ch.result()
+		r.affected += n
+		r.acks = append(r.acks, lat...)
+		ch.mu.Lock()
+		r.extraAcks += ch.extra
+		ch.mu.Unlock()
+		if missing > 0 {
+			r.timeouts++
+			logf("change %d (%s): %d of %d clients did not ACK within %s", k, name, missing, n, wait)
+			continue
+		}
+		r.converged = append(r.converged, conv)
+	}
+	tr.set(nil)
+	if c.cpuprofile != "" {
+		pprof.StopCPUProfile()
+	}
+	r.chgCPU = cpuTime() - r.setupCPU
+	p1 := gatherPushes(reg)
+	r.pushes = map[string]float64{}
+	for k, v := range p1 {
+		r.pushes[k] = v - pushes0[k]
+	}
+	for _, cl := range clients {
+		for t := range cl.recvd {
+			r.recvd[t] += cl.recvd[t].Load()
+		}
+	}
+	for t := range r.recvd {
+		r.recvd[t] -= recvd0[t]
+	}
+	r.peakHeap = hs.get()
+	r.peakRSS = vmHWM()
+	runtime.GC()
+	ms := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+	metrics.Read(ms)
+	r.heapAfter = ms[0].Value.Uint64()
+	r.wall = time.Since(start)
+	logf("changes: %d done, %d timed out; shutting down", len(r.converged), r.timeouts)
+	return r, nil
+}
+
+func firstN(s []string, n int) []string { return s[:min(n, len(s))] }
+
+func gatherPushes(g prometheus.Gatherer) map[string]float64 {
+	out := map[string]float64{}
+	mfs, err := g.Gather()
+	if err != nil {
+		return out
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "causeway_xds_pushes_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			out[label(m, "type")] += m.GetCounter().GetValue()
+		}
+	}
+	return out
+}
+
+func label(m *dto.Metric, name string) string {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == name {
+			return l.GetValue()
+		}
+	}
+	return ""
+}
+
+// offerOnly is a discovery.Source that emits nothing: the bench offers
+// snapshots to the control plane directly.
+type offerOnly struct{}
+
+func (offerOnly) Run(ctx context.Context, _ func(*model.Snapshot)) error {
+	<-ctx.Done()
+	return nil
+}
