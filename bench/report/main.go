@@ -100,12 +100,23 @@ func run(dir, out string, stdout io.Writer) error {
 		return err
 	}
 	if out != "" {
+		// Keep the control-plane section, which bench/controlplane writes
+		// into the same file from its own run.
+		if old, err := os.ReadFile(out); err == nil {
+			if i := strings.Index(string(old), controlPlaneSection); i >= 0 {
+				sb.WriteString("\n" + string(old[i:]))
+			}
+		}
 		if err := os.WriteFile(out, []byte(sb.String()), 0o644); err != nil {
 			return fmt.Errorf("write -out %s: %w", out, err)
 		}
 	}
 	return nil
 }
+
+// controlPlaneSection heads the part of the report that bench/controlplane
+// owns.
+const controlPlaneSection = "## Control plane convergence"
 
 func readMeta(path string) (map[string]string, error) {
 	f, err := os.Open(path)

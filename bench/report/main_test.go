@@ -95,6 +95,21 @@ func TestRunWritesMarkdown(t *testing.T) {
 		}
 	}
 
+	// A rerun keeps the control-plane section that bench/controlplane
+	// wrote into the same file, once, after the new data-plane report.
+	cp := "## Control plane convergence\n\nnumbers from bench/controlplane\n"
+	if err := os.WriteFile(out, append(b, []byte("\n"+cp)...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stdout.Reset()
+	if err := run(dir, out, &stdout); err != nil {
+		t.Fatal(err)
+	}
+	b2, _ := os.ReadFile(out)
+	if !strings.HasPrefix(string(b2), stdout.String()) || strings.Count(string(b2), cp) != 1 {
+		t.Errorf("rerun did not keep the control-plane section exactly once after the new report:\n%s", b2)
+	}
+
 	if err := os.Remove(filepath.Join(dir, "haproxy.max.json")); err != nil {
 		t.Fatal(err)
 	}
