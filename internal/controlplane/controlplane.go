@@ -62,6 +62,7 @@ type ControlPlane struct {
 	mu      sync.Mutex
 	model   *model.Snapshot
 	nodes   map[string]*nodeState // by node id
+	classes map[string]int        // node class key -> connected nodes
 	streams map[int64]string      // stream id -> node id ("" until known or when refused)
 }
 
@@ -94,9 +95,9 @@ func New(o Options) (*ControlPlane, error) {
 	c := &ControlPlane{
 		o: o, metrics: m, log: o.Logger,
 		notify: make(chan struct{}, 1), latest: make(chan *model.Snapshot, 1),
-		nodes: map[string]*nodeState{}, streams: map[int64]string{},
+		nodes: map[string]*nodeState{}, streams: map[int64]string{}, classes: map[string]int{},
 	}
-	c.srv, err = xds.NewServer(xds.Options{Address: o.XDSAddress, Callbacks: c.callbacks()})
+	c.srv, err = xds.NewServer(xds.Options{Address: o.XDSAddress, Callbacks: c.callbacks(), SnapshotKey: c.snapshotKey})
 	if err != nil {
 		return nil, err
 	}
@@ -205,7 +206,11 @@ func (c *ControlPlane) apply(ctx context.Context, s *model.Snapshot, since time.
 	slices.Sort(ids)
 	memo := map[xds.Node]xds.Resources{}
 	for _, id := range ids {
-		c.publishLocked(ctx, c.nodes[id].node, memo)
+		n := c.nodes[id].node
+		if _, done := memo[n.Class()]; done {
+			continue // the class's snapshot is shared by its nodes
+		}
+		c.publishLocked(ctx, n, memo)
 	}
 	c.metrics.pushLatency.Observe(time.Since(since).Seconds())
 	c.log.Info("model applied", "services", len(s.Services), "nodes", len(ids), "classes", len(memo), "took", time.Since(since))
@@ -230,7 +235,7 @@ func (c *ControlPlane) publishLocked(ctx context.Context, n xds.Node, memo map[x
 		memo[class] = res
 		c.metrics.setResources(res)
 	}
-	changed, err := c.srv.Publish(ctx, n.ID, res)
+	changed, err := c.srv.Publish(ctx, n.Key(), res)
 	if err != nil {
 		c.log.Error("publish failed", "node", n.ID, "err", err)
 		return
@@ -268,17 +273,23 @@ func (c *ControlPlane) onRequest(stream int64, pn *corev3.Node, typeURL, nackMsg
 		}
 		c.streams[stream] = n.ID
 		id = n.ID
+		served := c.classes[n.Key()] > 0
 		st := c.nodes[n.ID]
 		if st == nil {
 			st = &nodeState{node: n}
 			c.nodes[n.ID] = st
+			c.classes[n.Key()]++
 			c.metrics.connected.Inc()
 		} else if st.node != n {
 			c.log.Warn("a node id reconnected with different metadata; the newest wins", "node", n.ID)
+			c.leaveClassLocked(st.node.Key())
+			c.classes[n.Key()]++
 			st.node = n
 		}
 		st.streams++
-		c.publishLocked(context.Background(), st.node, map[xds.Node]xds.Resources{})
+		if !served { // a node of a class already served shares its snapshot
+			c.publishLocked(context.Background(), st.node, map[xds.Node]xds.Resources{})
+		}
 	}
 	if nack {
 		c.metrics.nacks.WithLabelValues(shortType(typeURL), id).Inc()
@@ -302,9 +313,29 @@ func (c *ControlPlane) onClosed(stream int64) {
 	st.streams--
 	if st.streams <= 0 {
 		delete(c.nodes, id)
-		c.srv.Forget(id)
+		c.leaveClassLocked(st.node.Key())
 		c.metrics.connected.Dec()
 	}
+}
+
+// leaveClassLocked counts a node out of class key; the class's snapshot is
+// dropped with its last node.
+func (c *ControlPlane) leaveClassLocked(key string) {
+	c.classes[key]--
+	if c.classes[key] <= 0 {
+		delete(c.classes, key)
+		c.srv.Forget(key)
+	}
+}
+
+// snapshotKey is the xDS cache's key for a node: its class, so nodes of a
+// class share one snapshot. A node that will be refused keeps its own id.
+func (c *ControlPlane) snapshotKey(pn *corev3.Node) string {
+	n, err := xds.NodeFromProto(pn, c.o.Cluster, c.o.Network)
+	if err != nil {
+		return pn.GetId()
+	}
+	return n.Key()
 }
 
 func shortType(t string) string {

@@ -87,3 +87,11 @@ func (n Node) Class() Node {
 	n.ServiceAccount = ""
 	return n
 }
+
+// Key is a printable, unique name of n's class: the snapshot key under
+// which every node of the class is served.
+func (n Node) Key() string {
+	c := n.Class()
+	return fmt.Sprintf("class|%s|%s|%s|%s|%s|%s|%t|%s", c.Namespace, c.Cluster, c.Network,
+		c.Locality.Region, c.Locality.Zone, c.Locality.SubZone, c.Proxyless, c.OutboundIP)
+}

@@ -28,6 +28,7 @@ import (
 	"strconv"
 	"sync"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
 	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
@@ -85,7 +86,16 @@ type Options struct {
 	Callbacks serverv3.Callbacks
 	// GRPCOptions are passed to grpc.NewServer (credentials, limits).
 	GRPCOptions []grpc.ServerOption
+	// SnapshotKey maps a connecting node to the key its resources are
+	// published under (default: the node id). The control plane keys by
+	// node class, so every node of a class shares one snapshot and each
+	// resource is marshalled once per change, not once per node.
+	SnapshotKey func(*corev3.Node) string
 }
+
+type snapshotKey func(*corev3.Node) string
+
+func (f snapshotKey) ID(n *corev3.Node) string { return f(n) }
 
 // NewServer listens and starts serving at once.
 func NewServer(o Options) (*Server, error) {
@@ -102,7 +112,7 @@ func NewServer(o Options) (*Server, error) {
 		// names resources only when it names every resource of the type in
 		// the snapshot, which starves grpc-go (it asks for the one listener
 		// it needs). Without it, responses carry the requested subset.
-		cache:    cachev3.NewSnapshotCache(false, cachev3.IDHash{}, nil),
+		cache:    cachev3.NewSnapshotCache(false, hashOf(o.SnapshotKey), nil),
 		grpc:     grpc.NewServer(o.GRPCOptions...),
 		lis:      lis,
 		versions: map[string]map[resourcev3.Type]string{},
@@ -121,6 +131,13 @@ func NewServer(o Options) (*Server, error) {
 		close(s.done)
 	}()
 	return s, nil
+}
+
+func hashOf(key func(*corev3.Node) string) cachev3.NodeHash {
+	if key == nil {
+		return cachev3.IDHash{}
+	}
+	return snapshotKey(key)
 }
 
 // Addr is the address the server listens on.
