@@ -1,16 +1,17 @@
 // Package controlplane wires one cluster's control plane: a discovery
 // Source emits model snapshots; after a debounce (default 100ms, the timer
-// injected) the newest snapshot is translated per connected node
-// (internal/xds.Translate, memoized per node class: nodes with the same
-// namespace, cluster, network, locality, outbound IP and kind get the same
-// resources) and published on the ADS server (internal/xds.Server).
+// injected) the newest snapshot is translated once per node class
+// (internal/xds.Translate; a class is nodes with the same namespace,
+// cluster, network, locality, outbound IP and kind) and published on the
+// ADS server (internal/xds.Server) under the class's key, where every node
+// of the class is served from that one snapshot.
 //
 // Nodes are learnt from the first request of each stream. A node whose
 // metadata is missing or wrong (xds.NodeFromProto) is refused: the stream
 // ends with codes.InvalidArgument and the reason, and the refusal is logged
 // and counted. A NACK is logged with the node id, type and error, and
-// counted by type and node. When a node's last stream closes its resources
-// are forgotten.
+// counted by type and node. When the last node of a class goes, the
+// class's snapshot is forgotten.
 //
 // Concurrency: Run owns the debounce loop; go-control-plane calls the
 // stream callbacks from its own goroutines. c.mu serialises the node table,

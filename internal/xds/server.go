@@ -4,13 +4,16 @@
 // (docs/xds.md) accepts.
 //
 // The control plane (internal/controlplane) translates the model into
-// per-node Resources with Translate (translate.go: names, locality
+// Resources per node class with Translate (translate.go: names, locality
 // priorities, api listeners for proxyless gRPC) and publishes them with
-// Publish; the demo and the data-plane tests build resources by hand with
-// the builders of resources.go.
+// Publish under the class's key (Options.SnapshotKey maps each connecting
+// node to it, so the nodes of a class share one snapshot); the demo and the
+// data-plane tests build resources by hand with the builders of
+// resources.go and publish per node id.
 //
-// Versions are per node and per type: Publish bumps only the types whose
-// resources changed (proto.Equal), so a node gets no push for the others.
+// Versions are per key and per type: Publish bumps only the types whose
+// resources changed (proto.Equal, memoized per pair of resource slices), so
+// a node gets no push for the others.
 // Within a type, state-of-the-world clients receive the whole subscribed
 // set again (go-control-plane's snapshot cache); delta clients receive
 // only the resources whose content changed.
