@@ -345,3 +345,30 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 	echoWG.Wait()
 	goleak.VerifyNone(t)
 }
+
+// TestRetiredListenersAreForgotten: Apply keeps a removed listener only
+// until it has finished, so listener churn does not grow the proxy.
+func TestRetiredListenersAreForgotten(t *testing.T) {
+	b := newBackend(t, "b", false)
+	base := func(names ...string) *snap {
+		s := newSnap().cluster(&config.Cluster{Name: "svc"}, loc("r1", "z1", 0, b.addr()))
+		for _, n := range names {
+			s.httpListener(n, prefix("/", to("svc")))
+		}
+		return s
+	}
+	p, _ := start(t, base("keep"))
+	for i := range 20 {
+		if err := p.Apply(base("keep", fmt.Sprintf("churn-%d", i)).s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 10*time.Second, "retired listeners to be forgotten", func() bool {
+		if err := p.Apply(base("keep").s); err != nil {
+			t.Fatal(err)
+		}
+		p.applyMu.Lock()
+		defer p.applyMu.Unlock()
+		return len(p.retiring) == 0
+	})
+}

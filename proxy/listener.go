@@ -35,9 +35,10 @@ type listener struct {
 	retired  []*httpServing
 	stopping bool
 
-	wg   sync.WaitGroup // accept loop, http servers, tcp sessions, shutdowns
-	done chan struct{}  // closed when stop or drain begins
-	once sync.Once
+	wg     sync.WaitGroup // accept loop, http servers, tcp sessions, shutdowns
+	done   chan struct{}  // closed when stop or drain begins
+	exited chan struct{}  // closed when everything stop began has ended
+	once   sync.Once
 }
 
 // httpServing is one http.Server and the queue that feeds it.
@@ -80,6 +81,7 @@ func startListener(p *Proxy, l *config.Listener) (*listener, error) {
 		ln:       sock,
 		tcpConns: map[net.Conn]struct{}{},
 		done:     make(chan struct{}),
+		exited:   make(chan struct{}),
 	}
 	ln.ctx, ln.cancel = context.WithCancel(context.Background())
 	ln.cfg.Store(l)
@@ -235,6 +237,21 @@ func (ln *listener) stop(grace time.Duration) {
 		defer cancel()
 		_ = ln.shutdown(ctx)
 	})
+	go func() {
+		ln.wg.Wait()
+		close(ln.exited)
+	}()
+}
+
+// finished reports whether a listener stopped with stop has ended all its
+// goroutines. It never blocks.
+func (ln *listener) finished() bool {
+	select {
+	case <-ln.exited:
+		return true
+	default:
+		return false
+	}
 }
 
 func (ln *listener) abort() { ln.cancel() }

@@ -172,6 +172,15 @@ func (p *Proxy) Apply(s *config.Snapshot) error {
 		ln.stop(p.opts.DrainTimeout)
 		p.retiring = append(p.retiring, ln)
 	}
+	// Forget retired listeners that have finished.
+	kept := p.retiring[:0]
+	for _, ln := range p.retiring {
+		if !ln.finished() {
+			kept = append(kept, ln)
+		}
+	}
+	clear(p.retiring[len(kept):])
+	p.retiring = kept
 	names := make([]string, 0, len(want))
 	for name := range want {
 		if _, ok := p.listeners[name]; !ok {
