@@ -266,6 +266,19 @@ func (k *Kubernetes) servesServiceExports() (bool, error) {
 	return false, nil
 }
 
+// keepValid lists one cache and keeps the objects that pass validate; the
+// others go to report.
+func keepValid[T named](report func(string, named, []FieldProblem) bool, kind string, list func() ([]T, error), validate func(T) []FieldProblem) ([]T, error) {
+	all, err := list()
+	var out []T
+	for _, o := range all {
+		if report(kind, o, validate(o)) {
+			out = append(out, o)
+		}
+	}
+	return out, err
+}
+
 // rebuild lists every cache and builds the snapshot. Objects that fail
 // validation are left out and reported; the lists are the caches' own
 // pointers and are only read.
@@ -288,48 +301,19 @@ func (k *Kubernetes) rebuild(l *listers) (*model.Snapshot, error) {
 		}
 		return false
 	}
-	nss, err := l.namespaces()
+	var err error
+	objs.Namespaces, err = keepValid(report, "Namespace", l.namespaces, validateNamespace)
 	errs = append(errs, err)
-	for _, o := range nss {
-		if report("Namespace", o, validateNamespace(o)) {
-			objs.Namespaces = append(objs.Namespaces, o)
-		}
-	}
-	svcs, err := l.services()
+	objs.Services, err = keepValid(report, "Service", l.services, validateService)
 	errs = append(errs, err)
-	for _, o := range svcs {
-		if report("Service", o, validateService(o)) {
-			objs.Services = append(objs.Services, o)
-		}
-	}
-	sls, err := l.slices()
+	objs.EndpointSlices, err = keepValid(report, "EndpointSlice", l.slices, validateEndpointSlice)
 	errs = append(errs, err)
-	for _, o := range sls {
-		if report("EndpointSlice", o, validateEndpointSlice(o)) {
-			objs.EndpointSlices = append(objs.EndpointSlices, o)
-		}
-	}
-	nodes, err := l.nodes()
+	objs.Nodes, err = keepValid(report, "Node", l.nodes, validateNode)
 	errs = append(errs, err)
-	for _, o := range nodes {
-		if report("Node", o, validateNode(o)) {
-			objs.Nodes = append(objs.Nodes, o)
-		}
-	}
-	pods, err := l.pods()
+	objs.Pods, err = keepValid(report, "Pod", l.pods, validatePod)
 	errs = append(errs, err)
-	for _, o := range pods {
-		if report("Pod", o, validatePod(o)) {
-			objs.Pods = append(objs.Pods, o)
-		}
-	}
-	exps, err := l.exports()
+	objs.ServiceExports, err = keepValid(report, "ServiceExport", l.exports, validateServiceExport)
 	errs = append(errs, err)
-	for _, o := range exps {
-		if report("ServiceExport", o, validateServiceExport(o)) {
-			objs.ServiceExports = append(objs.ServiceExports, o)
-		}
-	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("kubernetes source: listing the informer caches: %w", err)
 	}
