@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -32,42 +31,20 @@ type backend struct {
 	mu    sync.Mutex
 	seen  []*http.Request // header snapshots
 	conns atomic.Int64
-	// handler, when set, replaces the default answer.
+	// handler answers after the bookkeeping and the x-backend header; it
+	// is set before the server starts and never changed.
 	handler http.HandlerFunc
 }
 
+// newBackend answers "<name> <method> <uri> <body>" and reports the
+// protocol it was reached over in x-proto.
 func newBackend(t testing.TB, name string, h2c bool) *backend {
 	t.Helper()
-	b := &backend{name: name}
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b.hits.Add(1)
-		r2 := r.Clone(context.Background())
-		b.mu.Lock()
-		b.seen = append(b.seen, r2)
-		b.mu.Unlock()
-		if b.handler != nil {
-			b.handler(w, r)
-			return
-		}
+	return hbackend(t, name, h2c, func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
-		w.Header().Set("x-backend", name)
 		w.Header().Set("x-proto", r.Proto)
 		fmt.Fprintf(w, "%s %s %s %s", name, r.Method, r.URL.RequestURI(), body)
-	}))
-	srv.Config.ConnState = func(c net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			b.conns.Add(1)
-		}
-	}
-	if h2c {
-		srv.Config.Protocols = new(http.Protocols)
-		srv.Config.Protocols.SetHTTP1(true)
-		srv.Config.Protocols.SetUnencryptedHTTP2(true)
-	}
-	srv.Start()
-	b.srv = srv
-	t.Cleanup(srv.Close)
-	return b
+	})
 }
 
 func (b *backend) addr() string { return b.srv.Listener.Addr().String() }

@@ -31,3 +31,22 @@ func TestParseGRPCTimeout(t *testing.T) {
 		}
 	}
 }
+
+func TestWorkloadFromID(t *testing.T) {
+	for _, tc := range []struct{ id, ns, sa string }{
+		{"spiffe://east.test/ns/shop/sa/cart", "shop", "cart"},
+		{"spiffe://east.test/sa/cart/ns/shop", "shop", "cart"},
+		{"spiffe://east.test/ns/shop", "shop", ""},
+		{"spiffe://east.test", "", ""},
+		{"https://not/ns/x/sa/y", "", ""},
+		{"", "", ""},
+	} {
+		w := workloadFromID(tc.id)
+		if w.Namespace != tc.ns || w.Name != tc.sa {
+			t.Errorf("workloadFromID(%q) = ns %q sa %q; want %q %q", tc.id, w.Namespace, w.Name, tc.ns, tc.sa)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { workloadFromID("spiffe://east.test/ns/shop/sa/cart") }); n != 0 {
+		t.Errorf("workloadFromID allocates %v times; it runs per request", n)
+	}
+}

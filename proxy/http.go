@@ -850,13 +850,16 @@ func workloadFromID(id string) telemetry.Workload {
 		return w
 	}
 	_, path, _ := strings.Cut(rest, "/")
-	parts := strings.Split(path, "/")
-	for i := 0; i+1 < len(parts); i += 2 {
-		switch parts[i] {
+	// Walk key/value segment pairs without allocating: this runs per request.
+	for path != "" {
+		var key, val string
+		key, path, _ = strings.Cut(path, "/")
+		val, path, _ = strings.Cut(path, "/")
+		switch key {
 		case "ns":
-			w.Namespace = parts[i+1]
+			w.Namespace = val
 		case "sa":
-			w.Name = parts[i+1]
+			w.Name = val
 		}
 	}
 	return w

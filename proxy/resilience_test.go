@@ -25,8 +25,8 @@ import (
 
 // ---- helpers shared by resilience, tls, lifecycle and badinput tests ----
 
-// hbackend is newBackend with a custom handler installed before the server
-// starts, so the handler field is never written while the server runs.
+// hbackend starts a backend that records each request, names itself in
+// x-backend and then answers with h.
 func hbackend(t testing.TB, name string, h2c bool, h http.HandlerFunc) *backend {
 	t.Helper()
 	b := &backend{name: name, handler: h}
