@@ -31,6 +31,17 @@
 // goes away in the middle of an HTTP/1.1 request is noticed when a write to
 // it fails; the request upstream stays bounded by the route timeout.
 //
+// A listener in mTLS PERMISSIVE mode (config.DownstreamTLS.Permissive) reads
+// each connection's first byte on a goroutine of its own, off the accept
+// loop: a TLS handshake record gets TLS, anything else plaintext.
+//
+// # Authorization
+//
+// RBAC filters (package authz) are compiled with the state. HTTP listeners
+// check each request before routing and answer a refusal with 403 (gRPC:
+// PERMISSION_DENIED); TCP listeners check each connection after the TLS
+// handshake and close a refused one. Both log the reason and count it.
+//
 // # Lifecycle
 //
 // Drain stops accepting, marks the proxy not ready, lets in-flight requests

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/causewaymesh/causeway/proxy/authz"
 	"github.com/causewaymesh/causeway/proxy/config"
 	"github.com/causewaymesh/causeway/proxy/lb"
 	"github.com/causewaymesh/causeway/proxy/router"
@@ -34,6 +35,7 @@ const (
 	flagDelayInjected   = telemetry.FlagDelayInjected
 	flagFaultInjected   = telemetry.FlagFaultInjected
 	flagDraining        = telemetry.FlagLocalReset
+	flagUnauthorized    = telemetry.FlagUnauthorized
 )
 
 // maxReplayBody is the largest request body buffered so that a failed try
@@ -111,6 +113,16 @@ func (x *exchange) serve() {
 		return
 	}
 	x.reqID, x.traceID = telemetry.PrepareRequestHeaders(x.r.Header, h.GenerateRequestID, rand.Uint64)
+	if la := x.st.authz[x.l.Name]; la != nil {
+		id, authn := peerIdentityOf(x.r.TLS)
+		if d := la.engine.Check(&authz.Input{PeerID: id, Authenticated: authn, Port: la.port, Request: x.r}); !d.Allowed {
+			if m := x.p.opts.Metrics; m != nil {
+				m.AuthzDenied(x.l.Name, d.PolicyLabel())
+			}
+			x.localReply(http.StatusForbidden, flagUnauthorized, d.Reason())
+			return
+		}
+	}
 
 	var table *router.Table
 	if h.Routes != nil {

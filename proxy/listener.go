@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -184,9 +185,18 @@ func (ln *listener) dispatch(c net.Conn) {
 		m.ConnOpened(l.Name, l.Direction.String())
 		c = &metricConn{Conn: c, close: func() { m.ConnClosed(l.Name, l.Direction.String()) }}
 	}
+	if l.TLS != nil && l.TLS.Permissive {
+		ln.sniff(l, c)
+		return
+	}
 	if l.TLS != nil {
 		c = tls.Server(c, ln.tlsConfig)
 	}
+	ln.serveConn(l, c)
+}
+
+// serveConn serves an accepted (and, for TLS, wrapped) connection.
+func (ln *listener) serveConn(l *config.Listener, c net.Conn) {
 	if l.TCP != nil {
 		ln.mu.Lock()
 		if ln.stopping {
@@ -209,6 +219,71 @@ func (ln *listener) dispatch(c net.Conn) {
 	// HTTP: a goroutine per connection serves HTTP/1.1 itself and hands
 	// HTTP/2 (h2 by ALPN, h2c prior knowledge) to the net/http server.
 	ln.startHTTPConn(l, c)
+}
+
+// sniffingConn is a connection of an mTLS PERMISSIVE listener whose first
+// byte has not arrived yet. A stopping listener closes it at once, as an
+// idle connection.
+type sniffingConn struct{ net.Conn }
+
+// sniff reads a PERMISSIVE listener's connection's first byte off the
+// accept loop: a TLS handshake record (0x16) gets TLS, anything else is
+// served in plaintext, without a peer identity.
+func (ln *listener) sniff(l *config.Listener, c net.Conn) {
+	sc := &sniffingConn{c}
+	ln.mu.Lock()
+	if ln.stopping {
+		ln.mu.Unlock()
+		c.Close()
+		return
+	}
+	ln.tcpConns[sc] = struct{}{}
+	ln.wg.Add(1)
+	ln.mu.Unlock()
+	go func() {
+		defer ln.wg.Done()
+		timeout := 10 * time.Second // as the default request headers timeout
+		if l.HTTP != nil && l.HTTP.RequestHeadersTimeout > 0 {
+			timeout = l.HTTP.RequestHeadersTimeout
+		}
+		c.SetReadDeadline(time.Now().Add(timeout))
+		var b [1]byte
+		_, err := io.ReadFull(c, b[:])
+		c.SetReadDeadline(time.Time{})
+		ln.mu.Lock()
+		delete(ln.tcpConns, sc)
+		stopping := ln.stopping
+		ln.mu.Unlock()
+		if err != nil || stopping {
+			c.Close()
+			return
+		}
+		var conn net.Conn = &prefixConn{Conn: c, prefix: b[0], unread: true}
+		if b[0] == tlsRecordHandshake {
+			conn = tls.Server(conn, ln.tlsConfig)
+		}
+		ln.serveConn(l, conn)
+	}()
+}
+
+// tlsRecordHandshake is the content type of the first record a TLS client
+// sends (the ClientHello).
+const tlsRecordHandshake = 0x16
+
+// prefixConn gives back one byte already read from the connection.
+type prefixConn struct {
+	net.Conn
+	prefix byte
+	unread bool
+}
+
+func (c *prefixConn) Read(p []byte) (int, error) {
+	if c.unread && len(p) > 0 {
+		p[0] = c.prefix
+		c.unread = false
+		return 1, nil
+	}
+	return c.Conn.Read(p)
 }
 
 // beginStop closes the socket; it reports whether this call did.
@@ -277,8 +352,11 @@ func (ln *listener) shutdown(ctx context.Context) error {
 	// HTTP/1.1 connections (in tcpConns too) close now if idle, else
 	// after their current response.
 	for c := range ln.tcpConns {
-		if hc, ok := c.(*h1ServerConn); ok {
-			hc.drain()
+		switch c := c.(type) {
+		case *h1ServerConn:
+			c.drain()
+		case *sniffingConn:
+			c.Close()
 		}
 	}
 	ln.mu.Unlock()

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/causewaymesh/causeway/proxy/authz"
 	"github.com/causewaymesh/causeway/proxy/config"
 	"github.com/causewaymesh/causeway/proxy/lb"
 	"github.com/causewaymesh/causeway/proxy/router"
@@ -66,6 +68,14 @@ type state struct {
 	tables    map[string]*router.Table // by route config name
 	upstreams map[string]*upstream     // by cluster name
 	secrets   map[string]*config.Secret
+	authz     map[string]*listenerAuthz // by listener name; only listeners with RBAC
+}
+
+// listenerAuthz is a listener's compiled RBAC filters and the local port
+// that destination_port permissions compare with.
+type listenerAuthz struct {
+	engine *authz.Engine
+	port   uint32
 }
 
 // New returns a Proxy with no listeners. Call Apply to configure it.
@@ -154,7 +164,7 @@ func (p *Proxy) Apply(s *config.Snapshot) error {
 	if secrets == nil {
 		secrets = map[string]*config.Secret{}
 	}
-	p.state.Store(&state{snap: s, tables: tables, upstreams: ups, secrets: secrets})
+	p.state.Store(&state{snap: s, tables: tables, upstreams: ups, secrets: secrets, authz: compileAuthz(s.Listeners)})
 
 	// Listeners.
 	var errs []error
@@ -332,4 +342,27 @@ func (o *lbObserver) PriorityChanged(cluster string, from, to int) {
 
 func endpointOf(cluster string, h *lb.Host) telemetry.Endpoint {
 	return telemetry.Endpoint{Service: cluster, Address: h.Address, Cluster: h.Cluster, Locality: h.Locality.String()}
+}
+
+// compileAuthz compiles the RBAC filters of every listener that has some.
+func compileAuthz(ls []*config.Listener) map[string]*listenerAuthz {
+	out := map[string]*listenerAuthz{}
+	for _, l := range ls {
+		var filters []*config.RBAC
+		switch {
+		case l.HTTP != nil:
+			filters = l.HTTP.RBAC
+		case l.TCP != nil:
+			filters = l.TCP.RBAC
+		}
+		if len(filters) == 0 {
+			continue
+		}
+		la := &listenerAuthz{engine: authz.Compile(filters)}
+		if ap, err := netip.ParseAddrPort(l.Address); err == nil {
+			la.port = uint32(ap.Port())
+		}
+		out[l.Name] = la
+	}
+	return out
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/causewaymesh/causeway/proxy/authz"
 	"github.com/causewaymesh/causeway/proxy/config"
 	"github.com/causewaymesh/causeway/proxy/lb"
 	"github.com/causewaymesh/causeway/proxy/telemetry"
@@ -65,6 +66,21 @@ func (p *Proxy) serveTCP(l *config.Listener, down net.Conn) {
 		}
 		cs := tc.ConnectionState()
 		entry.SourceIdentity = peerIdentity(&cs)
+	}
+	if la := st.authz[l.Name]; la != nil {
+		in := authz.Input{Port: la.port, PeerID: entry.SourceIdentity}
+		if tc, ok := down.(*tls.Conn); ok {
+			cs := tc.ConnectionState()
+			in.Authenticated = len(cs.PeerCertificates) > 0
+		}
+		if d := la.engine.Check(&in); !d.Allowed {
+			if m := p.opts.Metrics; m != nil {
+				m.AuthzDenied(l.Name, d.PolicyLabel())
+			}
+			entry.ResponseFlags = flagUnauthorized
+			entry.Reason = d.Reason()
+			return
+		}
 	}
 
 	var (

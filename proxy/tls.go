@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/causewaymesh/causeway/proxy/config"
+	"github.com/causewaymesh/causeway/proxy/router"
 )
 
 var errConnOverflow = errors.New("cluster connection limit reached (circuit breaker max_connections)")
@@ -88,24 +89,11 @@ func describeMatches(ms []config.StringMatch) string {
 	return "[" + strings.Join(parts, " ") + "]"
 }
 
+// matchString matches one SAN with the router's StringMatcher semantics
+// (a regex must match the whole SAN). It runs once per handshake.
 func matchString(m config.StringMatch, v string) bool {
-	a, b := v, m.Value
-	if m.IgnoreCase {
-		a, b = strings.ToLower(a), strings.ToLower(b)
-	}
-	switch m.Kind {
-	case config.StringExact:
-		return a == b
-	case config.StringPrefix:
-		return strings.HasPrefix(a, b)
-	case config.StringSuffix:
-		return strings.HasSuffix(a, b)
-	case config.StringContains:
-		return strings.Contains(a, b)
-	case config.StringRegex:
-		return m.Regex != nil && m.Regex.MatchString(v)
-	}
-	return false
+	sm := router.CompileString(m)
+	return sm.Match(v)
 }
 
 // serverTLS returns the TLS config of a listener; it reads the listener's
@@ -174,4 +162,15 @@ func peerIdentity(cs *tls.ConnectionState) string {
 		return u[0].String()
 	}
 	return ""
+}
+
+// peerIdentityOf returns the peer's identity and whether it presented a
+// certificate. Client certificates are only requested when the listener
+// has a validation context, and then always verified (serverTLS), so a
+// certificate here is a verified one.
+func peerIdentityOf(cs *tls.ConnectionState) (string, bool) {
+	if cs == nil || len(cs.PeerCertificates) == 0 {
+		return "", false
+	}
+	return peerIdentity(cs), true
 }

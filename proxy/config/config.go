@@ -66,6 +66,8 @@ type HTTPListener struct {
 	IdleTimeout time.Duration
 	// GenerateRequestID adds x-request-id when absent (default true).
 	GenerateRequestID bool
+	// RBAC filters run, in order, before routing; see RBAC.
+	RBAC []*RBAC
 }
 
 // TCPListener proxies raw bytes to one cluster.
@@ -73,6 +75,9 @@ type TCPListener struct {
 	StatPrefix  string
 	Cluster     string
 	IdleTimeout time.Duration // zero means 1h
+	// RBAC filters run, in order, when a connection is accepted (after the
+	// TLS handshake); a refused connection is closed.
+	RBAC []*RBAC
 }
 
 // DownstreamTLS terminates TLS with a certificate from SDS.
@@ -80,6 +85,12 @@ type DownstreamTLS struct {
 	CertSecret        string // Secret with a certificate chain and key
 	ValidationSecret  string // Secret with trusted roots; empty: no client certs asked
 	RequireClientCert bool
+	// Permissive also accepts plaintext connections on the same port (mTLS
+	// PERMISSIVE mode, for migration): a connection whose first byte is not
+	// a TLS handshake record is served without TLS and has no peer
+	// identity. Envoy expresses this as two filter chains matched on
+	// transport_protocol "tls" and "raw_buffer".
+	Permissive bool
 	// MatchSANs, when non-empty, lists the URI SANs (SPIFFE IDs) or DNS
 	// names a client certificate must carry one of.
 	MatchSANs []StringMatch

@@ -70,23 +70,7 @@ func compileRoute(r *config.Route) route {
 		rt.path = lowerString(rt.path)
 	}
 	for _, h := range m.Headers {
-		hm := headerMatcher{present: h.Present, invert: h.Invert, value: compileString(h.Value)}
-		switch name := lowerString(h.Name); name {
-		case ":method":
-			hm.src = pseudoMethod
-		case ":authority", "host":
-			hm.src = pseudoAuthority
-		case ":path":
-			hm.src = pseudoPath
-		case ":scheme":
-			hm.src = pseudoScheme
-		default:
-			if strings.HasPrefix(name, ":") {
-				hm.src = pseudoUnknown
-			} else {
-				hm.key = http.CanonicalHeaderKey(name)
-			}
-		}
+		hm := compileHeader(h)
 		rt.headers = append(rt.headers, hm)
 	}
 	for _, q := range m.Query {
@@ -94,6 +78,49 @@ func compileRoute(r *config.Route) route {
 	}
 	return rt
 }
+
+func compileHeader(h config.HeaderMatch) headerMatcher {
+	hm := headerMatcher{present: h.Present, invert: h.Invert, value: compileString(h.Value)}
+	switch name := lowerString(h.Name); name {
+	case ":method":
+		hm.src = pseudoMethod
+	case ":authority", "host":
+		hm.src = pseudoAuthority
+	case ":path":
+		hm.src = pseudoPath
+	case ":scheme":
+		hm.src = pseudoScheme
+	default:
+		if strings.HasPrefix(name, ":") {
+			hm.src = pseudoUnknown
+		} else {
+			hm.key = http.CanonicalHeaderKey(name)
+		}
+	}
+	return hm
+}
+
+// HeaderMatcher is a compiled config.HeaderMatch with the route matcher's
+// semantics (pseudo-headers, multiple values joined by ","), for filters
+// other than the router, such as RBAC.
+type HeaderMatcher struct{ m headerMatcher }
+
+// CompileHeader compiles h.
+func CompileHeader(h config.HeaderMatch) HeaderMatcher { return HeaderMatcher{compileHeader(h)} }
+
+// Matches reports whether r matches. It does not allocate unless the
+// header has several values.
+func (h *HeaderMatcher) Matches(r *http.Request) bool { return h.m.matches(r) }
+
+// StringMatcher is a compiled config.StringMatch with Envoy's semantics
+// (regexes match the whole value).
+type StringMatcher struct{ m stringMatcher }
+
+// CompileString compiles s.
+func CompileString(s config.StringMatch) StringMatcher { return StringMatcher{compileString(s)} }
+
+// Match reports whether v matches. It does not allocate.
+func (s *StringMatcher) Match(v string) bool { return s.m.match(v) }
 
 func compileString(s config.StringMatch) stringMatcher {
 	sm := stringMatcher{kind: s.Kind, value: s.Value, fold: s.IgnoreCase}

@@ -145,6 +145,7 @@ type Metrics struct {
 	configRejects   *prometheus.CounterVec
 	mirrors         *prometheus.CounterVec
 	faults          *prometheus.CounterVec
+	authzDenied     *prometheus.CounterVec
 
 	// Resolved children per label tuple; the steady state is a lock-free,
 	// allocation-free map read.
@@ -239,6 +240,10 @@ func NewMetrics(reg prometheus.Registerer, self Workload) (*Metrics, error) {
 			Namespace: Namespace, Name: "fault_injected_total",
 			Help: "Faults injected by route fault policies.",
 		}, []string{"kind"}),
+		authzDenied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: Namespace, Name: "authz_denied_total",
+			Help: "Requests and TCP connections refused by an RBAC authorization filter, by listener and policy (\"(no allow match)\" when no ALLOW policy matched).",
+		}, []string{"listener", "policy"}),
 		activeEjects: map[ejectKey]int{},
 		failoverSeen: map[string]uint32{},
 		lastVersion:  map[string]string{},
@@ -247,7 +252,7 @@ func NewMetrics(reg prometheus.Registerer, self Workload) (*Metrics, error) {
 		m.requests, m.duration, m.reqBytes, m.respBytes,
 		m.connsActive, m.connectFailures, m.ejections, m.ejectionsActive,
 		m.failoverChanges, m.failoverLevel, m.retries, m.circuitOpen,
-		m.configVersion, m.configUpdates, m.configRejects, m.mirrors, m.faults,
+		m.configVersion, m.configUpdates, m.configRejects, m.mirrors, m.faults, m.authzDenied,
 	} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("telemetry.NewMetrics: registering %s metrics: %w (create one Metrics per registry)", Namespace, err)
@@ -419,6 +424,12 @@ func (m *Metrics) Mirror(service string) {
 // Fault counts an injected fault; kind is FaultDelay or FaultAbort.
 func (m *Metrics) Fault(kind string) {
 	m.faults.WithLabelValues(validUTF8(kind)).Inc()
+}
+
+// AuthzDenied counts a request or connection refused on listener by an
+// RBAC filter; policy is the matching DENY policy or "(no allow match)".
+func (m *Metrics) AuthzDenied(listener, policy string) {
+	m.authzDenied.WithLabelValues(validUTF8(listener), validUTF8(policy)).Inc()
 }
 
 // sanitize makes every label value valid UTF-8 in place.

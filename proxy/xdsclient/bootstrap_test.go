@@ -115,7 +115,7 @@ func TestLoadBootstrapErrors(t *testing.T) {
 		{"missing ads cluster", "dynamic_resources: {ads_config: {api_type: GRPC, grpc_services: [{envoy_grpc: {cluster_name: nope}}]}}",
 			`no static cluster "nope"`},
 		{"bad static listener", "static_resources: {listeners: [{name: l, address: {socket_address: {address: 127.0.0.1, port_value: 1}}}]}",
-			`static_resources.listeners: listener "l": filter_chains: 0 filter chains`},
+			`static_resources.listeners: listener "l": filter_chains: no filter chains`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := LoadBootstrap(writeFile(t, "b.yaml", tt.body))

@@ -6,8 +6,10 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
+	rbachttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	rbacnetv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/proto"
@@ -71,15 +73,73 @@ func (c *collector) listener(l *listenerv3.Listener) *config.Listener {
 		}
 	}
 	fcs := l.GetFilterChains()
-	if len(fcs) != 1 {
-		c.addf("filter_chains", "send exactly one filter chain per listener", "%d filter chains", len(fcs))
-	}
-	if len(fcs) == 0 {
+	switch len(fcs) {
+	case 0:
+		c.addf("filter_chains", "send one filter chain (two for mTLS PERMISSIVE)", "no filter chains")
 		return out
+	case 1:
+		c.filterChain("filter_chains[0]", fcs[0], out, false)
+	case 2:
+		c.permissiveChains(fcs, out)
+	default:
+		c.addf("filter_chains", "send one filter chain, or two matched on transport_protocol \"tls\" and \"raw_buffer\" for mTLS PERMISSIVE", "%d filter chains", len(fcs))
 	}
-	fc := fcs[0]
-	p := "filter_chains[0]"
-	c.only(p, fc, "filters", "transport_socket", "name", "metadata", "transport_socket_connect_timeout")
+	return out
+}
+
+// permissiveChains accepts the mTLS PERMISSIVE shape: two chains with the
+// same filters, one matched on transport_protocol "tls" with a TLS
+// transport socket, one on "raw_buffer" without.
+func (c *collector) permissiveChains(fcs []*listenerv3.FilterChain, out *config.Listener) {
+	const fix = "for mTLS PERMISSIVE send two chains with identical filters, one with filter_chain_match.transport_protocol \"tls\" and a TLS transport_socket, one with \"raw_buffer\" and none"
+	tlsAt := -1
+	for i, fc := range fcs {
+		p := idx("filter_chains", i)
+		m := fc.GetFilterChainMatch()
+		c.only(join(p, "filter_chain_match"), m, "transport_protocol")
+		switch m.GetTransportProtocol() {
+		case "tls":
+			if fc.GetTransportSocket() == nil {
+				c.addf(join(p, "transport_socket"), fix, "the \"tls\" chain has no transport socket")
+			}
+			tlsAt = i
+		case "raw_buffer":
+			if fc.GetTransportSocket() != nil {
+				c.addf(join(p, "transport_socket"), fix, "the \"raw_buffer\" chain has a transport socket")
+			}
+		default:
+			c.addf(join(p, "filter_chain_match.transport_protocol"), fix, "transport_protocol %q", m.GetTransportProtocol())
+		}
+	}
+	if tlsAt < 0 || c.failed() {
+		if tlsAt < 0 {
+			c.addf("filter_chains", fix, "no chain matches transport_protocol \"tls\"")
+		}
+		return
+	}
+	raw := fcs[1-tlsAt]
+	if len(raw.GetFilters()) != len(fcs[tlsAt].GetFilters()) {
+		c.addf(idx("filter_chains", 1-tlsAt), fix, "the two chains have different filters")
+		return
+	}
+	for i, f := range raw.GetFilters() {
+		if !proto.Equal(f, fcs[tlsAt].GetFilters()[i]) {
+			c.addf(idx(join(idx("filter_chains", 1-tlsAt), "filters"), i), fix, "the two chains have different filters")
+			return
+		}
+	}
+	c.filterChain(idx("filter_chains", tlsAt), fcs[tlsAt], out, true)
+	if out.TLS != nil {
+		out.TLS.Permissive = true
+	}
+}
+
+func (c *collector) filterChain(p string, fc *listenerv3.FilterChain, out *config.Listener, matched bool) {
+	allowed := []string{"filters", "transport_socket", "name", "metadata", "transport_socket_connect_timeout"}
+	if matched {
+		allowed = append(allowed, "filter_chain_match")
+	}
+	c.only(p, fc, allowed...)
 	if ts := fc.GetTransportSocket(); ts != nil {
 		var d tlsv3.DownstreamTlsContext
 		if c.transportSocket(join(p, "transport_socket"), ts, &d) {
@@ -90,6 +150,7 @@ func (c *collector) listener(l *listenerv3.Listener) *config.Listener {
 	if len(filters) == 0 {
 		c.addf(join(p, "filters"), "add an http_connection_manager or tcp_proxy filter", "no network filters")
 	}
+	var rbac []*config.RBAC
 	for i, f := range filters {
 		fp := idx(join(p, "filters"), i)
 		c.only(fp, f, "name", "typed_config")
@@ -98,28 +159,36 @@ func (c *collector) listener(l *listenerv3.Listener) *config.Listener {
 			c.addf(join(fp, "typed_config"), "set typed_config to an HttpConnectionManager or TcpProxy", "missing typed_config for filter %q", f.GetName())
 			continue
 		}
+		if out.HTTP != nil || out.TCP != nil {
+			c.addf(fp, "make http_connection_manager or tcp_proxy the last filter", "filter after the terminal filter")
+		}
 		switch {
+		case tc.MessageIs((*rbacnetv3.RBAC)(nil)):
+			var rb rbacnetv3.RBAC
+			if c.unpack(join(fp, "typed_config"), tc, &rb) {
+				c.only(join(fp, "typed_config"), &rb, "rules", "stat_prefix")
+				if r := c.rbacRules(join(fp, "typed_config.rules"), f.GetName(), rb.GetRules(), false); r != nil {
+					rbac = append(rbac, r)
+				}
+			}
 		case tc.MessageIs((*hcmv3.HttpConnectionManager)(nil)):
 			var h hcmv3.HttpConnectionManager
 			if c.unpack(join(fp, "typed_config"), tc, &h) {
-				if out.HTTP != nil || out.TCP != nil {
-					c.addf(fp, "send exactly one http_connection_manager or tcp_proxy", "second terminal filter")
-				}
 				out.HTTP = c.hcm(join(fp, "typed_config"), &h)
 			}
 		case tc.MessageIs((*tcpproxyv3.TcpProxy)(nil)):
 			var t tcpproxyv3.TcpProxy
 			if c.unpack(join(fp, "typed_config"), tc, &t) {
-				if out.HTTP != nil || out.TCP != nil {
-					c.addf(fp, "send exactly one http_connection_manager or tcp_proxy", "second terminal filter")
-				}
 				out.TCP = c.tcpProxy(join(fp, "typed_config"), &t)
+				out.TCP.RBAC = rbac
 			}
 		default:
-			c.addf(join(fp, "typed_config"), "use http_connection_manager or tcp_proxy", "unsupported filter %q (%s)", f.GetName(), tc.GetTypeUrl())
+			c.addf(join(fp, "typed_config"), "use envoy.filters.network.rbac, then http_connection_manager or tcp_proxy", "unsupported filter %q (%s)", f.GetName(), tc.GetTypeUrl())
 		}
 	}
-	return out
+	if out.HTTP != nil && len(rbac) > 0 {
+		c.unsupported(join(p, "filters"), "envoy.filters.network.rbac before an http_connection_manager", "put the rules in an envoy.filters.http.rbac HTTP filter instead")
+	}
 }
 
 // unpack decodes a into m and runs m's proto validation.
@@ -196,6 +265,14 @@ func (c *collector) hcm(path string, h *hcmv3.HttpConnectionManager) *config.HTT
 					c.only(join(fp, "typed_config"), &r, "dynamic_stats", "suppress_envoy_headers", "start_child_span")
 				}
 			}
+		case tc.MessageIs((*rbachttpv3.RBAC)(nil)):
+			var rb rbachttpv3.RBAC
+			if c.unpack(join(fp, "typed_config"), tc, &rb) {
+				c.only(join(fp, "typed_config"), &rb, "rules", "rules_stat_prefix")
+				if r := c.rbacRules(join(fp, "typed_config.rules"), f.GetName(), rb.GetRules(), true); r != nil {
+					out.RBAC = append(out.RBAC, r)
+				}
+			}
 		case tc.MessageIs((*faultv3.HTTPFault)(nil)) || (tc == nil && f.GetName() == faultFilterName):
 			if tc != nil {
 				var fl faultv3.HTTPFault
@@ -208,7 +285,7 @@ func (c *collector) hcm(path string, h *hcmv3.HttpConnectionManager) *config.HTT
 			if tc != nil {
 				name += " (" + tc.GetTypeUrl() + ")"
 			}
-			c.addf(fp, "use only "+faultFilterName+" and envoy.filters.http.router", "unsupported HTTP filter %s", strings.TrimSpace(name))
+			c.addf(fp, "use only envoy.filters.http.rbac, "+faultFilterName+" and envoy.filters.http.router", "unsupported HTTP filter %s", strings.TrimSpace(name))
 		}
 	}
 	if routerAt != len(filters)-1 || routerAt < 0 {

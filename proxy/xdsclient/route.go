@@ -137,21 +137,7 @@ func (c *collector) routeMatch(path string, m *routev3.RouteMatch) config.RouteM
 		out.Path = strings.ToLower(out.Path)
 	}
 	for i, h := range m.GetHeaders() {
-		p := named(join(path, "headers"), i, h.GetName())
-		c.only(p, h, "name", "string_match", "present_match", "invert_match")
-		hm := config.HeaderMatch{Name: strings.ToLower(h.GetName()), Invert: h.GetInvertMatch()}
-		switch s := h.GetHeaderMatchSpecifier().(type) {
-		case *routev3.HeaderMatcher_StringMatch:
-			hm.Value = c.stringMatch(join(p, "string_match"), s.StringMatch)
-		case *routev3.HeaderMatcher_PresentMatch:
-			hm.Present = true
-			if !s.PresentMatch { // present_match: false matches an absent header
-				hm.Invert = !hm.Invert
-			}
-		case nil:
-			c.addf(p, "set string_match or present_match", "missing header match")
-		}
-		out.Headers = append(out.Headers, hm)
+		out.Headers = append(out.Headers, c.headerMatch(named(join(path, "headers"), i, h.GetName()), h))
 	}
 	for i, q := range m.GetQueryParameters() {
 		p := named(join(path, "query_parameters"), i, q.GetName())
@@ -171,6 +157,24 @@ func (c *collector) routeMatch(path string, m *routev3.RouteMatch) config.RouteM
 		out.Query = append(out.Query, qm)
 	}
 	return out
+}
+
+// headerMatch translates a HeaderMatcher (routes and RBAC permissions).
+func (c *collector) headerMatch(p string, h *routev3.HeaderMatcher) config.HeaderMatch {
+	c.only(p, h, "name", "string_match", "present_match", "invert_match")
+	hm := config.HeaderMatch{Name: strings.ToLower(h.GetName()), Invert: h.GetInvertMatch()}
+	switch s := h.GetHeaderMatchSpecifier().(type) {
+	case *routev3.HeaderMatcher_StringMatch:
+		hm.Value = c.stringMatch(join(p, "string_match"), s.StringMatch)
+	case *routev3.HeaderMatcher_PresentMatch:
+		hm.Present = true
+		if !s.PresentMatch { // present_match: false matches an absent header
+			hm.Invert = !hm.Invert
+		}
+	case nil:
+		c.addf(p, "set string_match or present_match", "missing header match")
+	}
+	return hm
 }
 
 func (c *collector) routeAction(path string, a *routev3.RouteAction) *config.ForwardAction {

@@ -117,13 +117,13 @@ func TestTranslateListener(t *testing.T) {
 		{name: "unsupported filter", in: mod(httpListener(t, "l", 1, "rc"), func(l *listenerv3.Listener) {
 			l.FilterChains[0].Filters = append(l.FilterChains[0].Filters, &listenerv3.Filter{Name: "envoy.filters.network.rbac",
 				ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(t, &structpb.Struct{})}})
-		}), wantErr: []string{`listener "l": filter_chains[0].filters[1].typed_config: unsupported filter "envoy.filters.network.rbac"`, "use http_connection_manager or tcp_proxy"}},
+		}), wantErr: []string{`listener "l": filter_chains[0].filters[1].typed_config: unsupported filter "envoy.filters.network.rbac"`, "use envoy.filters.network.rbac, then http_connection_manager or tcp_proxy"}},
 		{name: "filter chain match", in: mod(httpListener(t, "l", 1, "rc"), func(l *listenerv3.Listener) {
 			l.FilterChains[0].FilterChainMatch = &listenerv3.FilterChainMatch{ServerNames: []string{"a"}}
 		}), wantErr: []string{`listener "l": unsupported: filter_chains[0].filter_chain_match`}},
 		{name: "two chains", in: mod(httpListener(t, "l", 1, "rc"), func(l *listenerv3.Listener) {
 			l.FilterChains = append(l.FilterChains, l.FilterChains[0])
-		}), wantErr: []string{`filter_chains: 2 filter chains; send exactly one`}},
+		}), wantErr: []string{`filter_chains: no chain matches transport_protocol "tls"`}},
 		{name: "hostname address", in: mod(httpListener(t, "l", 1, "rc"), func(l *listenerv3.Listener) {
 			l.Address = sockAddr("localhost", 1)
 		}), wantErr: []string{`address.socket_address.address: "localhost" is not an IP address`}},
