@@ -11,6 +11,7 @@ import (
 	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
 
 	"github.com/causewaymesh/causeway/internal/model"
+	"github.com/causewaymesh/causeway/trust/policy"
 )
 
 // Labels and annotations Build reads.
@@ -32,6 +33,9 @@ type Objects struct {
 	Nodes          []*corev1.Node
 	Pods           []*corev1.Pod
 	ServiceExports []*mcsv1alpha1.ServiceExport
+	// AuthorizationPolicies are already validated (policy.ToModel
+	// succeeds for each).
+	AuthorizationPolicies []*policy.AuthorizationPolicy
 }
 
 // BuildOptions name the cluster the objects come from.
@@ -145,6 +149,11 @@ func Build(objs *Objects, o BuildOptions) *model.Snapshot {
 				}
 				ms.Endpoints = append(ms.Endpoints, me)
 			}
+		}
+	}
+	for _, p := range objs.AuthorizationPolicies {
+		if mp, err := policy.ToModel(p); err == nil {
+			s.Policies = append(s.Policies, mp)
 		}
 	}
 	s.Canonicalize()

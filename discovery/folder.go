@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/causewaymesh/causeway/internal/model"
+	"github.com/causewaymesh/causeway/trust/policy"
 )
 
 // Folder is the local-mode Source: a directory of Kubernetes YAML.
@@ -419,6 +420,11 @@ func decodeDoc(file string, doc int, raw []byte, out *fileObjects) []Problem {
 	case "multicluster.x-k8s.io/v1alpha1/ServiceExport":
 		o := &mcsv1alpha1.ServiceExport{}
 		target, validate, add = o, func() []FieldProblem { return validateServiceExport(o) }, func() { out.objs.ServiceExports = append(out.objs.ServiceExports, o) }
+	case policy.APIVersion + "/" + policy.Kind:
+		o := &policy.AuthorizationPolicy{}
+		target, validate, add = o, func() []FieldProblem { return validateAuthorizationPolicy(o) }, func() {
+			out.objs.AuthorizationPolicies = append(out.objs.AuthorizationPolicies, o)
+		}
 	default:
 		return nil // not ours (Deployments, Gateway API objects, ...)
 	}
@@ -487,6 +493,11 @@ func appendObjects(dst, src *Objects, skip map[objKey]bool) {
 	for _, o := range src.ServiceExports {
 		if keep("ServiceExport", o) {
 			dst.ServiceExports = append(dst.ServiceExports, o)
+		}
+	}
+	for _, o := range src.AuthorizationPolicies {
+		if keep(policy.Kind, o) {
+			dst.AuthorizationPolicies = append(dst.AuthorizationPolicies, o)
 		}
 	}
 }

@@ -38,6 +38,8 @@ func TestDecodeProblems(t *testing.T) {
 		{"no kind", "metadata: {name: x}\n", "apiVersion/kind: required"},
 		{"not yaml", "a: [\n", "f.yaml: document 1: not valid YAML"},
 		{"bad locality", "apiVersion: v1\nkind: Pod\nmetadata: {name: p, annotations: {causeway.dev/locality: a/b/c/d}}\n", "Pod default/p: metadata.annotations[causeway.dev/locality]"},
+		{"bad policy", "apiVersion: security.causeway.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: p, namespace: shop}\nspec:\n  action: Allow\n  rules: [{from: [{namespace: web, spiffeID: spiffe://x/y}]}]\n",
+			`f.yaml: document 1: AuthorizationPolicy shop/p: spec.rules[0].from[0]: "spiffeID=spiffe://x/y namespace=web": set exactly one`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -47,7 +49,14 @@ func TestDecodeProblems(t *testing.T) {
 			}
 		})
 	}
-	objs, ps := decodeFile("ok.yaml", []byte("# only a comment\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n"))
+	objs, ps := decodeFile("policy.yaml", []byte("apiVersion: security.causeway.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata: {name: p, namespace: shop}\nspec: {action: Deny, rules: [{to: [{paths: [/admin/*]}]}]}\n"))
+	if len(ps) != 0 || objs == nil {
+		t.Fatalf("a good policy: %v", ps)
+	}
+	if s := Build(&objs.objs, BuildOptions{Cluster: "c"}); len(s.Policies) != 1 || s.Policies[0].Action != "Deny" || s.Policies[0].Rules[0].To[0].Paths[0] != "/admin/*" {
+		t.Fatalf("the policy did not reach the model: %+v", s.Policies)
+	}
+	objs, ps = decodeFile("ok.yaml", []byte("# only a comment\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n"))
 	if len(ps) != 0 || objs == nil {
 		t.Fatalf("unknown kinds and empty documents must be skipped: %v", ps)
 	}

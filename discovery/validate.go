@@ -1,8 +1,10 @@
 package discovery
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -10,6 +12,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
+
+	"github.com/causewaymesh/causeway/internal/model"
+	"github.com/causewaymesh/causeway/trust/policy"
 )
 
 // FieldProblem is one invalid field of a Kubernetes object.
@@ -129,6 +134,33 @@ func validateNamespace(n *corev1.Namespace) []FieldProblem {
 		ps = append(ps, FieldProblem{"metadata.name", fmt.Sprintf("%q: a Namespace name %s", n.Name, strings.Join(errs, "; "))})
 	}
 	return ps
+}
+
+func validateAuthorizationPolicy(p *policy.AuthorizationPolicy) []FieldProblem {
+	out := validateMeta(&p.ObjectMeta, true)
+	if _, err := policy.ToModel(p); err != nil {
+		for _, e := range unjoin(err) {
+			var fe *model.FieldError
+			if errors.As(e, &fe) {
+				out = append(out, FieldProblem{Field: fe.Field, Reason: strconv.Quote(fe.Value) + ": " + fe.Reason})
+				continue
+			}
+			out = append(out, FieldProblem{Field: "spec", Reason: e.Error()})
+		}
+	}
+	return out
+}
+
+// unjoin flattens errors.Join trees.
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, unjoin(e)...)
+		}
+		return out
+	}
+	return []error{err}
 }
 
 func validateServiceExport(e *mcsv1alpha1.ServiceExport) []FieldProblem {

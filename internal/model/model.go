@@ -33,6 +33,8 @@ type Snapshot struct {
 	Services []Service
 	// Routes are filled by the Gateway API translation (a later issue).
 	Routes []Route
+	// Policies are the AuthorizationPolicies, sorted by namespace, then name.
+	Policies []AuthorizationPolicy
 }
 
 // Service is a Kubernetes Service with the endpoints behind it.
@@ -146,6 +148,10 @@ func (s *Snapshot) Canonicalize() {
 	slices.SortFunc(s.Routes, func(a, b Route) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
+	for i := range s.Policies {
+		s.Policies[i].canonicalize()
+	}
+	slices.SortFunc(s.Policies, comparePolicies)
 }
 
 func compareEndpoints(a, b Endpoint) int {
@@ -164,7 +170,8 @@ func (a *Snapshot) Equal(b *Snapshot) bool {
 	return a.Cluster == b.Cluster && a.Network == b.Network && a.TrustDomain == b.TrustDomain &&
 		slices.Equal(a.Namespaces, b.Namespaces) &&
 		slices.EqualFunc(a.Services, b.Services, func(x, y Service) bool { return x.Equal(&y) }) &&
-		slices.Equal(a.Routes, b.Routes)
+		slices.Equal(a.Routes, b.Routes) &&
+		slices.EqualFunc(a.Policies, b.Policies, func(x, y AuthorizationPolicy) bool { return x.Equal(&y) })
 }
 
 // Equal reports whether two services (with their endpoints) are the same.
@@ -220,6 +227,13 @@ func (s *Snapshot) Validate() error {
 			}
 		}
 		errs = append(errs, sv.validate(obj)...)
+	}
+	for i := range s.Policies {
+		p := &s.Policies[i]
+		if i > 0 && comparePolicies(s.Policies[i-1], *p) >= 0 {
+			add("authorizationpolicy "+p.Namespace+"/"+p.Name, "policies", fmt.Sprintf("[%d]", i), "duplicate or out of order: call Canonicalize")
+		}
+		errs = append(errs, p.validate()...)
 	}
 	return errors.Join(errs...)
 }
@@ -345,6 +359,12 @@ func (s *Snapshot) String() string {
 	}
 	for _, r := range s.Routes {
 		fmt.Fprintf(&b, "route %s/%s\n", r.Namespace, r.Name)
+	}
+	for _, p := range s.Policies {
+		fmt.Fprintf(&b, "authorizationpolicy %s/%s %s services=%s\n", p.Namespace, p.Name, p.Action, orDash(strings.Join(p.Services, ",")))
+		for _, r := range p.Rules {
+			fmt.Fprintf(&b, "  rule from=%v to=%v\n", r.From, r.To)
+		}
 	}
 	return b.String()
 }
