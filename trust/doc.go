@@ -1,7 +1,10 @@
-// Package trust owns SPIFFE identity for Causeway. Today it holds the built-in
-// certificate authority and X.509-SVID issuance; the rest of issue 5 (SVID
-// rotation loop, bundle sets, the SPIFFE bundle endpoint, authorization policy
-// and the SPIRE adapter) is not built yet.
+// Package trust owns SPIFFE identity for Causeway: the built-in certificate
+// authority and X.509-SVID signing. Its subpackages hold the rest:
+// trust/bundles (root rotation with overlap, bundle sets, the SPIFFE bundle
+// endpoint and the peer fetcher), trust/issuer and trust/trustpb (the SVID
+// issuance API and the client-side rotator), trust/spire (SPIRE as the
+// upstream CA and bundle store) and trust/policy (the AuthorizationPolicy
+// API). docs/trust.md is the user's guide.
 //
 // What it owns:
 //   - CA: one signing authority for one trust domain, either a self-signed
