@@ -269,6 +269,58 @@ func TestKubernetesSource(t *testing.T) {
 			return len(service(s, "shop", "web").Endpoints) == 3
 		})
 	})
+	t.Run("apiserver restart: nothing lost or duplicated, watches resume", func(t *testing.T) {
+		want := service(k.last, "shop", "web").Endpoints
+		if len(want) != 3 {
+			t.Fatalf("before the restart web has %d endpoints, want 3", len(want))
+		}
+		// Every snapshot the source emits from here on must keep the three
+		// endpoints exactly once until the change made after the restart.
+		check := func(s *model.Snapshot) {
+			t.Helper()
+			seen := map[string]int{}
+			for _, e := range service(s, "shop", "web").Endpoints {
+				seen[e.Address]++
+			}
+			for _, e := range want {
+				if seen[e.Address] != 1 {
+					t.Fatalf("endpoint %s appears %d times in a snapshot emitted across the restart:\n%v", e.Address, seen[e.Address], s)
+				}
+			}
+		}
+		down := func() {
+			// While the apiserver is down the source keeps its last model:
+			// whatever it emits (nothing, normally) still has every endpoint.
+			for {
+				select {
+				case s := <-k.snaps:
+					k.last = s
+					check(s)
+				default:
+					return
+				}
+			}
+		}
+		if err := c.RestartAPIServer(ctx, 5*time.Second, down); err != nil {
+			t.Fatal(err)
+		}
+		// The watches resume: a change made after the restart arrives.
+		sl, err := slices.Get(ctx, "web-a", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ep := sl.Endpoints[0].DeepCopy()
+		ep.Addresses, ep.TargetRef = []string{"10.1.0.4"}, nil
+		sl.Endpoints = append(sl.Endpoints, *ep)
+		if _, err := slices.Update(ctx, sl, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		got := k.waitFor(t, ctx, "4 web endpoints after the restart", func(s *model.Snapshot) bool {
+			check(s)
+			return len(service(s, "shop", "web").Endpoints) == 4
+		})
+		check(got)
+	})
 	t.Run("delete the service", func(t *testing.T) {
 		if err := c.Clientset.CoreV1().Services("shop").Delete(ctx, "web", metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -171,6 +172,12 @@ type processGroup struct {
 func (g *processGroup) add(p *process) {
 	g.mu.Lock()
 	g.procs = append(g.procs, p)
+	g.mu.Unlock()
+}
+
+func (g *processGroup) remove(p *process) {
+	g.mu.Lock()
+	g.procs = slices.DeleteFunc(g.procs, func(q *process) bool { return q == p })
 	g.mu.Unlock()
 }
 

@@ -111,17 +111,19 @@ type Cluster struct {
 	// output (Dir/pods).
 	Dir string
 
-	opts     Options
-	binDir   string
-	slot     *slot
-	pki      *pki
-	procs    processGroup
-	pods     *podRunner
-	applier  *applier
-	logf     func(string, ...any)
-	etcdURL  string
-	server   string
-	kwokPort int
+	opts      Options
+	binDir    string
+	slot      *slot
+	pki       *pki
+	procs     processGroup
+	pods      *podRunner
+	applier   *applier
+	logf      func(string, ...any)
+	etcdURL   string
+	server    string
+	kwokPort  int
+	apiPort   int
+	apiserver *process
 
 	closeOnce sync.Once
 	closeErr  error
@@ -376,47 +378,16 @@ func (c *Cluster) startEtcd(ctx context.Context) error {
 }
 
 func (c *Cluster) startAPIServer(ctx context.Context) error {
-	bin, _ := binPath(c.binDir, "kube-apiserver")
 	port := c.opts.APIServerPort
+	var err error
 	if port == 0 {
-		var err error
 		if port, err = freePort(); err != nil {
 			return err
 		}
 	}
+	c.apiPort = port
 	c.server = "https://127.0.0.1:" + strconv.Itoa(port)
-	p, err := startProcess("kube-apiserver", c.LogPath("kube-apiserver"), []string{bin,
-		"--etcd-servers=" + c.etcdURL,
-		"--bind-address=127.0.0.1",
-		"--advertise-address=127.0.0.1",
-		"--secure-port=" + strconv.Itoa(port),
-		"--cert-dir=" + filepath.Join(c.Dir, "pki"),
-		"--tls-cert-file=" + c.pki.serverCert,
-		"--tls-private-key-file=" + c.pki.serverKey,
-		"--client-ca-file=" + c.pki.caFile,
-		"--token-auth-file=" + c.pki.tokenFile,
-		"--authorization-mode=RBAC",
-		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-		"--service-account-key-file=" + c.pki.saPub,
-		"--service-account-signing-key-file=" + c.pki.saKey,
-		"--service-cluster-ip-range=" + c.ServiceCIDR.String(),
-		"--endpoint-reconciler-type=none",
-		"--enable-priority-and-fairness=false",
-		"--profiling=false",
-		"--kubelet-preferred-address-types=InternalIP",
-	}, c.env())
-	if err != nil {
-		return err
-	}
-	c.procs.add(p)
-
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(c.pki.caCert)
-	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	defer hc.CloseIdleConnections()
-	if err := p.waitReady(ctx, c.opts.ReadyTimeout, func(ctx context.Context) error {
-		return httpOK(ctx, hc, c.server+"/readyz", c.pki.token)
-	}); err != nil {
+	if err = c.launchAPIServer(ctx); err != nil {
 		return err
 	}
 
@@ -446,6 +417,65 @@ func (c *Cluster) startAPIServer(ctx context.Context) error {
 		return err
 	}
 	c.applier = newApplier(c.Clientset.Discovery(), qdyn)
+	return nil
+}
+
+// launchAPIServer starts kube-apiserver on c.apiPort and waits for /readyz.
+func (c *Cluster) launchAPIServer(ctx context.Context) error {
+	bin, _ := binPath(c.binDir, "kube-apiserver")
+	port := c.apiPort
+	p, err := startProcess("kube-apiserver", c.LogPath("kube-apiserver"), []string{bin,
+		"--etcd-servers=" + c.etcdURL,
+		"--bind-address=127.0.0.1",
+		"--advertise-address=127.0.0.1",
+		"--secure-port=" + strconv.Itoa(port),
+		"--cert-dir=" + filepath.Join(c.Dir, "pki"),
+		"--tls-cert-file=" + c.pki.serverCert,
+		"--tls-private-key-file=" + c.pki.serverKey,
+		"--client-ca-file=" + c.pki.caFile,
+		"--token-auth-file=" + c.pki.tokenFile,
+		"--authorization-mode=RBAC",
+		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+		"--service-account-key-file=" + c.pki.saPub,
+		"--service-account-signing-key-file=" + c.pki.saKey,
+		"--service-cluster-ip-range=" + c.ServiceCIDR.String(),
+		"--endpoint-reconciler-type=none",
+		"--enable-priority-and-fairness=false",
+		"--profiling=false",
+		"--kubelet-preferred-address-types=InternalIP",
+	}, c.env())
+	if err != nil {
+		return err
+	}
+	c.procs.add(p)
+	c.apiserver = p
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(c.pki.caCert)
+	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	defer hc.CloseIdleConnections()
+	return p.waitReady(ctx, c.opts.ReadyTimeout, func(ctx context.Context) error {
+		return httpOK(ctx, hc, c.server+"/readyz", c.pki.token)
+	})
+}
+
+// RestartAPIServer stops kube-apiserver (SIGTERM, then SIGKILL after
+// grace) and starts it again on the same address with the same flags,
+// returning once it is ready. Clients keep working: the address and
+// credentials do not change; their watches break and must resume. down,
+// if not nil, runs while the apiserver is stopped.
+func (c *Cluster) RestartAPIServer(ctx context.Context, grace time.Duration, down func()) error {
+	old := c.apiserver
+	if old == nil {
+		return errors.New("testcluster: RestartAPIServer: the apiserver was never started")
+	}
+	c.procs.remove(old)
+	old.stop(grace)
+	if down != nil {
+		down()
+	}
+	if err := c.launchAPIServer(ctx); err != nil {
+		return fmt.Errorf("testcluster %s: restarting kube-apiserver: %w", c.Name, err)
+	}
 	return nil
 }
 
