@@ -31,8 +31,9 @@ type Snapshot struct {
 	Namespaces []string
 	// Services sorted by namespace, then name.
 	Services []Service
-	// Routes are filled by the Gateway API translation (a later issue).
-	Routes []Route
+	// Routes are the Gateway API routes (gateway.Translate), one table per
+	// parent (a Gateway listener set, or a Service/ServiceImport for GAMMA).
+	Routes []RouteTable
 	// Policies are the AuthorizationPolicies, sorted by namespace, then name.
 	Policies []AuthorizationPolicy
 }
@@ -110,12 +111,6 @@ func (e *Endpoint) Port(name string) (uint32, bool) {
 	return 0, false
 }
 
-// Route is a placeholder for Gateway API routes (HTTPRoute, GRPCRoute,
-// GAMMA); the gateway issue defines its fields.
-type Route struct {
-	Namespace, Name string
-}
-
 // Service finds a service by namespace and name (binary search).
 func (s *Snapshot) Service(namespace, name string) (*Service, bool) {
 	i, ok := slices.BinarySearchFunc(s.Services, [2]string{namespace, name}, func(sv Service, k [2]string) int {
@@ -145,9 +140,7 @@ func (s *Snapshot) Canonicalize() {
 		}
 		slices.SortFunc(sv.Endpoints, compareEndpoints)
 	}
-	slices.SortFunc(s.Routes, func(a, b Route) int {
-		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
-	})
+	slices.SortFunc(s.Routes, CompareRouteTables)
 	for i := range s.Policies {
 		s.Policies[i].canonicalize()
 	}
@@ -170,7 +163,7 @@ func (a *Snapshot) Equal(b *Snapshot) bool {
 	return a.Cluster == b.Cluster && a.Network == b.Network && a.TrustDomain == b.TrustDomain &&
 		slices.Equal(a.Namespaces, b.Namespaces) &&
 		slices.EqualFunc(a.Services, b.Services, func(x, y Service) bool { return x.Equal(&y) }) &&
-		slices.Equal(a.Routes, b.Routes) &&
+		slices.EqualFunc(a.Routes, b.Routes, RouteTable.Equal) &&
 		slices.EqualFunc(a.Policies, b.Policies, func(x, y AuthorizationPolicy) bool { return x.Equal(&y) })
 }
 
@@ -358,7 +351,7 @@ func (s *Snapshot) String() string {
 		}
 	}
 	for _, r := range s.Routes {
-		fmt.Fprintf(&b, "route %s/%s\n", r.Namespace, r.Name)
+		b.WriteString(r.String())
 	}
 	for _, p := range s.Policies {
 		fmt.Fprintf(&b, "authorizationpolicy %s/%s %s services=%s\n", p.Namespace, p.Name, p.Action, orDash(strings.Join(p.Services, ",")))
