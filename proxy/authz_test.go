@@ -20,7 +20,7 @@ func mtlsClient(t testing.TB, ca *testCA, cert *tls.Certificate) *http.Client {
 		RootCAs:            ca.pool,
 		InsecureSkipVerify: true, // SVIDs have URI SANs only: verified below
 		VerifyConnection: func(cs tls.ConnectionState) error {
-			return verifyPeer(cs.PeerCertificates, ca.pool, exact(serverID), false)
+			return verifyPeer(cs.PeerCertificates, &config.Secret{Roots: ca.pool}, exact(serverID), false)
 		},
 	}
 	if cert != nil {

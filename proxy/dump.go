@@ -42,6 +42,8 @@ type secretDump struct {
 	Name  string     `json:"name"`
 	Chain []certDump `json:"certificate_chain,omitempty"`
 	Roots []certDump `json:"trusted_ca,omitempty"`
+	// TrustDomains: the SPIFFE bundle set, by trust domain.
+	TrustDomains map[string][]certDump `json:"trust_domains,omitempty"`
 }
 
 func dumpSecret(s *config.Secret) secretDump {
@@ -53,18 +55,28 @@ func dumpSecret(s *config.Secret) secretDump {
 			}
 		}
 	}
-	rest := s.RootsPEM
+	d.Roots = describePEM(s.RootsPEM)
+	for td, pemBytes := range s.TrustDomainsPEM {
+		if d.TrustDomains == nil {
+			d.TrustDomains = map[string][]certDump{}
+		}
+		d.TrustDomains[td] = describePEM(pemBytes)
+	}
+	return d
+}
+
+func describePEM(rest []byte) []certDump {
+	var out []certDump
 	for {
 		var b *pem.Block
 		b, rest = pem.Decode(rest)
 		if b == nil {
-			break
+			return out
 		}
 		if c, err := x509.ParseCertificate(b.Bytes); err == nil {
-			d.Roots = append(d.Roots, describeCert(c))
+			out = append(out, describeCert(c))
 		}
 	}
-	return d
 }
 
 func describeCert(c *x509.Certificate) certDump {

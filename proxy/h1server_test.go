@@ -514,7 +514,7 @@ func TestH1OverTLS(t *testing.T) {
 			RootCAs: ca.pool, NextProtos: protos, Certificates: []tls.Certificate{*clientCert},
 			InsecureSkipVerify: true, // the server's SVID has a URI SAN only; checked below
 			VerifyConnection: func(cs tls.ConnectionState) error {
-				return verifyPeer(cs.PeerCertificates, ca.pool, exact(serverID), false)
+				return verifyPeer(cs.PeerCertificates, &config.Secret{Roots: ca.pool}, exact(serverID), false)
 			},
 		}
 	}

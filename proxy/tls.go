@@ -28,9 +28,19 @@ func (e *missingSecretError) Error() string {
 // verifyPeer checks a peer's chain against roots and, when sans is not
 // empty, that the leaf carries one of the expected SANs (URI SANs such as
 // SPIFFE IDs, or DNS names).
-func verifyPeer(chain []*x509.Certificate, roots *x509.CertPool, sans []config.StringMatch, client bool) error {
+func verifyPeer(chain []*x509.Certificate, trust *config.Secret, sans []config.StringMatch, client bool) error {
 	if len(chain) == 0 {
 		return errors.New("peer presented no certificate")
+	}
+	roots := trust.Roots
+	if trust.TrustDomains != nil {
+		td, err := spiffeTrustDomain(chain[0])
+		if err != nil {
+			return err
+		}
+		if roots = trust.TrustDomains[td]; roots == nil {
+			return fmt.Errorf("peer trust domain %q is not trusted (no bundle for it in %q)", td, trust.Name)
+		}
 	}
 	usage := x509.ExtKeyUsageServerAuth
 	if client {
@@ -125,7 +135,7 @@ func (ln *listener) serverTLS() *tls.Config {
 			}
 			if l.TLS.ValidationSecret != "" {
 				roots := st.secrets[l.TLS.ValidationSecret]
-				if roots == nil || roots.Roots == nil {
+				if !roots.HasRoots() {
 					return nil, &missingSecretError{listener: l.Name, name: l.TLS.ValidationSecret}
 				}
 				cfg.ClientAuth = tls.RequestClientCert
@@ -145,7 +155,7 @@ func (ln *listener) serverTLS() *tls.Config {
 						}
 						chain = append(chain, c)
 					}
-					return verifyPeer(chain, roots.Roots, sans, true)
+					return verifyPeer(chain, roots, sans, true)
 				}
 			}
 			return cfg, nil
@@ -173,4 +183,13 @@ func peerIdentityOf(cs *tls.ConnectionState) (string, bool) {
 		return "", false
 	}
 	return peerIdentity(cs), true
+}
+
+// spiffeTrustDomain returns the trust domain of the leaf's SPIFFE ID, which
+// must be its only URI SAN.
+func spiffeTrustDomain(leaf *x509.Certificate) (string, error) {
+	if len(leaf.URIs) != 1 || leaf.URIs[0].Scheme != "spiffe" || leaf.URIs[0].Host == "" {
+		return "", fmt.Errorf("peer certificate is not an X.509-SVID: it needs exactly one spiffe:// URI SAN, has %s", peerIDs(leaf))
+	}
+	return leaf.URIs[0].Host, nil
 }

@@ -197,7 +197,7 @@ func TestMutualTLSBetweenProxies(t *testing.T) {
 			// SPIFFE ID here instead of a host name.
 			InsecureSkipVerify: true,
 			VerifyConnection: func(cs tls.ConnectionState) error {
-				return verifyPeer(cs.PeerCertificates, ca.pool, exact(serverID), false)
+				return verifyPeer(cs.PeerCertificates, &config.Secret{Roots: ca.pool}, exact(serverID), false)
 			},
 		}
 		if cert != nil {

@@ -200,10 +200,10 @@ func (p *Proxy) upstreamTLS(cluster string) *tls.Config {
 			return nil
 		}
 		roots := st.secrets[c.TLS.ValidationSecret]
-		if roots == nil || roots.Roots == nil {
+		if !roots.HasRoots() {
 			return &missingSecretError{name: c.TLS.ValidationSecret, cluster: cluster}
 		}
-		return verifyPeer(cs.PeerCertificates, roots.Roots, c.TLS.MatchSANs, false)
+		return verifyPeer(cs.PeerCertificates, roots, c.TLS.MatchSANs, false)
 	}
 	return cfg
 }

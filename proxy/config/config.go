@@ -117,7 +117,17 @@ type Secret struct {
 	Roots *x509.CertPool
 	// RootsPEM is kept for /config_dump (certificates only, never keys).
 	RootsPEM []byte
+	// TrustDomains, when set instead of Roots, is a SPIFFE bundle set
+	// (Envoy's envoy.tls.cert_validator.spiffe): a peer's certificate is
+	// verified only against the roots of the trust domain its SPIFFE ID
+	// names, so one federated domain's CA cannot vouch for another's IDs.
+	TrustDomains map[string]*x509.CertPool
+	// TrustDomainsPEM is kept for /config_dump, by trust domain.
+	TrustDomainsPEM map[string][]byte
 }
+
+// HasRoots reports whether s can verify peers.
+func (s *Secret) HasRoots() bool { return s != nil && (s.Roots != nil || s.TrustDomains != nil) }
 
 // RouteConfig is a set of virtual hosts.
 type RouteConfig struct {

@@ -47,14 +47,14 @@ func TranslateSecret(s *tlsv3.Secret) (*config.Secret, error) {
 		}
 	case *tlsv3.Secret_ValidationContext:
 		vc := t.ValidationContext
-		c.only("validation_context", vc, "trusted_ca")
-		pem := c.inline("validation_context.trusted_ca", vc.GetTrustedCa())
-		if pem != nil {
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				c.addf("validation_context.trusted_ca", "send one or more PEM CERTIFICATE blocks", "no certificates found")
-			}
-			out.Roots, out.RootsPEM = pool, pem
+		c.only("validation_context", vc, "trusted_ca", "custom_validator_config")
+		switch {
+		case vc.GetCustomValidatorConfig() != nil && vc.GetTrustedCa() != nil:
+			c.addf("validation_context", "set trusted_ca or custom_validator_config, not both", "both set")
+		case vc.GetCustomValidatorConfig() != nil:
+			c.spiffeValidator("validation_context.custom_validator_config", vc.GetCustomValidatorConfig(), out)
+		default:
+			out.Roots, out.RootsPEM = c.pemPool("validation_context.trusted_ca", vc.GetTrustedCa())
 		}
 	case nil:
 		c.addf("", "set tls_certificate or validation_context", "empty secret")
@@ -79,4 +79,48 @@ func (c *collector) inline(path string, d *corev3.DataSource) []byte {
 	}
 	c.unsupported(path, "only inline data sources", "give inline_bytes or inline_string")
 	return nil
+}
+
+// pemPool reads PEM certificates from an inline data source.
+func (c *collector) pemPool(path string, d *corev3.DataSource) (*x509.CertPool, []byte) {
+	pem := c.inline(path, d)
+	if pem == nil {
+		return nil, nil
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		c.addf(path, "send one or more PEM CERTIFICATE blocks", "no certificates found")
+	}
+	return pool, pem
+}
+
+// spiffeValidator translates envoy.tls.cert_validator.spiffe: one bundle
+// per trust domain.
+func (c *collector) spiffeValidator(path string, tc *corev3.TypedExtensionConfig, out *config.Secret) {
+	var v tlsv3.SPIFFECertValidatorConfig
+	if tc.GetTypedConfig() == nil || !tc.GetTypedConfig().MessageIs(&v) {
+		c.unsupported(path, tc.GetName(), "use envoy.tls.cert_validator.spiffe with a SPIFFECertValidatorConfig")
+		return
+	}
+	if !c.unpack(join(path, "typed_config"), tc.GetTypedConfig(), &v) {
+		return
+	}
+	p := join(path, "typed_config")
+	c.only(p, &v, "trust_domains")
+	if len(v.GetTrustDomains()) == 0 {
+		c.addf(join(p, "trust_domains"), "list at least one trust domain with its bundle", "empty")
+	}
+	out.TrustDomains = map[string]*x509.CertPool{}
+	out.TrustDomainsPEM = map[string][]byte{}
+	for i, td := range v.GetTrustDomains() {
+		tp := named(join(p, "trust_domains"), i, td.GetName())
+		c.only(tp, td, "name", "trust_bundle")
+		if _, dup := out.TrustDomains[td.GetName()]; dup {
+			c.addf(join(tp, "name"), "list each trust domain once", "duplicate trust domain %q", td.GetName())
+		}
+		pool, pem := c.pemPool(join(tp, "trust_bundle"), td.GetTrustBundle())
+		if pool != nil {
+			out.TrustDomains[td.GetName()], out.TrustDomainsPEM[td.GetName()] = pool, pem
+		}
+	}
 }

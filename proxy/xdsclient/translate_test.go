@@ -2,7 +2,9 @@ package xdsclient
 
 import (
 	"errors"
+	"maps"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -515,6 +517,9 @@ func TestTranslateSecret(t *testing.T) {
 		{name: "not PEM roots", in: rootsSecret("r", []byte("junk")), wantErr: []string{`validation_context.trusted_ca: no certificates found`}},
 		{name: "file data source", in: fileKey, wantErr: []string{`unsupported: tls_certificate.private_key`}},
 		{name: "empty", in: &tlsv3.Secret{Name: "e"}, wantErr: []string{"empty secret"}},
+		{name: "spiffe bundle set", in: spiffeSecret(t, "bundles", map[string][]byte{"east.test": cert, "west.test": otherCert}), wantRoot: true},
+		{name: "spiffe bundle set, bad bundle", in: spiffeSecret(t, "b", map[string][]byte{"east.test": []byte("junk")}),
+			wantErr: []string{`custom_validator_config.typed_config.trust_domains["east.test"].trust_bundle: no certificates found`}},
 		{name: "session ticket keys", in: &tlsv3.Secret{Name: "s", Type: &tlsv3.Secret_SessionTicketKeys{SessionTicketKeys: &tlsv3.TlsSessionTicketKeys{
 			Keys: []*corev3.DataSource{{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: make([]byte, 80)}}}}}},
 			wantErr: []string{"unsupported: session_ticket_keys"}},
@@ -529,8 +534,14 @@ func TestTranslateSecret(t *testing.T) {
 				}
 				return
 			}
-			if (got.Cert != nil) != tt.wantCert || (got.Roots != nil) != tt.wantRoot {
-				t.Fatalf("cert %v roots %v, want %v %v", got.Cert != nil, got.Roots != nil, tt.wantCert, tt.wantRoot)
+			if (got.Cert != nil) != tt.wantCert || got.HasRoots() != tt.wantRoot {
+				t.Fatalf("cert %v roots %v, want %v %v", got.Cert != nil, got.HasRoots(), tt.wantCert, tt.wantRoot)
+			}
+			if got.TrustDomains != nil {
+				if len(got.TrustDomains) != 2 || string(got.TrustDomainsPEM["east.test"]) != string(cert) || got.Roots != nil {
+					t.Errorf("bundle set %v, want east.test and west.test with their own PEM and no flat Roots", got.TrustDomainsPEM)
+				}
+				return
 			}
 			if tt.wantCert && got.Cert.Leaf == nil {
 				t.Error("certificate leaf not parsed")
@@ -552,4 +563,14 @@ func TestTranslatorsArePure(t *testing.T) {
 	if !proto.Equal(before, l) {
 		t.Fatal("TranslateListener modified its input")
 	}
+}
+
+func spiffeSecret(t *testing.T, name string, bundles map[string][]byte) *tlsv3.Secret {
+	v := &tlsv3.SPIFFECertValidatorConfig{}
+	for _, td := range slices.Sorted(maps.Keys(bundles)) {
+		v.TrustDomains = append(v.TrustDomains, &tlsv3.SPIFFECertValidatorConfig_TrustDomain{Name: td,
+			TrustBundle: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: bundles[td]}}})
+	}
+	return &tlsv3.Secret{Name: name, Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+		CustomValidatorConfig: &corev3.TypedExtensionConfig{Name: "envoy.tls.cert_validator.spiffe", TypedConfig: mustAny(t, v)}}}}
 }
