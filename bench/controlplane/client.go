@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
@@ -102,7 +103,7 @@ func (c *client) run(ctx context.Context, conn grpc.ClientConnInterface, tr *tra
 		switch typ {
 		case resourcev3.ListenerType:
 			c.recvd[0].Add(1)
-			names, err := routeNames(resp)
+			names, err := routeNames(resp.GetResources())
 			if err != nil {
 				return c.nack(stream, resp, s, err)
 			}
@@ -113,7 +114,7 @@ func (c *client) run(ctx context.Context, conn grpc.ClientConnInterface, tr *tra
 			c.recvd[1].Add(1)
 		case resourcev3.ClusterType:
 			c.recvd[2].Add(1)
-			names, err := edsNames(resp)
+			names, err := edsNames(resp.GetResources())
 			if err != nil {
 				return c.nack(stream, resp, s, err)
 			}
@@ -144,17 +145,21 @@ func (c *client) run(ctx context.Context, conn grpc.ClientConnInterface, tr *tra
 		if follow != "" {
 			st[follow].names = newNames
 			if follow == resourcev3.EndpointType {
-				m := make(map[string]struct{}, len(newNames))
-				for _, n := range newNames {
-					m[n] = struct{}{}
-				}
-				c.eds.Store(&m)
+				c.setEDS(newNames)
 			}
 			if err := send(follow, false); err != nil {
 				return c.ended(ctx, err)
 			}
 		}
 	}
+}
+
+func (c *client) setEDS(names []string) {
+	m := make(map[string]struct{}, len(names))
+	for _, n := range names {
+		m[n] = struct{}{}
+	}
+	c.eds.Store(&m)
 }
 
 func rawOf(resp *discoveryv3.DiscoveryResponse) [][]byte {
@@ -180,9 +185,9 @@ func (c *client) ended(ctx context.Context, err error) error {
 }
 
 // routeNames are the RDS names the listeners' HTTP connection managers use.
-func routeNames(resp *discoveryv3.DiscoveryResponse) ([]string, error) {
+func routeNames(resources []*anypb.Any) ([]string, error) {
 	set := map[string]struct{}{}
-	for _, a := range resp.GetResources() {
+	for _, a := range resources {
 		var l listenerv3.Listener
 		if err := a.UnmarshalTo(&l); err != nil {
 			return nil, fmt.Errorf("listener: %w", err)
@@ -203,9 +208,9 @@ func routeNames(resp *discoveryv3.DiscoveryResponse) ([]string, error) {
 }
 
 // edsNames are the EDS service names of the EDS clusters.
-func edsNames(resp *discoveryv3.DiscoveryResponse) ([]string, error) {
+func edsNames(resources []*anypb.Any) ([]string, error) {
 	var out []string
-	for _, a := range resp.GetResources() {
+	for _, a := range resources {
 		var cl clusterv3.Cluster
 		if err := a.UnmarshalTo(&cl); err != nil {
 			return nil, fmt.Errorf("cluster: %w", err)

@@ -15,6 +15,13 @@
 // change when an EDS response carries the marker (found in the raw
 // resource bytes, length-prefixed so a longer address does not match).
 //
+// With -delta the clients speak incremental xDS (DeltaAggregatedResources:
+// LDS and CDS wildcard, RDS and EDS subscribed and unsubscribed by name as
+// the listeners and clusters name them, every response ACKed by nonce) and
+// keep, per resource, only the names it refers to. -gap (default: the
+// debounce) pauses between changes so each arrives after a quiet period.
+// -cpuprofile and -memprofile write profiles of the change phase.
+//
 // CPU and memory are the whole process's: control plane and clients share
 // it, so they are upper bounds for the control plane alone.
 //

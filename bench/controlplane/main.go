@@ -30,11 +30,12 @@ import (
 
 type config struct {
 	services, eps, clients, changes int
-	debounce                        time.Duration
+	debounce, gap                   time.Duration
 	setupTimeout, changeTimeout     time.Duration
 	budget                          time.Duration
-	out, cpuprofile                 string
+	out, cpuprofile, memprofile     string
 	connectParallel                 int
+	delta                           bool
 }
 
 func main() {
@@ -44,13 +45,19 @@ func main() {
 	flag.IntVar(&c.clients, "clients", 1000, "simulated xDS clients (one gRPC connection and ADS stream each)")
 	flag.IntVar(&c.changes, "changes", 50, "endpoint changes, one service each, one after the other")
 	flag.DurationVar(&c.debounce, "debounce", 100*time.Millisecond, "control plane debounce (its default is 100ms); 0: none")
+	flag.DurationVar(&c.gap, "gap", -1, "pause after each converged change before the next (default: the debounce, so every change arrives after a quiet period, as an isolated change does)")
 	flag.DurationVar(&c.setupTimeout, "setup-timeout", 90*time.Second, "limit for every client to connect and ACK the first full EDS")
 	flag.DurationVar(&c.changeTimeout, "change-timeout", 10*time.Second, "limit per change for every affected client to ACK it")
 	flag.DurationVar(&c.budget, "max-duration", 170*time.Second, "the whole run's limit: changes not started by then are skipped and reported")
 	flag.IntVar(&c.connectParallel, "connect-parallel", 64, "clients connecting at once during setup")
 	flag.StringVar(&c.out, "out", "", "also write the markdown section to this file, replacing its \"## Control plane convergence\" section or appending one")
 	flag.StringVar(&c.cpuprofile, "cpuprofile", "", "write a CPU profile of the change phase to this file")
+	flag.StringVar(&c.memprofile, "memprofile", "", "write a heap profile (live objects after the changes, before shutdown) to this file")
+	flag.BoolVar(&c.delta, "delta", false, "clients speak incremental xDS (DeltaAggregatedResources) instead of state of the world")
 	flag.Parse()
+	if c.gap < 0 {
+		c.gap = c.debounce
+	}
 	if c.services < 1 || c.eps < 1 || c.clients < 1 || c.changes < 1 {
 		fmt.Fprintln(os.Stderr, "controlplane bench: -services, -endpoints-per-service, -clients and -changes must be at least 1")
 		os.Exit(2)
@@ -247,7 +254,11 @@ func run(ctx context.Context, c config, logw io.Writer) (_ *result, err error) {
 		conns = append(conns, cc)
 		sem <- struct{}{}
 		bg.Go(func() {
-			if err := cl.run(ctx, cc, tr); err != nil {
+			runClient := cl.run
+			if c.delta {
+				runClient = cl.runDelta
+			}
+			if err := runClient(ctx, cc, tr); err != nil {
 				mu.Lock()
 				r.clientErrs = append(r.clientErrs, err.Error())
 				mu.Unlock()
@@ -300,6 +311,14 @@ func run(ctx context.Context, c config, logw io.Writer) (_ *result, err error) {
 	affected := make([]bool, c.clients)
 	deadline := start.Add(c.budget)
 	for k := range c.changes {
+		if k > 0 && c.gap > 0 {
+			t := time.NewTimer(c.gap)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+			}
+			t.Stop()
+		}
 		if c.budget > 0 && !time.Now().Before(deadline) {
 			r.skipped = c.changes - k
 			logf("-max-duration %s spent: %d of %d changes not run", c.budget, r.skipped, c.changes)
@@ -371,6 +390,17 @@ func run(ctx context.Context, c config, logw io.Writer) (_ *result, err error) {
 	metrics.Read(ms)
 	r.heapAfter = ms[0].Value.Uint64()
 	r.wall = time.Since(start)
+	if c.memprofile != "" {
+		f, err := os.Create(c.memprofile)
+		if err != nil {
+			return nil, fmt.Errorf("-memprofile: %w", err)
+		}
+		err = pprof.Lookup("heap").WriteTo(f, 0)
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("-memprofile %s: %w", c.memprofile, err)
+		}
+	}
 	logf("changes: %d done, %d timed out; shutting down", len(r.converged), r.timeouts)
 	return r, nil
 }

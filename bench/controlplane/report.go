@@ -33,12 +33,16 @@ func (r *result) markdown(c config) string {
 	var b strings.Builder
 	p := func(f string, a ...any) { fmt.Fprintf(&b, f, a...) }
 	p("%s\n\n", sectionTitle)
-	p("Command: `go run ./bench/controlplane -services %d -endpoints-per-service %d -clients %d -changes %d -debounce %s`  \n",
-		c.services, c.eps, c.clients, c.changes, c.debounce)
+	mode, flagDelta := "SotW", ""
+	if c.delta {
+		mode, flagDelta = "delta", " -delta"
+	}
+	p("Command: `go run ./bench/controlplane -services %d -endpoints-per-service %d -clients %d -changes %d -debounce %s -gap %s%s`  \n",
+		c.services, c.eps, c.clients, c.changes, c.debounce, c.gap, flagDelta)
 	p("Machine: %s, %d CPUs (GOMAXPROCS %d), %s, %s, %s.\n\n", cpuModel(), r.nproc, r.gomaxprocs, runtime.GOOS+"/"+runtime.GOARCH, runtime.Version(), time.Now().UTC().Format("2006-01-02 15:04 UTC"))
 	p("| | |\n|---|---|\n")
 	p("| model | %d services × %d endpoints = %d endpoints |\n", c.services, c.eps, c.services*c.eps)
-	p("| clients | %d (gRPC ADS on 127.0.0.1, one connection each, SotW) |\n", c.clients)
+	p("| clients | %d (gRPC ADS on 127.0.0.1, one connection each, %s) |\n", c.clients, mode)
 	p("| setup (connect + first full EDS ACKed by all) | %s, process CPU %s |\n", r.setup.Round(time.Millisecond), r.setupCPU.Round(time.Millisecond))
 	p("| changes converged / timed out / not run (-max-duration) | %d / %d / %d |\n", len(r.converged), r.timeouts, r.skipped)
 	p("| convergence p50 / p99 / max (Offer → last affected ACK) | %s / %s / %s |\n",

@@ -42,7 +42,7 @@ func (c *controlPlaneConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Network, "network", "", "name of this cluster's network")
 	fs.StringVar(&c.TrustDomain, "trust-domain", "", "SPIFFE trust domain (default <cluster>.local)")
 	fs.DurationVar(&c.Interval, "poll", 500*time.Millisecond, "how often the folder is scanned")
-	fs.DurationVar(&c.Debounce, "debounce", 100*time.Millisecond, "wait this long after a change for more before pushing")
+	fs.DurationVar(&c.Debounce, "debounce", 100*time.Millisecond, "minimum interval between two pushes: an isolated change goes out at once, a burst is coalesced")
 	fs.StringVar(&c.ListenerIP, "listener-ip", "127.0.0.1", "IP proxies bind outbound listeners on (a node may override it with metadata outbound_ip)")
 }
 

@@ -29,11 +29,17 @@ type Options struct {
 	// XDSAddress is the ADS listen address; default 127.0.0.1:0.
 	XDSAddress string
 	Translate  xds.TranslateOptions
-	// Debounce waits this long after a snapshot for more before pushing;
-	// default 100ms; negative: no debounce.
+	// Debounce is the least time between two pushes (default 100ms;
+	// negative: none). A snapshot that arrives when the last push is at
+	// least Debounce old is pushed at once; the snapshots that arrive
+	// sooner wait for the end of that window, and only the newest of them
+	// is pushed. An isolated change costs no wait; a burst costs at most
+	// Debounce and is translated once.
 	Debounce time.Duration
 	// NewTimer makes the debounce timer; default time.NewTimer.
 	NewTimer func(time.Duration) Timer
+	// Now is the debounce's clock; default time.Now.
+	Now func() time.Time
 	// Registry receives the metrics; default a fresh registry.
 	Registry prometheus.Registerer
 	Logger   *slog.Logger
@@ -53,6 +59,7 @@ func (t stdTimer) C() <-chan time.Time { return t.Timer.C }
 type ControlPlane struct {
 	o       Options
 	srv     *xds.Server
+	tr      *xds.Translator // remembers each class's translation per service
 	metrics *metrics
 	log     *slog.Logger
 
@@ -82,6 +89,9 @@ func New(o Options) (*ControlPlane, error) {
 	if o.NewTimer == nil {
 		o.NewTimer = func(d time.Duration) Timer { return stdTimer{time.NewTimer(d)} }
 	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
 	if o.Registry == nil {
 		o.Registry = prometheus.NewRegistry()
 	}
@@ -96,6 +106,7 @@ func New(o Options) (*ControlPlane, error) {
 		o: o, metrics: m, log: o.Logger,
 		notify: make(chan struct{}, 1), latest: make(chan *model.Snapshot, 1),
 		nodes: map[string]*nodeState{}, streams: map[int64]string{}, classes: map[string]int{},
+		tr: xds.NewTranslator(o.Translate),
 	}
 	c.srv, err = xds.NewServer(xds.Options{Address: o.XDSAddress, Callbacks: c.callbacks(), SnapshotKey: c.snapshotKey})
 	if err != nil {
@@ -150,10 +161,11 @@ func (c *ControlPlane) Run(ctx context.Context, src discovery.Source) error {
 
 func (c *ControlPlane) loop(ctx context.Context, srcErr chan error) error {
 	var (
-		pending *model.Snapshot
-		since   time.Time
-		timer   Timer
-		fire    <-chan time.Time
+		pending  *model.Snapshot
+		since    time.Time
+		lastPush time.Time // zero: none yet
+		timer    Timer
+		fire     <-chan time.Time
 	)
 	for {
 		select {
@@ -170,23 +182,25 @@ func (c *ControlPlane) loop(ctx context.Context, srcErr chan error) error {
 			}
 			return fmt.Errorf("control plane: source: %w", err)
 		case s := <-c.latest:
+			now := c.o.Now()
 			if pending == nil {
-				since = time.Now()
+				since = now
 			}
 			pending = s
-			if c.o.Debounce < 0 {
-				c.apply(ctx, pending, since)
-				pending = nil
-				continue
+			if timer != nil {
+				continue // the window's end pushes the newest
 			}
-			if timer == nil {
-				timer = c.o.NewTimer(c.o.Debounce)
+			if wait := c.o.Debounce - now.Sub(lastPush); c.o.Debounce < 0 || lastPush.IsZero() || wait <= 0 {
+				c.apply(ctx, pending, since)
+				pending, lastPush = nil, c.o.Now()
+			} else {
+				timer = c.o.NewTimer(wait)
 				fire = timer.C()
 			}
 		case <-fire:
 			timer, fire = nil, nil
 			c.apply(ctx, pending, since)
-			pending = nil
+			pending, lastPush = nil, c.o.Now()
 		}
 	}
 }
@@ -225,7 +239,7 @@ func (c *ControlPlane) publishLocked(ctx context.Context, n xds.Node, memo map[x
 	res, ok := memo[class]
 	if !ok {
 		var err error
-		res, err = xds.Translate(c.model, n, c.o.Translate)
+		res, err = c.tr.Translate(c.model, n)
 		if err != nil {
 			// A bug (the translator produced an invalid resource): keep the
 			// node on its last good resources.
@@ -282,7 +296,7 @@ func (c *ControlPlane) onRequest(stream int64, pn *corev3.Node, typeURL, nackMsg
 			c.metrics.connected.Inc()
 		} else if st.node != n {
 			c.log.Warn("a node id reconnected with different metadata; the newest wins", "node", n.ID)
-			c.leaveClassLocked(st.node.Key())
+			c.leaveClassLocked(st.node)
 			c.classes[n.Key()]++
 			st.node = n
 		}
@@ -313,18 +327,20 @@ func (c *ControlPlane) onClosed(stream int64) {
 	st.streams--
 	if st.streams <= 0 {
 		delete(c.nodes, id)
-		c.leaveClassLocked(st.node.Key())
+		c.leaveClassLocked(st.node)
 		c.metrics.connected.Dec()
 	}
 }
 
-// leaveClassLocked counts a node out of class key; the class's snapshot is
-// dropped with its last node.
-func (c *ControlPlane) leaveClassLocked(key string) {
+// leaveClassLocked counts node n out of its class; the class's snapshot
+// and translation memory are dropped with its last node.
+func (c *ControlPlane) leaveClassLocked(n xds.Node) {
+	key := n.Key()
 	c.classes[key]--
 	if c.classes[key] <= 0 {
 		delete(c.classes, key)
 		c.srv.Forget(key)
+		c.tr.Forget(n)
 	}
 }
 

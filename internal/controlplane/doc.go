@@ -1,8 +1,10 @@
 // Package controlplane wires one cluster's control plane: a discovery
-// Source emits model snapshots; after a debounce (default 100ms, the timer
-// injected) the newest snapshot is translated once per node class
-// (internal/xds.Translate; a class is nodes with the same namespace,
-// cluster, network, locality, outbound IP and kind) and published on the
+// Source emits model snapshots; the newest is pushed at once when the last
+// push is at least the debounce (default 100ms, timer and clock injected)
+// old, else at the end of that window, and is translated once per node class
+// (internal/xds.Translator, which rebuilds only the services that changed
+// since the class's last translation; a class is nodes with the same
+// namespace, cluster, network, locality, outbound IP and kind) and published on the
 // ADS server (internal/xds.Server) under the class's key, where every node
 // of the class is served from that one snapshot.
 //

@@ -12,11 +12,15 @@
 // resources.go and publish per node id.
 //
 // Versions are per key and per type: Publish bumps only the types whose
-// resources changed (proto.Equal, memoized per pair of resource slices), so
-// a node gets no push for the others.
-// Within a type, state-of-the-world clients receive the whole subscribed
-// set again (go-control-plane's snapshot cache); delta clients receive
-// only the resources whose content changed.
+// resources changed (the same message, or equal marshalled bytes, is no
+// change), so a node gets no push for the others. go-control-plane's server
+// speaks the protocol; the cache behind it is this package's (cache.go):
+// every resource is marshalled once per publish that changes it, its
+// version is the hash of its bytes, state-of-the-world clients receive the
+// whole subscribed set of a changed type over shared marshalled values, and
+// delta clients receive only the resources that changed. Translator
+// (translator.go) is Translate with memory per node class, so an unchanged
+// service keeps its messages and costs Publish nothing.
 //
 // Server is safe for concurrent use: SetResources may be called from any
 // goroutine; each call publishes one consistent snapshot, and the cache
@@ -43,7 +47,6 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
-	"google.golang.org/protobuf/proto"
 )
 
 // Resources is one complete set of xDS resources for a node.
@@ -57,31 +60,15 @@ type Resources struct {
 
 // Server is an ADS server on a loopback (or given) address.
 type Server struct {
-	cache cachev3.SnapshotCache
+	cache *resourceCache
 	grpc  *grpc.Server
 	lis   net.Listener
 
-	mu       sync.Mutex
-	versions map[string]map[resourcev3.Type]string // node -> type -> version
-	last     map[string]map[resourcev3.Type][]types.Resource
+	mu       sync.Mutex // serialises Publish and Forget
 	seq      int
-	// same memoizes resource-set comparisons. The control plane translates
-	// once per node class and publishes the same slices to every node of
-	// the class, so one comparison per class serves all of its nodes. The
-	// keys hold the slices alive, so an address is never reused while its
-	// entry exists; the map is reset when it grows past sameMemoMax.
-	same     map[sliceKey]bool
 	done     chan struct{}
 	serveErr error
 }
-
-// sliceKey identifies a pair of resource slices by their backing arrays.
-type sliceKey struct {
-	a, b   *types.Resource
-	la, lb int
-}
-
-const sameMemoMax = 256
 
 // Options configure a Server.
 type Options struct {
@@ -111,16 +98,12 @@ func NewServer(o Options) (*Server, error) {
 		return nil, fmt.Errorf("xds server: listen %s: %w", addr, err)
 	}
 	s := &Server{
-		// ads=false: go-control-plane's "ADS mode" answers a request that
-		// names resources only when it names every resource of the type in
-		// the snapshot, which starves grpc-go (it asks for the one listener
-		// it needs). Without it, responses carry the requested subset.
-		cache:    cachev3.NewSnapshotCache(false, hashOf(o.SnapshotKey), nil),
-		grpc:     grpc.NewServer(o.GRPCOptions...),
-		lis:      lis,
-		versions: map[string]map[resourcev3.Type]string{},
-		last:     map[string]map[resourcev3.Type][]types.Resource{},
-		done:     make(chan struct{}),
+		// The cache (cache.go) answers a request that names resources with
+		// the named subset: grpc-go asks for the one listener it needs.
+		cache: newResourceCache(hashOf(o.SnapshotKey)),
+		grpc:  grpc.NewServer(o.GRPCOptions...),
+		lis:   lis,
+		done:  make(chan struct{}),
 	}
 	srv := serverv3.NewServer(context.Background(), s.cache, o.Callbacks)
 	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(s.grpc, srv)
@@ -159,51 +142,55 @@ func (s *Server) SetResources(ctx context.Context, node string, r Resources) err
 func (s *Server) Publish(ctx context.Context, node string, r Resources) ([]resourcev3.Type, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.seq++
-	byType := map[resourcev3.Type][]types.Resource{
-		resourcev3.ListenerType: r.Listeners,
-		resourcev3.RouteType:    r.Routes,
-		resourcev3.ClusterType:  r.Clusters,
-		resourcev3.EndpointType: r.Endpoints,
-		resourcev3.SecretType:   r.Secrets,
+	byType := [numTypes][]types.Resource{r.Listeners, r.Routes, r.Clusters, r.Endpoints, r.Secrets}
+	s.cache.mu.Lock()
+	defer s.cache.mu.Unlock()
+	var prev [numTypes]*typeState
+	if k := s.cache.keys[node]; k != nil {
+		prev = k.types
 	}
-	vers := s.versions[node]
-	if vers == nil {
-		vers = map[resourcev3.Type]string{}
-		s.versions[node] = vers
-	}
-	prev := s.last[node]
+	var next [numTypes]*typeState
 	var changed []resourcev3.Type
-	for _, t := range typeOrder {
-		if prev == nil || !s.sameLocked(prev[t], byType[t]) {
+	check := false // can a reference between types have broken?
+	for i, t := range typeOrder {
+		ts, err := buildTypeState(t, prev[i], byType[i])
+		if err != nil {
+			return nil, fmt.Errorf("xds server: node %q: %w", node, err)
+		}
+		if ts != prev[i] {
+			next[i] = ts
 			changed = append(changed, t)
-			vers[t] = strconv.Itoa(s.seq)
+			// Listeners and clusters hold the references; route
+			// configurations and assignments break them only by name.
+			check = check || ts.renamed || t == resourcev3.ListenerType || t == resourcev3.ClusterType
 		}
 	}
 	if len(changed) == 0 {
 		return nil, nil
 	}
-	withTTL := make(map[resourcev3.Type][]types.ResourceWithTTL, len(byType))
-	for t, rs := range byType {
-		items := make([]types.ResourceWithTTL, len(rs))
-		for i, res := range rs {
-			items[i] = types.ResourceWithTTL{Resource: res}
+	if check {
+		if err := consistent(r); err != nil {
+			return nil, fmt.Errorf("xds server: inconsistent resources for node %q: %w", node, err)
 		}
-		withTTL[t] = items
 	}
-	snap := &cachev3.Snapshot{}
-	for t, items := range withTTL {
-		idx := cachev3.GetResponseType(t)
-		snap.Resources[idx] = cachev3.NewResourcesWithTTL(vers[t], items)
-	}
-	if err := snap.Consistent(); err != nil {
-		return nil, fmt.Errorf("xds server: inconsistent resources for node %q: %w", node, err)
-	}
-	if err := s.cache.SetSnapshot(ctx, node, snap); err != nil {
-		return nil, fmt.Errorf("xds server: node %q: %w", node, err)
-	}
-	s.last[node] = byType
+	s.seq++
+	s.cache.setLocked(node, next, strconv.Itoa(s.seq))
 	return changed, nil
+}
+
+// consistent checks that every EDS cluster's assignment and every
+// listener's RDS route configuration is published (go-control-plane's
+// snapshot check).
+func consistent(r Resources) error {
+	snap := &cachev3.Snapshot{}
+	for i, rs := range [][]types.Resource{r.Listeners, r.Routes, r.Clusters, r.Endpoints, r.Secrets} {
+		items := make([]types.ResourceWithTTL, len(rs))
+		for j, res := range rs {
+			items[j] = types.ResourceWithTTL{Resource: res}
+		}
+		snap.Resources[cachev3.GetResponseType(typeOrder[i])] = cachev3.NewResourcesWithTTL("", items)
+	}
+	return snap.Consistent()
 }
 
 var typeOrder = []resourcev3.Type{resourcev3.ListenerType, resourcev3.RouteType, resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.SecretType}
@@ -213,38 +200,9 @@ var typeOrder = []resourcev3.Type{resourcev3.ListenerType, resourcev3.RouteType,
 func (s *Server) Forget(node string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.cache.ClearSnapshot(node)
-	delete(s.versions, node)
-	delete(s.last, node)
-}
-
-// sameLocked is sameResources, memoized per pair of slices.
-func (s *Server) sameLocked(a, b []types.Resource) bool {
-	if len(a) == 0 || len(b) == 0 {
-		return len(a) == len(b)
-	}
-	k := sliceKey{a: &a[0], b: &b[0], la: len(a), lb: len(b)}
-	if v, ok := s.same[k]; ok {
-		return v
-	}
-	if s.same == nil || len(s.same) >= sameMemoMax {
-		s.same = map[sliceKey]bool{}
-	}
-	v := sameResources(a, b)
-	s.same[k] = v
-	return v
-}
-
-func sameResources(a, b []types.Resource) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] && !proto.Equal(a[i], b[i]) {
-			return false
-		}
-	}
-	return true
+	s.cache.mu.Lock()
+	defer s.cache.mu.Unlock()
+	s.cache.forgetLocked(node)
 }
 
 // Stop closes every stream and the listener, and waits for the server.

@@ -132,9 +132,25 @@ func OutboundName(port uint32) string { return "outbound_" + strconv.FormatUint(
 //     LocalityPriority. Endpoints that are not ready are left out.
 //
 // For a proxyless gRPC node, the outbound listeners and their routes are
-// replaced by api listeners with inline routes (see apiListeners) for gRPC
+// replaced by api listeners with inline routes (see serviceAPIListeners) for gRPC
 // ports, and no RouteConfigurations; clusters and endpoints are the same.
 func Translate(s *model.Snapshot, n Node, o TranslateOptions) (Resources, error) {
+	return translate(s, n, o, nil)
+}
+
+// servicePieces is what one service contributes to a node's resources.
+type servicePieces struct {
+	clusters, endpoints, listeners []types.Resource
+	vhosts                         map[uint32][]*routev3.VirtualHost // by service port
+	ports                          []uint32                          // HTTP ports, in the service's order
+	errs                           []error                           // validation failures of the above
+}
+
+// translate is Translate; with memo (Translator), a service equal to the
+// one the memo saw last time reuses its resources (the same pointers, so
+// Server.Publish neither compares nor marshals them again), and so does a
+// route configuration whose virtual hosts are all reused.
+func translate(s *model.Snapshot, n Node, o TranslateOptions, memo *classMemo) (Resources, error) {
 	co := DefaultClusterOptions
 	if o.Cluster != nil {
 		co = *o.Cluster
@@ -146,40 +162,36 @@ func Translate(s *model.Snapshot, n Node, o TranslateOptions) (Resources, error)
 	ip := cmp.Or(n.OutboundIP, o.ListenerIP, "127.0.0.1")
 
 	var r Resources
+	var errs []error
 	byPort := map[uint32][]*routev3.VirtualHost{}
 	var ports []uint32
 	for i := range s.Services {
 		sv := &s.Services[i]
-		for _, p := range sv.Ports {
-			class := portClass(p)
-			if class == protoOther {
-				continue
-			}
-			opts := co
-			opts.HTTP2 = class != protoHTTP1
-			local := ClusterName(sv.Namespace, sv.Name, p.Port)
-			r.Clusters = append(r.Clusters, EDSCluster(local, opts))
-			r.Endpoints = append(r.Endpoints, loadAssignment(local, sv, p, s.Cluster, n))
-			if _, ok := byPort[p.Port]; !ok {
-				ports = append(ports, p.Port)
-			}
-			fqdn := sv.Name + "." + sv.Namespace + ".svc.cluster.local"
-			domains := []string{fqdn, sv.Name + "." + sv.Namespace + ".svc", sv.Name + "." + sv.Namespace}
-			if sv.Namespace == n.Namespace {
-				domains = append(domains, sv.Name)
-			}
-			byPort[p.Port] = append(byPort[p.Port], virtualHost(local, domains, local, retry))
-			if sv.Exported {
-				set := ClustersetName(sv.Namespace, sv.Name, p.Port)
-				r.Clusters = append(r.Clusters, EDSCluster(set, opts))
-				r.Endpoints = append(r.Endpoints, loadAssignment(set, sv, p, "", n))
-				byPort[p.Port] = append(byPort[p.Port], virtualHost(set, []string{sv.Name + "." + sv.Namespace + ".svc.clusterset.local"}, set, retry))
+		var pc, shape *servicePieces
+		if memo != nil {
+			pc, shape = memo.service(sv, s.Cluster)
+		}
+		if pc == nil {
+			pc = translateService(sv, s.Cluster, n, co, retry, shape)
+			if memo != nil {
+				memo.keep(sv, s.Cluster, pc)
 			}
 		}
+		errs = append(errs, pc.errs...)
+		r.Clusters = append(r.Clusters, pc.clusters...)
+		r.Endpoints = append(r.Endpoints, pc.endpoints...)
+		r.Listeners = append(r.Listeners, pc.listeners...)
+		for _, port := range pc.ports {
+			if _, ok := byPort[port]; !ok {
+				ports = append(ports, port)
+			}
+			byPort[port] = append(byPort[port], pc.vhosts[port]...)
+		}
 	}
-	if n.Proxyless {
-		r.Listeners = apiListeners(s, n)
-	} else {
+	if memo != nil {
+		memo.sweep()
+	}
+	if !n.Proxyless {
 		slices.Sort(ports)
 		for _, port := range ports {
 			name := OutboundName(port)
@@ -187,17 +199,98 @@ func Translate(s *model.Snapshot, n Node, o TranslateOptions) (Resources, error)
 			if o.EphemeralPorts {
 				lport = 0
 			}
-			r.Listeners = append(r.Listeners, HTTPListener(name, net.JoinHostPort(ip, strconv.FormatUint(uint64(lport), 10)), false, name))
 			vhs := byPort[port]
 			slices.SortFunc(vhs, func(a, b *routev3.VirtualHost) int { return cmp.Compare(a.Name, b.Name) })
-			r.Routes = append(r.Routes, &routev3.RouteConfiguration{Name: name, VirtualHosts: vhs})
+			addr := net.JoinHostPort(ip, strconv.FormatUint(uint64(lport), 10))
+			if memo != nil {
+				if l, rc := memo.port(port, addr, vhs); l != nil {
+					r.Listeners = append(r.Listeners, l)
+					r.Routes = append(r.Routes, rc)
+					continue
+				}
+			}
+			l := HTTPListener(name, addr, false, name)
+			rc := &routev3.RouteConfiguration{Name: name, VirtualHosts: vhs}
+			errs = append(errs, validate(l), validate(rc))
+			if memo != nil {
+				memo.keepPort(port, addr, vhs, l, rc)
+			}
+			r.Listeners = append(r.Listeners, l)
+			r.Routes = append(r.Routes, rc)
 		}
+	}
+	if memo != nil {
+		memo.sweepPorts()
 	}
 	sortByName(r.Clusters)
 	sortByName(r.Endpoints)
 	sortByName(r.Listeners)
 	sortByName(r.Routes)
-	return r, validateAll(&r)
+	return r, errors.Join(errs...)
+}
+
+// translateService builds one service's clusters, load assignments,
+// virtual hosts (by port) and, for a proxyless node, api listeners, and
+// validates them. shape, when not nil, is the service's last translation
+// and differs only in endpoints: its clusters, virtual hosts and listeners
+// are reused and only the load assignments are built.
+func translateService(sv *model.Service, cluster string, n Node, co ClusterOptions, retry Retry, shape *servicePieces) *servicePieces {
+	if shape != nil {
+		pc := &servicePieces{clusters: shape.clusters, listeners: shape.listeners, vhosts: shape.vhosts, ports: shape.ports}
+		for _, p := range sv.Ports {
+			if portClass(p) == protoOther {
+				continue
+			}
+			pc.endpoints = append(pc.endpoints, loadAssignment(ClusterName(sv.Namespace, sv.Name, p.Port), sv, p, cluster, n))
+			if sv.Exported {
+				pc.endpoints = append(pc.endpoints, loadAssignment(ClustersetName(sv.Namespace, sv.Name, p.Port), sv, p, "", n))
+			}
+		}
+		for _, res := range pc.endpoints {
+			if err := validate(res); err != nil {
+				pc.errs = append(pc.errs, err)
+			}
+		}
+		return pc
+	}
+	pc := &servicePieces{vhosts: map[uint32][]*routev3.VirtualHost{}}
+	for _, p := range sv.Ports {
+		class := portClass(p)
+		if class == protoOther {
+			continue
+		}
+		opts := co
+		opts.HTTP2 = class != protoHTTP1
+		local := ClusterName(sv.Namespace, sv.Name, p.Port)
+		pc.clusters = append(pc.clusters, EDSCluster(local, opts))
+		pc.endpoints = append(pc.endpoints, loadAssignment(local, sv, p, cluster, n))
+		if _, ok := pc.vhosts[p.Port]; !ok {
+			pc.ports = append(pc.ports, p.Port)
+		}
+		fqdn := sv.Name + "." + sv.Namespace + ".svc.cluster.local"
+		domains := []string{fqdn, sv.Name + "." + sv.Namespace + ".svc", sv.Name + "." + sv.Namespace}
+		if sv.Namespace == n.Namespace {
+			domains = append(domains, sv.Name)
+		}
+		pc.vhosts[p.Port] = append(pc.vhosts[p.Port], virtualHost(local, domains, local, retry))
+		if sv.Exported {
+			set := ClustersetName(sv.Namespace, sv.Name, p.Port)
+			pc.clusters = append(pc.clusters, EDSCluster(set, opts))
+			pc.endpoints = append(pc.endpoints, loadAssignment(set, sv, p, "", n))
+			pc.vhosts[p.Port] = append(pc.vhosts[p.Port], virtualHost(set, []string{sv.Name + "." + sv.Namespace + ".svc.clusterset.local"}, set, retry))
+		}
+	}
+	if n.Proxyless {
+		pc.listeners = serviceAPIListeners(sv, n)
+	}
+	for _, list := range [][]types.Resource{pc.clusters, pc.endpoints, pc.listeners} {
+		for _, res := range list {
+			if err := validate(res); err != nil {
+				pc.errs = append(pc.errs, err)
+			}
+		}
+	}
+	return pc
 }
 
 func virtualHost(name string, domains []string, cluster string, retry Retry) *routev3.VirtualHost {
@@ -216,7 +309,7 @@ func virtualHost(name string, domains []string, cluster string, retry Retry) *ro
 	}
 }
 
-// apiListeners are what grpc-go's xDS resolver asks for: for
+// serviceAPIListeners are what grpc-go's xDS resolver asks for: for
 // xds:///<target> it requests the Listener named <target>, which must
 // carry an api_listener (an HttpConnectionManager). For each gRPC port of
 // each service the targets are <svc>.<ns>.svc.cluster.local:<port>,
@@ -227,34 +320,31 @@ func virtualHost(name string, domains []string, cluster string, retry Retry) *ro
 // EDS cluster): grpc-go accepts inline and RDS alike, inline saves a round
 // trip, and go-control-plane's snapshot consistency check does not follow
 // RDS references out of api listeners.
-func apiListeners(s *model.Snapshot, n Node) []types.Resource {
+func serviceAPIListeners(sv *model.Service, n Node) []types.Resource {
 	var ls []types.Resource
-	for i := range s.Services {
-		sv := &s.Services[i]
-		var grpcPorts []model.ServicePort
-		for _, p := range sv.Ports {
-			if portClass(p) == protoGRPC {
-				grpcPorts = append(grpcPorts, p)
-			}
+	var grpcPorts []model.ServicePort
+	for _, p := range sv.Ports {
+		if portClass(p) == protoGRPC {
+			grpcPorts = append(grpcPorts, p)
 		}
-		for _, p := range grpcPorts {
-			port := ":" + strconv.FormatUint(uint64(p.Port), 10)
-			add := func(cluster string, names []string) {
-				for _, name := range names {
-					ls = append(ls, apiListener(name+port, cluster))
-					if len(grpcPorts) == 1 {
-						ls = append(ls, apiListener(name, cluster))
-					}
+	}
+	for _, p := range grpcPorts {
+		port := ":" + strconv.FormatUint(uint64(p.Port), 10)
+		add := func(cluster string, names []string) {
+			for _, name := range names {
+				ls = append(ls, apiListener(name+port, cluster))
+				if len(grpcPorts) == 1 {
+					ls = append(ls, apiListener(name, cluster))
 				}
 			}
-			names := []string{sv.Name + "." + sv.Namespace + ".svc.cluster.local", sv.Name + "." + sv.Namespace}
-			if sv.Namespace == n.Namespace {
-				names = append(names, sv.Name)
-			}
-			add(ClusterName(sv.Namespace, sv.Name, p.Port), names)
-			if sv.Exported {
-				add(ClustersetName(sv.Namespace, sv.Name, p.Port), []string{sv.Name + "." + sv.Namespace + ".svc.clusterset.local"})
-			}
+		}
+		names := []string{sv.Name + "." + sv.Namespace + ".svc.cluster.local", sv.Name + "." + sv.Namespace}
+		if sv.Namespace == n.Namespace {
+			names = append(names, sv.Name)
+		}
+		add(ClusterName(sv.Namespace, sv.Name, p.Port), names)
+		if sv.Exported {
+			add(ClustersetName(sv.Namespace, sv.Name, p.Port), []string{sv.Name + "." + sv.Namespace + ".svc.clusterset.local"})
 		}
 	}
 	return ls
@@ -379,16 +469,12 @@ func sortByName(rs []types.Resource) {
 
 type validator interface{ ValidateAll() error }
 
-func validateAll(r *Resources) error {
-	var errs []error
-	for _, list := range [][]types.Resource{r.Listeners, r.Routes, r.Clusters, r.Endpoints, r.Secrets} {
-		for _, res := range list {
-			if v, ok := res.(validator); ok {
-				if err := v.ValidateAll(); err != nil {
-					errs = append(errs, fmt.Errorf("xds translate: %T %q: %w", res, resourceName(res), err))
-				}
-			}
+// validate runs the proto's ValidateAll; a failure names the resource.
+func validate(res types.Resource) error {
+	if v, ok := res.(validator); ok {
+		if err := v.ValidateAll(); err != nil {
+			return fmt.Errorf("xds translate: %T %q: %w", res, resourceName(res), err)
 		}
 	}
-	return errors.Join(errs...)
+	return nil
 }
