@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -72,6 +73,9 @@ type FetcherOptions struct {
 	Rand func() float64
 	// Registerer receives the fetcher's metrics; nil registers nothing.
 	Registerer prometheus.Registerer
+	// Logger receives one warning per refused document (peer, URL, reason,
+	// field, fix) and one info line per accepted change; nil discards.
+	Logger *slog.Logger
 }
 
 func (o FetcherOptions) withDefaults() (FetcherOptions, error) {
@@ -86,6 +90,9 @@ func (o FetcherOptions) withDefaults() (FetcherOptions, error) {
 	def(&o.RetryInitial, DefaultRetryInitial)
 	def(&o.RetryMax, DefaultRetryMax)
 	def(&o.Timeout, DefaultFetchTimeout)
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
 	if o.MaxDocumentBytes == 0 {
 		o.MaxDocumentBytes = DefaultMaxDocumentBytes
 	}
@@ -415,12 +422,19 @@ func (f *Fetcher) fetch(ctx context.Context, p *peer) (*Status, error) {
 	if rerr != nil {
 		rerr.URL = p.cfg.URL
 		f.refusedTotal.WithLabelValues(p.cfg.TrustDomain.Name(), string(rerr.Reason)).Inc()
+		f.opts.Logger.Warn("bundles: refused a peer's bundle; keeping the last good one",
+			"trust_domain", p.cfg.TrustDomain.Name(), "url", p.cfg.URL, "reason", string(rerr.Reason), "err", rerr)
 		st.LastError, st.ConsecutiveFailures = rerr, prev.ConsecutiveFailures+1
 		p.status.Store(st)
 		return st, rerr
 	}
 	p.current.Store(b)
-	if _, err := f.set.SetFederated(b); err != nil {
+	changed, err := f.set.SetFederated(b)
+	if changed {
+		seq, _ := b.SequenceNumber()
+		f.opts.Logger.Info("bundles: peer bundle changed", "trust_domain", p.cfg.TrustDomain.Name(), "sequence", seq, "roots", len(b.X509Authorities()))
+	}
+	if err != nil {
 		// checkAuthorities already ensured what SetFederated checks.
 		rerr := refused(p.cfg.TrustDomain, ReasonNoAuthorities, "keys", "", err)
 		rerr.URL = p.cfg.URL

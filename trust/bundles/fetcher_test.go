@@ -1,12 +1,16 @@
 package bundles
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"io"
+	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -212,7 +216,10 @@ func TestFetcherRefusals(t *testing.T) {
 			if tc.profile == "" {
 				tc.profile = ProfileHTTPSSPIFFE
 			}
-			fx := newPeerFixture(t, tc.profile, fixtureOpts{fetcher: FetcherOptions{MaxDocumentBytes: tc.maxBytes}})
+			var logs bytes.Buffer
+			var logMu sync.Mutex
+			logger := slog.New(slog.NewTextHandler(lockedWriter{&logMu, &logs}, nil))
+			fx := newPeerFixture(t, tc.profile, fixtureOpts{fetcher: FetcherOptions{MaxDocumentBytes: tc.maxBytes, Logger: logger}})
 			if _, err := fx.fetch(t); err != nil {
 				t.Fatalf("first fetch: %v", err)
 			}
@@ -230,6 +237,12 @@ func TestFetcherRefusals(t *testing.T) {
 				if !strings.Contains(err.Error(), s) {
 					t.Fatalf("error %q does not mention %q", err, s)
 				}
+			}
+			logMu.Lock()
+			logged := logs.String()
+			logMu.Unlock()
+			if !strings.Contains(logged, "refused a peer's bundle") || !strings.Contains(logged, "reason="+string(tc.want)) || !strings.Contains(logged, "trust_domain=peer.test") {
+				t.Fatalf("the refusal was not logged with peer and reason:\n%s", logged)
 			}
 			if got := fx.refused(tc.want); got != 1 {
 				t.Fatalf("causeway_trust_bundle_refused_total{reason=%q} = %v, want 1", tc.want, got)
@@ -485,4 +498,15 @@ func TestSetSources(t *testing.T) {
 	if _, open := <-ch; open {
 		t.Fatal("subscription channel still open after cancel")
 	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
