@@ -36,3 +36,12 @@ func Fingerprint(cert *x509.Certificate) string {
 	sum := sha256.Sum256(cert.Raw)
 	return hex.EncodeToString(sum[:])
 }
+
+// Names of the SDS secrets every Causeway proxy uses for mesh mTLS: its own
+// X.509-SVID (made by the proxy process itself from its own key and the SVID
+// issuer, never sent by the control plane) and the SPIFFE bundle set of the
+// trust domains it trusts (sent by the control plane over SDS).
+const (
+	SVIDSecretName   = "causeway/svid"
+	BundleSecretName = "causeway/bundles"
+)

@@ -63,8 +63,9 @@ type ControlPlane struct {
 	metrics *metrics
 	log     *slog.Logger
 
-	notify chan struct{}
-	latest chan *model.Snapshot // capacity 1: only the newest counts
+	notify    chan struct{}
+	latest    chan *model.Snapshot // capacity 1: only the newest counts
+	republish chan struct{}        // Republish's wake-up
 
 	mu      sync.Mutex
 	model   *model.Snapshot
@@ -104,8 +105,9 @@ func New(o Options) (*ControlPlane, error) {
 	}
 	c := &ControlPlane{
 		o: o, metrics: m, log: o.Logger,
-		notify: make(chan struct{}, 1), latest: make(chan *model.Snapshot, 1),
-		nodes: map[string]*nodeState{}, streams: map[int64]string{}, classes: map[string]int{},
+		notify: make(chan struct{}, 1), republish: make(chan struct{}, 1),
+		latest: make(chan *model.Snapshot, 1),
+		nodes:  map[string]*nodeState{}, streams: map[int64]string{}, classes: map[string]int{},
 		tr: xds.NewTranslator(o.Translate),
 	}
 	c.srv, err = xds.NewServer(xds.Options{Address: o.XDSAddress, Callbacks: c.callbacks(), SnapshotKey: c.snapshotKey})
@@ -138,6 +140,16 @@ func (c *ControlPlane) Offer(s *model.Snapshot) {
 			default:
 			}
 		}
+	}
+}
+
+// Republish translates the served model again for every node and pushes
+// what changed: for inputs outside the model, such as the trust bundles of
+// TranslateOptions.MTLS. Safe from any goroutine; never blocks.
+func (c *ControlPlane) Republish() {
+	select {
+	case c.republish <- struct{}{}:
+	default:
 	}
 }
 
@@ -191,7 +203,7 @@ func (c *ControlPlane) loop(ctx context.Context, srcErr chan error) error {
 				continue // the window's end pushes the newest
 			}
 			if wait := c.o.Debounce - now.Sub(lastPush); c.o.Debounce < 0 || lastPush.IsZero() || wait <= 0 {
-				c.apply(ctx, pending, since)
+				c.apply(ctx, pending, since, false)
 				pending, lastPush = nil, c.o.Now()
 			} else {
 				timer = c.o.NewTimer(wait)
@@ -199,17 +211,22 @@ func (c *ControlPlane) loop(ctx context.Context, srcErr chan error) error {
 			}
 		case <-fire:
 			timer, fire = nil, nil
-			c.apply(ctx, pending, since)
+			c.apply(ctx, pending, since, false)
 			pending, lastPush = nil, c.o.Now()
+		case <-c.republish:
+			if m := c.Model(); m != nil {
+				c.apply(ctx, m, c.o.Now(), true)
+			}
 		}
 	}
 }
 
-// apply makes s the served model and pushes it to every node.
-func (c *ControlPlane) apply(ctx context.Context, s *model.Snapshot, since time.Time) {
+// apply makes s the served model and pushes it to every node; unless
+// force, an unchanged model pushes nothing.
+func (c *ControlPlane) apply(ctx context.Context, s *model.Snapshot, since time.Time, force bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.model != nil && c.model.Equal(s) {
+	if !force && c.model != nil && c.model.Equal(s) {
 		return
 	}
 	c.model = s

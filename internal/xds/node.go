@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -27,7 +28,22 @@ type Node struct {
 	// OutboundIP (metadata "outbound_ip") is the IP the proxy's outbound
 	// listeners bind; default TranslateOptions.ListenerIP.
 	OutboundIP string
+	// InboundIP (metadata "inbound_ip") is the workload's endpoint address,
+	// where its inbound listeners bind; InboundPorts (metadata
+	// "inbound_ports", see ParseInboundPorts) maps each inbound port to the
+	// application's local address. Both are needed for inbound listeners.
+	InboundIP    string
+	InboundPorts string
+	// MTLSMode (metadata "mtls_mode") is MTLSStrict (default) or
+	// MTLSPermissive for the inbound listeners.
+	MTLSMode string
 }
+
+// mTLS modes of a node's inbound listeners.
+const (
+	MTLSStrict     = "STRICT"
+	MTLSPermissive = "PERMISSIVE"
+)
 
 // ErrNodeRefused wraps every reason a node is refused.
 var ErrNodeRefused = errors.New("xds node refused")
@@ -44,6 +60,7 @@ func NodeFromProto(n *corev3.Node, cluster, network string) (Node, error) {
 	out := Node{
 		ID: n.GetId(), Namespace: str("namespace"), ServiceAccount: str("service_account"),
 		Cluster: str("cluster"), Network: str("network"), OutboundIP: str("outbound_ip"),
+		InboundIP: str("inbound_ip"), InboundPorts: str("inbound_ports"), MTLSMode: cmp.Or(strings.ToUpper(str("mtls_mode")), MTLSStrict),
 		Locality: model.Locality{Region: n.GetLocality().GetRegion(), Zone: n.GetLocality().GetZone(), SubZone: n.GetLocality().GetSubZone()},
 	}
 	if out.Cluster == "" {
@@ -74,6 +91,20 @@ func NodeFromProto(n *corev3.Node, cluster, network string) (Node, error) {
 			problems = append(problems, fmt.Sprintf(`node.metadata["outbound_ip"] %q: not an IP literal`, out.OutboundIP))
 		}
 	}
+	if out.InboundIP != "" {
+		if _, err := netip.ParseAddr(out.InboundIP); err != nil {
+			problems = append(problems, fmt.Sprintf(`node.metadata["inbound_ip"] %q: not an IP literal`, out.InboundIP))
+		}
+	}
+	if (out.InboundIP == "") != (out.InboundPorts == "") {
+		problems = append(problems, `node.metadata["inbound_ip"] and ["inbound_ports"] go together: set both (the endpoint address and "<port>=<app ip>:<app port>,...") or neither`)
+	}
+	if _, err := ParseInboundPorts(out.InboundPorts); err != nil {
+		problems = append(problems, `node.metadata["inbound_ports"]: `+err.Error())
+	}
+	if out.MTLSMode != MTLSStrict && out.MTLSMode != MTLSPermissive {
+		problems = append(problems, fmt.Sprintf(`node.metadata["mtls_mode"] %q: want STRICT or PERMISSIVE`, out.MTLSMode))
+	}
 	if len(problems) > 0 {
 		return out, fmt.Errorf("%w: node %q: %s", ErrNodeRefused, out.ID, strings.Join(problems, "; "))
 	}
@@ -92,6 +123,6 @@ func (n Node) Class() Node {
 // which every node of the class is served.
 func (n Node) Key() string {
 	c := n.Class()
-	return fmt.Sprintf("class|%s|%s|%s|%s|%s|%s|%t|%s", c.Namespace, c.Cluster, c.Network,
-		c.Locality.Region, c.Locality.Zone, c.Locality.SubZone, c.Proxyless, c.OutboundIP)
+	return fmt.Sprintf("class|%s|%s|%s|%s|%s|%s|%t|%s|%s|%s|%s", c.Namespace, c.Cluster, c.Network,
+		c.Locality.Region, c.Locality.Zone, c.Locality.SubZone, c.Proxyless, c.OutboundIP, c.InboundIP, c.InboundPorts, c.MTLSMode)
 }

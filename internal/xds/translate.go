@@ -2,6 +2,7 @@ package xds
 
 import (
 	"cmp"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
@@ -35,6 +37,8 @@ type TranslateOptions struct {
 	Cluster *ClusterOptions
 	// Retry is the default route retry policy; nil: DefaultRetry.
 	Retry *Retry
+	// MTLS, when set, turns on mesh mutual TLS (see MTLS).
+	MTLS *MTLS
 }
 
 // DefaultClusterOptions: outlier detection ejects an endpoint after 5
@@ -160,6 +164,7 @@ func translate(s *model.Snapshot, n Node, o TranslateOptions, memo *classMemo) (
 		retry = *o.Retry
 	}
 	ip := cmp.Or(n.OutboundIP, o.ListenerIP, "127.0.0.1")
+	mtls := o.MTLS != nil && !n.Proxyless
 
 	var r Resources
 	var errs []error
@@ -172,7 +177,7 @@ func translate(s *model.Snapshot, n Node, o TranslateOptions, memo *classMemo) (
 			pc, shape = memo.service(sv, s.Cluster)
 		}
 		if pc == nil {
-			pc = translateService(sv, s.Cluster, n, co, retry, shape)
+			pc = translateService(sv, s.Cluster, n, co, retry, shape, mtls)
 			if memo != nil {
 				memo.keep(sv, s.Cluster, pc)
 			}
@@ -222,6 +227,24 @@ func translate(s *model.Snapshot, n Node, o TranslateOptions, memo *classMemo) (
 	if memo != nil {
 		memo.sweepPorts()
 	}
+	if mtls {
+		var bundles map[string][]*x509.Certificate
+		if o.MTLS.Bundles != nil {
+			bundles = o.MTLS.Bundles()
+		}
+		sec, err := bundleSecret(bundles)
+		if err != nil {
+			errs = append(errs, err)
+		} else {
+			r.Secrets = append(r.Secrets, sec)
+		}
+		if n.InboundIP != "" {
+			ls, cs, ierrs := inboundListeners(s, n)
+			r.Listeners = append(r.Listeners, ls...)
+			r.Clusters = append(r.Clusters, cs...)
+			errs = append(errs, ierrs...)
+		}
+	}
 	sortByName(r.Clusters)
 	sortByName(r.Endpoints)
 	sortByName(r.Listeners)
@@ -234,7 +257,7 @@ func translate(s *model.Snapshot, n Node, o TranslateOptions, memo *classMemo) (
 // validates them. shape, when not nil, is the service's last translation
 // and differs only in endpoints: its clusters, virtual hosts and listeners
 // are reused and only the load assignments are built.
-func translateService(sv *model.Service, cluster string, n Node, co ClusterOptions, retry Retry, shape *servicePieces) *servicePieces {
+func translateService(sv *model.Service, cluster string, n Node, co ClusterOptions, retry Retry, shape *servicePieces, mtls bool) *servicePieces {
 	if shape != nil {
 		pc := &servicePieces{clusters: shape.clusters, listeners: shape.listeners, vhosts: shape.vhosts, ports: shape.ports}
 		for _, p := range sv.Ports {
@@ -262,7 +285,18 @@ func translateService(sv *model.Service, cluster string, n Node, co ClusterOptio
 		opts := co
 		opts.HTTP2 = class != protoHTTP1
 		local := ClusterName(sv.Namespace, sv.Name, p.Port)
-		pc.clusters = append(pc.clusters, EDSCluster(local, opts))
+		var ids []string
+		if mtls {
+			ids = identities(sv)
+		}
+		eds := func(name string) *clusterv3.Cluster {
+			c := EDSCluster(name, opts)
+			if len(ids) > 0 {
+				withUpstreamMTLS(c, ids, opts.HTTP2)
+			}
+			return c
+		}
+		pc.clusters = append(pc.clusters, eds(local))
 		pc.endpoints = append(pc.endpoints, loadAssignment(local, sv, p, cluster, n))
 		if _, ok := pc.vhosts[p.Port]; !ok {
 			pc.ports = append(pc.ports, p.Port)
@@ -275,7 +309,7 @@ func translateService(sv *model.Service, cluster string, n Node, co ClusterOptio
 		pc.vhosts[p.Port] = append(pc.vhosts[p.Port], virtualHost(local, domains, local, retry))
 		if sv.Exported {
 			set := ClustersetName(sv.Namespace, sv.Name, p.Port)
-			pc.clusters = append(pc.clusters, EDSCluster(set, opts))
+			pc.clusters = append(pc.clusters, eds(set))
 			pc.endpoints = append(pc.endpoints, loadAssignment(set, sv, p, "", n))
 			pc.vhosts[p.Port] = append(pc.vhosts[p.Port], virtualHost(set, []string{sv.Name + "." + sv.Namespace + ".svc.clusterset.local"}, set, retry))
 		}

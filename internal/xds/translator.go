@@ -77,7 +77,8 @@ type classMemo struct {
 // shape is the remembered pieces when only the endpoints changed.
 func (m *classMemo) service(sv *model.Service, cluster string) (pieces, shape *servicePieces) {
 	e := m.services[serviceKey{sv.Namespace, sv.Name}]
-	if e == nil || e.cluster != cluster || !sameShape(&e.sv, sv) {
+	if e == nil || e.cluster != cluster || !sameShape(&e.sv, sv) || !slices.Equal(identities(&e.sv), identities(sv)) {
+		// Identities shape the clusters' mTLS SAN lists.
 		return nil, nil
 	}
 	if !sameEndpoints(&e.sv, sv) {

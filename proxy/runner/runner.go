@@ -22,6 +22,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -31,6 +33,8 @@ import (
 	"github.com/causewaymesh/causeway/proxy/config"
 	"github.com/causewaymesh/causeway/proxy/telemetry"
 	"github.com/causewaymesh/causeway/proxy/xdsclient"
+	"github.com/causewaymesh/causeway/trust"
+	"github.com/causewaymesh/causeway/trust/issuer"
 )
 
 // Config is the whole configuration of a proxy process.
@@ -52,6 +56,29 @@ type Config struct {
 	// DrainDelay keeps serving (while /ready says 503) before listeners
 	// close, so load balancers notice first.
 	DrainDelay time.Duration
+
+	// SVID: when SVIDIssuer is set the proxy makes its own key, gets its
+	// X.509-SVID from the issuer (trust/issuer) with the token in
+	// SVIDTokenFile, keeps it renewed at half-life and serves it to its
+	// listeners and clusters as the SDS secret trust.SVIDSecretName.
+	SVIDIssuer    string
+	SVIDTokenFile string
+	TrustDomain   string
+	// TrustBundle is a PEM file with the trust domain's roots, which
+	// authenticate the issuer (spiffe://<td>/causeway/control-plane).
+	TrustBundle string
+	SVIDTTL     time.Duration
+	// SVIDIssuerInsecure talks plaintext to a loopback issuer (tests).
+	SVIDIssuerInsecure bool
+
+	// Inbound: the workload's endpoint address and its ports, each mapped
+	// to the application's local address ("8080=127.0.0.1:18080,..."), and
+	// the inbound mTLS mode; sent as node metadata inbound_ip,
+	// inbound_ports and mtls_mode, from which the control plane builds the
+	// inbound listeners.
+	InboundIP    string
+	InboundPorts string
+	MTLSMode     string
 }
 
 // DefaultConfig returns the defaults of every flag.
@@ -81,6 +108,15 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", c.DrainTimeout, "how long in-flight requests may take to finish on SIGTERM")
 	fs.DurationVar(&c.DrainDelay, "drain-delay", c.DrainDelay, "on SIGTERM, keep serving this long with /ready failing before closing listeners")
+	fs.StringVar(&c.SVIDIssuer, "svid-issuer", c.SVIDIssuer, "SVID issuer host:port (the control plane); enables mesh mTLS with an SVID made here")
+	fs.StringVar(&c.SVIDTokenFile, "svid-token-file", c.SVIDTokenFile, "file holding the token that proves the workload's identity to the issuer (a projected service-account token, or a bootstrap token)")
+	fs.StringVar(&c.TrustDomain, "trust-domain", c.TrustDomain, "SPIFFE trust domain of the workload")
+	fs.StringVar(&c.TrustBundle, "trust-bundle", c.TrustBundle, "PEM file with the trust domain's roots (authenticates the issuer)")
+	fs.DurationVar(&c.SVIDTTL, "svid-ttl", c.SVIDTTL, "SVID lifetime to ask for (0: the issuer's default)")
+	fs.BoolVar(&c.SVIDIssuerInsecure, "svid-issuer-insecure", c.SVIDIssuerInsecure, "plaintext to a loopback issuer (tests only)")
+	fs.StringVar(&c.InboundIP, "inbound-ip", c.InboundIP, "the workload's endpoint IP, where inbound listeners bind")
+	fs.StringVar(&c.InboundPorts, "inbound-ports", c.InboundPorts, `inbound ports and the application's local addresses: "8080=127.0.0.1:18080,..."`)
+	fs.StringVar(&c.MTLSMode, "mtls-mode", c.MTLSMode, "inbound mTLS mode: STRICT (default) or PERMISSIVE (also accepts plaintext, for migration)")
 }
 
 // Validate checks c and names every bad field with its fix.
@@ -101,6 +137,17 @@ func (c *Config) Validate() error {
 	}
 	if c.DrainTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("--drain-timeout %s: must be positive", c.DrainTimeout))
+	}
+	if c.SVIDIssuer != "" {
+		if c.SVIDTokenFile == "" {
+			errs = append(errs, errors.New("--svid-token-file: required with --svid-issuer; give the file holding the workload's token"))
+		}
+		if c.TrustDomain == "" {
+			errs = append(errs, errors.New("--trust-domain: required with --svid-issuer"))
+		}
+		if c.TrustBundle == "" && !c.SVIDIssuerInsecure {
+			errs = append(errs, errors.New("--trust-bundle: required with --svid-issuer; give the PEM roots that authenticate the issuer"))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -132,6 +179,8 @@ type Process struct {
 	err    error
 	stop   sync.Once
 	logOut io.Closer
+
+	closeIssuer func() error // the SVID issuer client, when mTLS is on
 }
 
 // Start starts a proxy process in the background. Stop it with Shutdown.
@@ -204,8 +253,26 @@ func Start(ctx context.Context, c Config, logw io.Writer) (*Process, error) {
 		return nil, fmt.Errorf("admin listener %s: %w", adminAddr, err)
 	}
 
+	var (
+		sds *localSDS
+		rot *issuer.Rotator
+	)
+	apply := px.Apply
+	if c.SVIDIssuer != "" {
+		var closeIssuer func() error
+		rot, closeIssuer, err = newRotator(c, log)
+		if err != nil {
+			cancel()
+			px.Close()
+			p.Admin.Shutdown(context.Background())
+			return nil, err
+		}
+		p.closeIssuer = closeIssuer
+		sds = &localSDS{px: px, log: log}
+		apply = sds.setSnapshot
+	}
 	if boot.Static != nil && len(boot.Static.Listeners)+len(boot.Static.Clusters) > 0 {
-		if err := px.Apply(boot.Static); err != nil {
+		if err := apply(boot.Static); err != nil {
 			cancel()
 			px.Close()
 			p.Admin.Shutdown(context.Background())
@@ -219,14 +286,15 @@ func Start(ctx context.Context, c Config, logw io.Writer) (*Process, error) {
 		}
 		fillNode(node, c, loc)
 		p.client, err = xdsclient.New(xdsclient.Options{
-			Server:      boot.ADSServer,
-			DialOptions: []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())},
-			Node:        node,
-			Static:      boot.Static,
-			Logger:      log,
-			Observer:    metrics,
+			Server:       boot.ADSServer,
+			DialOptions:  []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())},
+			Node:         node,
+			Static:       boot.Static,
+			Logger:       log,
+			Observer:     metrics,
+			LocalSecrets: localSecrets(sds),
 			OnUpdate: func(s *config.Snapshot) {
-				if err := px.Apply(s); err != nil {
+				if err := apply(s); err != nil {
 					log.Error("config applied with errors", "version", s.Version, "err", err)
 				}
 			},
@@ -240,21 +308,26 @@ func Start(ctx context.Context, c Config, logw io.Writer) (*Process, error) {
 	}
 
 	go func() {
-		errc := make(chan error, 2)
+		errc := make(chan error, 3)
 		go func() { errc <- p.Admin.Serve() }()
-		if p.client != nil {
-			go func() { errc <- p.client.Run(ctx) }()
-		}
-		<-ctx.Done()
 		n := 1
 		if p.client != nil {
-			n = 2
+			n++
+			go func() { errc <- p.client.Run(ctx) }()
 		}
+		if rot != nil {
+			n++
+			go func() { errc <- sds.follow(ctx, rot) }()
+		}
+		<-ctx.Done()
 		_ = p.Admin.Shutdown(context.Background())
 		for range n {
 			<-errc
 		}
 		p.err = px.Close()
+		if p.closeIssuer != nil {
+			p.closeIssuer()
+		}
 		if p.logOut != nil {
 			p.logOut.Close()
 		}
@@ -288,6 +361,9 @@ func fillNode(n *corev3.Node, c Config, loc config.Locality) {
 	set("service_account", c.Workload)
 	set("cluster", c.Cluster)
 	set("network", c.Network)
+	set("inbound_ip", c.InboundIP)
+	set("inbound_ports", c.InboundPorts)
+	set("mtls_mode", c.MTLSMode)
 }
 
 func (p *Process) ready() (bool, string) { return p.Proxy.Ready() }
@@ -328,4 +404,101 @@ func (p *Process) Shutdown() error {
 func (p *Process) Wait() error {
 	<-p.done
 	return p.err
+}
+
+func localSecrets(sds *localSDS) []string {
+	if sds == nil {
+		return nil
+	}
+	return []string{trust.SVIDSecretName}
+}
+
+// newRotator builds the SVID issuer client and the rotator that keeps the
+// proxy's SVID fresh.
+func newRotator(c Config, log *slog.Logger) (*issuer.Rotator, func() error, error) {
+	td, err := spiffeid.TrustDomainFromString(c.TrustDomain)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--trust-domain %q: %w", c.TrustDomain, err)
+	}
+	cc := issuer.ClientConfig{Target: c.SVIDIssuer, ServerID: issuer.DefaultServerID(td), Insecure: c.SVIDIssuerInsecure,
+		Token: issuer.FileToken(c.SVIDTokenFile), TTL: c.SVIDTTL}
+	if c.TrustBundle != "" {
+		pemBytes, err := os.ReadFile(c.TrustBundle)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--trust-bundle: %w", err)
+		}
+		b, err := x509bundle.Parse(td, pemBytes)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--trust-bundle %s: %w (want PEM certificates of %s's roots)", c.TrustBundle, err, td)
+		}
+		cc.Bundle = b
+	}
+	client, err := issuer.NewClient(cc)
+	if err != nil {
+		return nil, nil, err
+	}
+	rot, err := issuer.NewRotator(issuer.RotatorOptions{Fetcher: client, Logger: log})
+	if err != nil {
+		client.Close()
+		return nil, nil, err
+	}
+	return rot, client.Close, nil
+}
+
+// localSDS is the proxy's in-process SDS for its own SVID: it merges the
+// current SVID (trust.SVIDSecretName) into every snapshot from xDS before
+// applying it, and re-applies the last snapshot when the SVID rotates.
+// Listeners and clusters read secrets at handshake time, so a rotation
+// drops no connection.
+type localSDS struct {
+	px   *proxy.Proxy
+	log  *slog.Logger
+	mu   sync.Mutex // serialises applies, in order
+	last *config.Snapshot
+	svid *config.Secret
+}
+
+func (l *localSDS) setSnapshot(s *config.Snapshot) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.last = s
+	return l.applyLocked()
+}
+
+// follow runs the rotator and applies every new SVID until ctx ends.
+func (l *localSDS) follow(ctx context.Context, rot *issuer.Rotator) error {
+	svids, stop := rot.Subscribe()
+	defer stop()
+	done := make(chan error, 1)
+	go func() { done <- rot.Run(ctx) }()
+	for {
+		select {
+		case <-ctx.Done():
+			return <-done
+		case sv := <-svids:
+			l.mu.Lock()
+			l.svid = &config.Secret{Name: trust.SVIDSecretName, Cert: sv.TLSCertificate()}
+			err := l.applyLocked()
+			l.mu.Unlock()
+			if err != nil {
+				l.log.Error("applying the renewed SVID", "err", err)
+			}
+			l.log.Info("SVID installed", "id", sv.ID.String(), "not_after", sv.NotAfter, "renew_at", sv.RenewAt)
+		}
+	}
+}
+
+func (l *localSDS) applyLocked() error {
+	if l.last == nil {
+		return nil
+	}
+	s := *l.last
+	s.Secrets = make(map[string]*config.Secret, len(l.last.Secrets)+1)
+	for k, v := range l.last.Secrets {
+		s.Secrets[k] = v
+	}
+	if l.svid != nil {
+		s.Secrets[trust.SVIDSecretName] = l.svid
+	}
+	return l.px.Apply(&s)
 }

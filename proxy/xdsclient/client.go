@@ -44,6 +44,11 @@ type Options struct {
 	// Observer, when set, hears of every ACK and NACK, from the goroutine
 	// running Run (telemetry.Metrics implements it).
 	Observer Observer
+	// LocalSecrets name SDS secrets the process provides itself (the
+	// workload's SVID, from its own key and the SVID issuer): they are
+	// never requested from the server and never waited for while warming;
+	// the caller merges them into each snapshot before applying it.
+	LocalSecrets []string
 }
 
 // Observer hears what the client did with each response.

@@ -99,6 +99,7 @@ type typeState struct {
 // Client.Run; nothing else touches it.
 type state struct {
 	static   *config.Snapshot
+	local    []string // Options.LocalSecrets
 	node     *corev3.Node
 	log      *slog.Logger
 	now      func() time.Time
@@ -119,6 +120,7 @@ type state struct {
 func newState(o *Options) *state {
 	s := &state{
 		static:   o.Static,
+		local:    o.LocalSecrets,
 		node:     o.Node,
 		log:      o.Logger,
 		now:      o.Now,
@@ -354,6 +356,9 @@ func (s *state) references() (routes, endpoints, secrets []string) {
 		}
 	}
 	delete(ss, "")
+	for _, n := range s.local {
+		delete(ss, n) // provided by the process itself, never asked for
+	}
 	return sortedKeys(rs), sortedKeys(es), sortedKeys(ss)
 }
 
