@@ -1,0 +1,24 @@
+// Package inject adds Causeway's data plane to pods: the causeway-proxy
+// sidecar, the causeway-init traffic-capture init container, a projected
+// service-account token for SVID issuance, rewritten application health
+// probes and an annotation that records the injection. It owns three entry
+// points over one pure function:
+//
+//   - Pod decides whether a pod is injected (namespace label or pod
+//     annotation causeway.dev/inject, opt-out, hostNetwork, already injected)
+//     and returns the injected copy. It never modifies its input and is
+//     deterministic: the same pod and Config give the same bytes, and
+//     injecting an injected pod changes nothing.
+//   - Handler is the mutating admission webhook (admission/v1): it answers
+//     with a JSON patch computed by diffing the pod before and after Pod. It
+//     never denies a pod: a request or pod spec it cannot handle is admitted
+//     unchanged with a warning, logged and counted.
+//   - Manifests injects the workloads of a multi-document YAML stream offline
+//     (`causeway inject -f`), copying every other document byte for byte.
+//
+// The shape of the injected pod, the annotations and the probe rewrite are
+// documented in docs/injection.md; update it with the code.
+//
+// Concurrency: Pod and Manifests hold no state. A Handler is immutable after
+// NewHandler apart from its metrics, and serves concurrent requests.
+package inject
