@@ -15,12 +15,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/causewaymesh/causeway/discovery"
 	"github.com/causewaymesh/causeway/internal/controlplane"
+	"github.com/causewaymesh/causeway/internal/trustplane"
 	"github.com/causewaymesh/causeway/internal/xds"
+	"github.com/causewaymesh/causeway/trust/issuer"
+	"github.com/causewaymesh/causeway/trust/issuer/k8sauth"
 )
 
 // controlPlaneConfig is the `causeway control-plane` command line.
@@ -30,6 +35,10 @@ type controlPlaneConfig struct {
 	Cluster, Network, TrustDomain string
 	Interval, Debounce            time.Duration
 	ListenerIP                    string
+	// Mesh mTLS and the trust side (internal/trustplane).
+	MTLS                            bool
+	CADir, SVIDListen, BundleListen string
+	TokensFile                      string
 }
 
 func (c *controlPlaneConfig) flags(fs *flag.FlagSet) {
@@ -44,6 +53,11 @@ func (c *controlPlaneConfig) flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Interval, "poll", 500*time.Millisecond, "how often the folder is scanned")
 	fs.DurationVar(&c.Debounce, "debounce", 100*time.Millisecond, "minimum interval between two pushes: an isolated change goes out at once, a burst is coalesced")
 	fs.StringVar(&c.ListenerIP, "listener-ip", "127.0.0.1", "IP proxies bind outbound listeners on (a node may override it with metadata outbound_ip)")
+	fs.BoolVar(&c.MTLS, "mtls", false, "mesh mutual TLS: run the CA, the SVID issuer and the bundle endpoint, and send proxies mTLS config")
+	fs.StringVar(&c.CADir, "ca-dir", "", "directory of the root CA (ca.crt, ca.key; created on first start); required with --mtls")
+	fs.StringVar(&c.SVIDListen, "svid-listen", "127.0.0.1:15012", "SVID issuer listen address (with --mtls)")
+	fs.StringVar(&c.BundleListen, "bundle-listen", "127.0.0.1:15013", `SPIFFE bundle endpoint listen address (with --mtls; "" for none)`)
+	fs.StringVar(&c.TokensFile, "tokens-file", "", "bootstrap tokens of the workloads (with --mtls and --source folder; see docs/trust.md); with --source kubernetes, service-account tokens are checked by TokenReview instead")
 }
 
 func (c *controlPlaneConfig) validate() error {
@@ -62,6 +76,12 @@ func (c *controlPlaneConfig) validate() error {
 	}
 	if c.Interval <= 0 {
 		errs = append(errs, fmt.Errorf("--poll %s: must be positive", c.Interval))
+	}
+	if c.MTLS && c.CADir == "" {
+		errs = append(errs, errors.New("--ca-dir: required with --mtls; name the directory of the root CA (created on first start)"))
+	}
+	if c.MTLS && c.Source == "folder" && c.TokensFile == "" {
+		errs = append(errs, errors.New("--tokens-file: required with --mtls --source folder; give the workloads' bootstrap tokens"))
 	}
 	return errors.Join(errs...)
 }
@@ -111,9 +131,19 @@ func runControlPlane(args []string) int {
 		}
 		src, problems = folder, folder.Problems
 	}
+	var plane *trustplane.Plane
+	to := xds.TranslateOptions{ListenerIP: c.ListenerIP}
+	if c.MTLS {
+		var err error
+		if plane, err = startTrustPlane(c, reg, log); err != nil {
+			fmt.Fprintln(os.Stderr, "causeway control-plane:", err)
+			return 1
+		}
+		to.MTLS = &xds.MTLS{Bundles: plane.Bundles}
+	}
 	cp, err := controlplane.New(controlplane.Options{
 		Cluster: c.Cluster, Network: c.Network, XDSAddress: c.XDS, Debounce: c.Debounce,
-		Translate: xds.TranslateOptions{ListenerIP: c.ListenerIP},
+		Translate: to,
 		Registry:  reg, Logger: log,
 	})
 	if err != nil {
@@ -147,7 +177,16 @@ func runControlPlane(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	log.Info("causeway control-plane started", "xds", cp.Addr(), "admin", c.Admin, "cluster", c.Cluster, "source", c.Source, "dir", c.Dir, "kubeconfig", c.Kubeconfig)
+	planeDone := make(chan struct{})
+	if plane != nil {
+		go func() { defer close(planeDone); plane.Run(ctx, cp.Republish) }()
+		log.Info("trust plane started", "trust_domain", c.TrustDomain, "svid_issuer", plane.IssuerAddr(), "bundle_endpoint", plane.BundleURL())
+	} else {
+		close(planeDone)
+	}
 	runErr := cp.Run(ctx, src)
+	stop()
+	<-planeDone
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = admin.Shutdown(shutdownCtx)
@@ -176,4 +215,31 @@ func kubeConfig(path string) (*rest.Config, error) {
 		return nil, fmt.Errorf("--kubeconfig %q: %w; pass a readable kubeconfig or run in a pod with a service account", path, err)
 	}
 	return rc, nil
+}
+
+// startTrustPlane starts the CA, SVID issuer and bundle endpoint: tokens
+// from --tokens-file in local mode, TokenReview in Kubernetes mode.
+func startTrustPlane(c controlPlaneConfig, reg prometheus.Registerer, log *slog.Logger) (*trustplane.Plane, error) {
+	td, err := spiffeid.TrustDomainFromString(c.TrustDomain)
+	if err != nil {
+		return nil, fmt.Errorf("--trust-domain %q: %w", c.TrustDomain, err)
+	}
+	var authn issuer.Authenticator
+	if c.Source == "kubernetes" {
+		rc, err := kubeConfig(c.Kubeconfig)
+		if err != nil {
+			return nil, err
+		}
+		cs, err := kubernetes.NewForConfig(rc)
+		if err != nil {
+			return nil, err
+		}
+		if authn, err = k8sauth.New(cs.AuthenticationV1(), td, k8sauth.Options{}); err != nil {
+			return nil, err
+		}
+	} else if authn, err = issuer.NewTokenFileAuthenticator(c.TokensFile, td); err != nil {
+		return nil, fmt.Errorf("--tokens-file: %w", err)
+	}
+	return trustplane.Start(trustplane.Options{TrustDomain: td, CADir: c.CADir, IssuerAddress: c.SVIDListen,
+		BundleAddress: c.BundleListen, Authenticator: authn, Registerer: reg, Logger: log})
 }
