@@ -446,3 +446,9 @@ if [ "${BENCH_CONTROLPLANE:-0}" = 1 ]; then
 	wait "$cpb"
 	if [ -n "$BENCH_OUT" ]; then log "wrote the control plane section of $BENCH_OUT"; fi
 fi
+
+# ---- trust: SVID issuance rate and mTLS handshake cost (issue 5) -------------
+# Go benchmarks of trust/issuer over real gRPC/TLS on 127.0.0.1; their section
+# replaces "## Trust: SVID issuance and mTLS handshakes" in $BENCH_OUT.
+log "trust: SVID issuance and mTLS handshakes"
+bash bench/trust/run.sh "${BENCH_OUT:-}"
