@@ -13,7 +13,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -23,12 +27,14 @@ import (
 	mcsinformers "sigs.k8s.io/mcs-api/pkg/client/informers/externalversions"
 
 	"github.com/causewaymesh/causeway/internal/model"
+	"github.com/causewaymesh/causeway/trust/policy"
 )
 
 // Kubernetes is the Source that watches a kube-apiserver with client-go
 // shared informers on Namespaces, Services, EndpointSlices, Nodes, Pods and
 // (when the MCS CRD is served) multicluster.x-k8s.io/v1alpha1
-// ServiceExports.
+// ServiceExports, and (when Causeway's CRD is served) AuthorizationPolicies
+// through a dynamic informer.
 //
 // Informer callbacks (add, update, delete — including the
 // cache.DeletedFinalStateUnknown tombstones a relist produces) only poke a
@@ -61,6 +67,9 @@ type KubernetesOptions struct {
 	Config *rest.Config
 	Client kubernetes.Interface
 	MCS    mcsclient.Interface
+	// Dynamic reads Causeway's own resources (AuthorizationPolicies); made
+	// from Config when nil. Without either, policies are not watched.
+	Dynamic dynamic.Interface
 	// ServiceExports: when the apiserver does not serve
 	// multicluster.x-k8s.io/v1alpha1 serviceexports at Run's start, the
 	// source runs without them (nothing is exported) and logs a warning.
@@ -103,6 +112,13 @@ func NewKubernetes(o KubernetesOptions) (*Kubernetes, error) {
 		}
 		o.MCS = c
 	}
+	if o.Dynamic == nil && o.Config != nil {
+		c, err := dynamic.NewForConfig(o.Config)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("kubernetes source: Config (dynamic client): %w", err))
+		}
+		o.Dynamic = c
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -138,6 +154,7 @@ type listers struct {
 	nodes      func() ([]*corev1.Node, error)
 	pods       func() ([]*corev1.Pod, error)
 	exports    func() ([]*mcsv1alpha1.ServiceExport, error)
+	policies   func() ([]*policy.AuthorizationPolicy, error)
 }
 
 // Run starts the informers, waits for their caches, emits the first
@@ -150,12 +167,18 @@ func (k *Kubernetes) Run(ctx context.Context, emit func(*model.Snapshot)) error 
 	ctx, cancel := context.WithCancel(ctx)
 	strip := informers.WithTransform(stripManagedFields)
 	kf := informers.NewSharedInformerFactoryWithOptions(k.o.Client, k.o.Resync, strip)
-	var mf mcsinformers.SharedInformerFactory
+	var (
+		mf mcsinformers.SharedInformerFactory
+		df dynamicinformer.DynamicSharedInformerFactory
+	)
 	defer func() {
 		cancel()
 		kf.Shutdown()
 		if mf != nil {
 			mf.Shutdown()
+		}
+		if df != nil {
+			df.Shutdown()
 		}
 	}()
 
@@ -182,9 +205,16 @@ func (k *Kubernetes) Run(ctx context.Context, emit func(*model.Snapshot)) error 
 		slices: func() ([]*discoveryv1.EndpointSlice, error) {
 			return disc.EndpointSlices().Lister().List(labels.Everything())
 		},
-		nodes:   func() ([]*corev1.Node, error) { return core.Nodes().Lister().List(labels.Everything()) },
-		pods:    func() ([]*corev1.Pod, error) { return core.Pods().Lister().List(labels.Everything()) },
-		exports: func() ([]*mcsv1alpha1.ServiceExport, error) { return nil, nil },
+		nodes:    func() ([]*corev1.Node, error) { return core.Nodes().Lister().List(labels.Everything()) },
+		pods:     func() ([]*corev1.Pod, error) { return core.Pods().Lister().List(labels.Everything()) },
+		exports:  func() ([]*mcsv1alpha1.ServiceExport, error) { return nil, nil },
+		policies: func() ([]*policy.AuthorizationPolicy, error) { return nil, nil },
+	}
+	if k.o.Dynamic != nil && k.servesPolicies() {
+		df = dynamicinformer.NewDynamicSharedInformerFactory(k.o.Dynamic, k.o.Resync)
+		inf := df.ForResource(policy.GroupVersionResource())
+		watch(policy.Kind, inf.Informer())
+		l.policies = func() ([]*policy.AuthorizationPolicy, error) { return listPolicies(inf.Lister()) }
 	}
 	if withExports {
 		mf = mcsinformers.NewSharedInformerFactoryWithOptions(k.o.MCS, k.o.Resync, mcsinformers.WithTransform(stripManagedFields))
@@ -200,6 +230,9 @@ func (k *Kubernetes) Run(ctx context.Context, emit func(*model.Snapshot)) error 
 	if mf != nil {
 		mf.Start(ctx.Done())
 	}
+	if df != nil {
+		df.Start(ctx.Done())
+	}
 	syncCtx, syncCancel := context.WithTimeout(ctx, k.o.SyncTimeout)
 	synced := kf.WaitForCacheSync(syncCtx.Done())
 	if mf != nil {
@@ -207,8 +240,15 @@ func (k *Kubernetes) Run(ctx context.Context, emit func(*model.Snapshot)) error 
 			synced[t] = ok
 		}
 	}
-	syncCancel()
 	var notSynced []string
+	if df != nil {
+		for gvr, ok := range df.WaitForCacheSync(syncCtx.Done()) {
+			if !ok {
+				notSynced = append(notSynced, gvr.String())
+			}
+		}
+	}
+	syncCancel()
 	for t, ok := range synced {
 		if !ok {
 			notSynced = append(notSynced, t.String())
@@ -245,6 +285,42 @@ func (k *Kubernetes) Run(ctx context.Context, emit func(*model.Snapshot)) error 
 		last = s
 		emit(s)
 	}
+}
+
+// servesPolicies asks the apiserver's discovery whether Causeway's
+// AuthorizationPolicy CRD is installed; without it no policy applies.
+func (k *Kubernetes) servesPolicies() bool {
+	rl, err := k.o.Client.Discovery().ServerResourcesForGroupVersion(policy.APIVersion)
+	if err == nil {
+		for _, r := range rl.APIResources {
+			if r.Name == policy.Resource {
+				return true
+			}
+		}
+	}
+	k.o.Logger.Warn("kubernetes source: the apiserver does not serve AuthorizationPolicies; install manifests/crds/causeway to use them", "groupVersion", policy.APIVersion, "err", err)
+	return false
+}
+
+// listPolicies converts the dynamic cache's objects. An object that does
+// not convert is returned as a policy that fails validation (an empty
+// action), so it is reported rather than silently dropped.
+func listPolicies(l cache.GenericLister) ([]*policy.AuthorizationPolicy, error) {
+	objs, err := l.List(labels.Everything())
+	out := make([]*policy.AuthorizationPolicy, 0, len(objs))
+	for _, o := range objs {
+		u, ok := o.(*unstructured.Unstructured)
+		if !ok {
+			continue
+		}
+		p := &policy.AuthorizationPolicy{}
+		if cerr := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, p); cerr != nil {
+			p = &policy.AuthorizationPolicy{}
+			p.Name, p.Namespace = u.GetName(), u.GetNamespace()
+		}
+		out = append(out, p)
+	}
+	return out, err
 }
 
 // servesServiceExports asks the apiserver's discovery whether the MCS
@@ -313,6 +389,8 @@ func (k *Kubernetes) rebuild(l *listers) (*model.Snapshot, error) {
 	objs.Pods, err = keepValid(report, "Pod", l.pods, validatePod)
 	errs = append(errs, err)
 	objs.ServiceExports, err = keepValid(report, "ServiceExport", l.exports, validateServiceExport)
+	errs = append(errs, err)
+	objs.AuthorizationPolicies, err = keepValid(report, policy.Kind, l.policies, validateAuthorizationPolicy)
 	errs = append(errs, err)
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("kubernetes source: listing the informer caches: %w", err)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/causewaymesh/causeway/discovery"
@@ -24,6 +25,7 @@ import (
 	"github.com/causewaymesh/causeway/internal/testcluster"
 	"github.com/causewaymesh/causeway/internal/xds"
 	"github.com/causewaymesh/causeway/proxy/runner"
+	"github.com/causewaymesh/causeway/trust/policy"
 )
 
 // sharedYAML is applied to the apiserver and written to the folder. The
@@ -268,6 +270,26 @@ func TestKubernetesSource(t *testing.T) {
 		k.waitFor(t, ctx, "3 web endpoints", func(s *model.Snapshot) bool {
 			return len(service(s, "shop", "web").Endpoints) == 3
 		})
+	})
+	t.Run("AuthorizationPolicies are watched", func(t *testing.T) {
+		pol := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": policy.APIVersion, "kind": policy.Kind,
+			"metadata": map[string]any{"name": "web-readers", "namespace": "shop"},
+			"spec": map[string]any{"action": "Allow", "targetRefs": []any{map[string]any{"kind": "Service", "name": "web"}},
+				"rules": []any{map[string]any{"from": []any{map[string]any{"namespace": "shop"}}}}},
+		}}
+		res := c.Dynamic.Resource(policy.GroupVersionResource()).Namespace("shop")
+		if _, err := res.Create(ctx, pol, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		s := k.waitFor(t, ctx, "the policy in the model", func(s *model.Snapshot) bool { return len(s.Policies) == 1 })
+		if p := s.Policies[0]; p.Name != "web-readers" || p.Action != model.AuthzAllow || len(p.Services) != 1 || p.Rules[0].From[0].Namespace != "shop" {
+			t.Fatalf("policy in the model: %+v", p)
+		}
+		if err := res.Delete(ctx, "web-readers", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		k.waitFor(t, ctx, "the policy gone", func(s *model.Snapshot) bool { return len(s.Policies) == 0 })
 	})
 	t.Run("apiserver restart: nothing lost or duplicated, watches resume", func(t *testing.T) {
 		want := service(k.last, "shop", "web").Endpoints

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/causewaymesh/causeway/internal/model"
 )
@@ -18,6 +19,11 @@ const (
 	Kind       = "AuthorizationPolicy"
 	Resource   = "authorizationpolicies"
 )
+
+// GroupVersionResource is the resource's GVR, for dynamic clients.
+func GroupVersionResource() schema.GroupVersionResource {
+	return schema.GroupVersionResource{Group: Group, Version: Version, Resource: Resource}
+}
 
 // AuthorizationPolicy is the Kubernetes resource.
 type AuthorizationPolicy struct {
