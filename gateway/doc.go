@@ -24,7 +24,7 @@
 // Translate is a pure function: it keeps no state between calls, reads
 // Input without modifying it and shares nothing with the Output except
 // strings, so any number of calls may run concurrently. The controller
-// (informers, status writes; a later issue) serialises its own work: it
+// (gateway/controller: informers, status writes) serialises its own work: it
 // snapshots listers, calls Translate on one goroutine, publishes the route
 // tables into the model snapshot and writes statuses, keeping a
 // condition's lastTransitionTime when its status did not change.
