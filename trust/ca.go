@@ -238,27 +238,35 @@ func LoadCAFiles(certPath, keyPath string) (*x509.Certificate, crypto.Signer, er
 	if err != nil {
 		return nil, nil, fmt.Errorf("trust: CA certificate file: %w", err)
 	}
-	block, _ := pem.Decode(certPEM)
-	if block == nil || block.Type != "CERTIFICATE" {
-		return nil, nil, fmt.Errorf("%w: CA certificate file %s: no PEM CERTIFICATE block at the start", ErrInvalidCA, certPath)
-	}
-	cert, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w: CA certificate file %s: %w", ErrInvalidCA, certPath, err)
-	}
 	keyPEM, err := os.ReadFile(keyPath)
 	if err != nil {
 		return nil, nil, fmt.Errorf("trust: CA key file: %w", err)
 	}
+	defer clear(keyPEM)
+	return ParseCAPEM(certPEM, keyPEM, "file "+certPath, "file "+keyPath)
+}
+
+// ParseCAPEM parses a CA certificate and its matching private key from PEM
+// (the content of LoadCAFiles' files, or of a Kubernetes Secret's data).
+// certSrc and keySrc name where they came from, for errors; errors never
+// include key bytes.
+func ParseCAPEM(certPEM, keyPEM []byte, certSrc, keySrc string) (*x509.Certificate, crypto.Signer, error) {
+	block, _ := pem.Decode(certPEM)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return nil, nil, fmt.Errorf("%w: CA certificate %s: no PEM CERTIFICATE block at the start", ErrInvalidCA, certSrc)
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: CA certificate %s: %w", ErrInvalidCA, certSrc, err)
+	}
 	key, err := parseKeyPEM(keyPEM)
-	clear(keyPEM)
 	if err != nil {
 		// err is built by parseKeyPEM from fixed strings only.
-		return nil, nil, fmt.Errorf("%w: CA key file %s: %w", ErrInvalidCA, keyPath, err)
+		return nil, nil, fmt.Errorf("%w: CA key %s: %w", ErrInvalidCA, keySrc, err)
 	}
 	pub, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool })
 	if !ok || !pub.Equal(cert.PublicKey) {
-		return nil, nil, fmt.Errorf("%w: the key in %s does not match the certificate in %s (%s)", ErrInvalidCA, keyPath, certPath, Fingerprint(cert))
+		return nil, nil, fmt.Errorf("%w: the key in %s does not match the certificate in %s (%s)", ErrInvalidCA, keySrc, certSrc, Fingerprint(cert))
 	}
 	return cert, key, nil
 }

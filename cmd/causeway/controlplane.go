@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -39,6 +41,7 @@ type controlPlaneConfig struct {
 	MTLS                            bool
 	CADir, SVIDListen, BundleListen string
 	TokensFile                      string
+	CASecret                        string
 }
 
 func (c *controlPlaneConfig) flags(fs *flag.FlagSet) {
@@ -55,6 +58,7 @@ func (c *controlPlaneConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ListenerIP, "listener-ip", "127.0.0.1", "IP proxies bind outbound listeners on (a node may override it with metadata outbound_ip)")
 	fs.BoolVar(&c.MTLS, "mtls", false, "mesh mutual TLS: run the CA, the SVID issuer and the bundle endpoint, and send proxies mTLS config")
 	fs.StringVar(&c.CADir, "ca-dir", "", "directory of the root CA (ca.crt, ca.key; created on first start); required with --mtls")
+	fs.StringVar(&c.CASecret, "ca-secret", "", "namespace/name of a Kubernetes Secret holding the root CA (ca.crt+ca.key or tls.crt+tls.key), instead of --ca-dir (with --source kubernetes)")
 	fs.StringVar(&c.SVIDListen, "svid-listen", "127.0.0.1:15012", "SVID issuer listen address (with --mtls)")
 	fs.StringVar(&c.BundleListen, "bundle-listen", "127.0.0.1:15013", `SPIFFE bundle endpoint listen address (with --mtls; "" for none)`)
 	fs.StringVar(&c.TokensFile, "tokens-file", "", "bootstrap tokens of the workloads (with --mtls and --source folder; see docs/trust.md); with --source kubernetes, service-account tokens are checked by TokenReview instead")
@@ -77,8 +81,11 @@ func (c *controlPlaneConfig) validate() error {
 	if c.Interval <= 0 {
 		errs = append(errs, fmt.Errorf("--poll %s: must be positive", c.Interval))
 	}
-	if c.MTLS && c.CADir == "" {
-		errs = append(errs, errors.New("--ca-dir: required with --mtls; name the directory of the root CA (created on first start)"))
+	if c.MTLS && (c.CADir == "") == (c.CASecret == "") {
+		errs = append(errs, errors.New("--ca-dir or --ca-secret: exactly one is required with --mtls; name the directory of the root CA (created on first start) or the Secret that holds it"))
+	}
+	if c.CASecret != "" && c.Source != "kubernetes" {
+		errs = append(errs, errors.New("--ca-secret: only with --source kubernetes; use --ca-dir in local mode"))
 	}
 	if c.MTLS && c.Source == "folder" && c.TokensFile == "" {
 		errs = append(errs, errors.New("--tokens-file: required with --mtls --source folder; give the workloads' bootstrap tokens"))
@@ -224,7 +231,10 @@ func startTrustPlane(c controlPlaneConfig, reg prometheus.Registerer, log *slog.
 	if err != nil {
 		return nil, fmt.Errorf("--trust-domain %q: %w", c.TrustDomain, err)
 	}
-	var authn issuer.Authenticator
+	var (
+		authn issuer.Authenticator
+		root  func() (*x509.Certificate, crypto.Signer, error)
+	)
 	if c.Source == "kubernetes" {
 		rc, err := kubeConfig(c.Kubeconfig)
 		if err != nil {
@@ -237,9 +247,12 @@ func startTrustPlane(c controlPlaneConfig, reg prometheus.Registerer, log *slog.
 		if authn, err = k8sauth.New(cs.AuthenticationV1(), td, k8sauth.Options{}); err != nil {
 			return nil, err
 		}
+		if c.CASecret != "" {
+			root = trustplane.SecretRoot(context.Background(), cs.CoreV1(), c.CASecret)
+		}
 	} else if authn, err = issuer.NewTokenFileAuthenticator(c.TokensFile, td); err != nil {
 		return nil, fmt.Errorf("--tokens-file: %w", err)
 	}
-	return trustplane.Start(trustplane.Options{TrustDomain: td, CADir: c.CADir, IssuerAddress: c.SVIDListen,
+	return trustplane.Start(trustplane.Options{TrustDomain: td, CADir: c.CADir, Root: root, IssuerAddress: c.SVIDListen,
 		BundleAddress: c.BundleListen, Authenticator: authn, Registerer: reg, Logger: log})
 }

@@ -12,6 +12,7 @@ package trustplane
 
 import (
 	"context"
+	"crypto"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -44,6 +45,9 @@ type Options struct {
 	// The signing CA is a fresh intermediate under it on every start, so
 	// the bundle (the root) survives restarts.
 	CADir string
+	// Root, when set, supplies the root instead of CADir (a root kept in a
+	// Kubernetes Secret, see SecretRoot).
+	Root func() (*x509.Certificate, crypto.Signer, error)
 	// IssuerAddress is where the SVID issuer listens, e.g. 127.0.0.1:15012.
 	IssuerAddress string
 	// BundleAddress is where the SPIFFE bundle endpoint listens; empty: off.
@@ -76,7 +80,17 @@ func Start(o Options) (*Plane, error) {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	ca, err := loadOrCreateCA(o.TrustDomain, o.CADir, o.Logger)
+	var ca *trust.CA
+	var err error
+	if o.Root != nil {
+		cert, key, rerr := o.Root()
+		if rerr != nil {
+			return nil, rerr
+		}
+		ca, err = trust.NewIntermediateCA(o.TrustDomain, cert, key, trust.CAOptions{})
+	} else {
+		ca, err = loadOrCreateCA(o.TrustDomain, o.CADir, o.Logger)
+	}
 	if err != nil {
 		return nil, err
 	}
