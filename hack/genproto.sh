@@ -21,6 +21,7 @@ MODULE="github.com/causewaymesh/causeway"
 # proto files to generate, relative to the repository root.
 PROTOS=(
 	trust/trustpb/svid.proto
+	federation/federationpb/federation.proto
 )
 
 cd "$ROOT"
