@@ -38,6 +38,10 @@ type Objects struct {
 	AuthorizationPolicies []*policy.AuthorizationPolicy
 }
 
+// MTLSModeAnnotation on a Namespace sets its workloads' inbound mTLS mode:
+// STRICT (the default) or PERMISSIVE.
+const MTLSModeAnnotation = "causeway.dev/mtls-mode"
+
 // BuildOptions name the cluster the objects come from.
 type BuildOptions struct {
 	Cluster     string
@@ -68,6 +72,9 @@ func Build(objs *Objects, o BuildOptions) *model.Snapshot {
 	s := &model.Snapshot{Cluster: o.Cluster, Network: o.Network, TrustDomain: o.TrustDomain}
 	for _, ns := range objs.Namespaces {
 		s.Namespaces = append(s.Namespaces, ns.Name)
+		if strings.EqualFold(ns.Annotations[MTLSModeAnnotation], "PERMISSIVE") {
+			s.PermissiveNamespaces = append(s.PermissiveNamespaces, ns.Name)
+		}
 	}
 	nodes := make(map[string]*corev1.Node, len(objs.Nodes))
 	for _, n := range objs.Nodes {

@@ -133,6 +133,9 @@ func validateNamespace(n *corev1.Namespace) []FieldProblem {
 	if errs := validation.IsDNS1123Label(n.Name); n.Name != "" && len(errs) > 0 {
 		ps = append(ps, FieldProblem{"metadata.name", fmt.Sprintf("%q: a Namespace name %s", n.Name, strings.Join(errs, "; "))})
 	}
+	if m, ok := n.Annotations[MTLSModeAnnotation]; ok && !strings.EqualFold(m, "STRICT") && !strings.EqualFold(m, "PERMISSIVE") {
+		ps = append(ps, FieldProblem{"metadata.annotations[" + MTLSModeAnnotation + "]", fmt.Sprintf("%q: want STRICT or PERMISSIVE", m)})
+	}
 	return ps
 }
 

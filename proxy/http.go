@@ -112,6 +112,13 @@ func (x *exchange) serve() {
 		x.localReply(http.StatusInternalServerError, flagNoRoute, "listener has no HTTP configuration")
 		return
 	}
+	if t := x.l.TLS; t != nil && !t.Permissive && x.r.TLS == nil {
+		// A plaintext connection accepted while the listener was
+		// PERMISSIVE outlives a switch to STRICT: refuse and close it.
+		x.w.Header().Set("Connection", "close")
+		x.localReply(http.StatusForbidden, flagUnauthorized, "listener "+strconv.Quote(x.l.Name)+" requires mutual TLS (STRICT); this plaintext connection was accepted in PERMISSIVE mode")
+		return
+	}
 	x.reqID, x.traceID = telemetry.PrepareRequestHeaders(x.r.Header, h.GenerateRequestID, rand.Uint64)
 	if la := x.st.authz[x.l.Name]; la != nil {
 		id, authn := peerIdentityOf(x.r.TLS)

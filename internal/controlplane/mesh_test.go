@@ -218,6 +218,45 @@ spec:
 			t.Fatalf("plaintext request got %d through a STRICT inbound listener", resp.StatusCode)
 		}
 	})
+	t.Run("a PERMISSIVE namespace accepts plaintext, without an identity", func(t *testing.T) {
+		write(t, dir, "ns.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, annotations: {causeway.dev/mtls-mode: PERMISSIVE}}\n")
+		// A new connection per call checks what the listener accepts; kept
+		// holds one connection across the switch back to STRICT.
+		fresh := &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}, Timeout: 5 * time.Second}
+		kept := &http.Client{Transport: &http.Transport{Proxy: nil}, Timeout: 5 * time.Second}
+		defer kept.CloseIdleConnections()
+		get := func(c *http.Client) int {
+			resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/api/items", inbound))
+			if err != nil {
+				return 0
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			return resp.StatusCode
+		}
+		plain := func() int { return get(fresh) }
+		// The plaintext request reaches the listener but has no SPIFFE ID,
+		// so the policy (callers from namespace shop) refuses it.
+		waitUntil(t, 10*time.Second, "plaintext to be accepted and refused by the policy", func() bool { return plain() == 403 })
+		if c, _ := call("/api/items"); c != 200 {
+			t.Errorf("mTLS caller in PERMISSIVE mode: %d, want 200", c)
+		}
+		if c := get(kept); c != 403 {
+			t.Fatalf("kept-alive plaintext request: %d, want 403 from the policy", c)
+		}
+		write(t, dir, "ns.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n")
+		waitUntil(t, 10*time.Second, "STRICT again", func() bool { return plain() == 0 })
+		// The plaintext connection accepted in PERMISSIVE mode is refused
+		// and closed now, not served.
+		req, _ := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("http://127.0.0.1:%d/api/items", inbound), nil)
+		if resp, err := kept.Do(req); err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 403 || !strings.Contains(string(b), "requires mutual TLS (STRICT)") {
+				t.Errorf("old plaintext connection after STRICT: %d %q, want 403 requiring mTLS", resp.StatusCode, b)
+			}
+		}
+	})
 	t.Run("a caller without a mesh SVID is refused", func(t *testing.T) {
 		other, err := trust.NewSelfSignedCA(td, trust.CAOptions{})
 		if err != nil {

@@ -29,6 +29,11 @@ type Snapshot struct {
 	TrustDomain string
 	// Namespaces known to the source, sorted.
 	Namespaces []string
+	// PermissiveNamespaces are the namespaces whose workloads accept
+	// plaintext as well as mTLS inbound (annotation
+	// causeway.dev/mtls-mode: PERMISSIVE on the Namespace), sorted. A
+	// workload may override its namespace (node metadata mtls_mode).
+	PermissiveNamespaces []string
 	// Services sorted by namespace, then name.
 	Services []Service
 	// Routes are the Gateway API routes (gateway.Translate), one table per
@@ -127,6 +132,8 @@ func (s *Snapshot) Service(namespace, name string) (*Service, bool) {
 func (s *Snapshot) Canonicalize() {
 	slices.Sort(s.Namespaces)
 	s.Namespaces = slices.Compact(s.Namespaces)
+	slices.Sort(s.PermissiveNamespaces)
+	s.PermissiveNamespaces = slices.Compact(s.PermissiveNamespaces)
 	slices.SortFunc(s.Services, func(a, b Service) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
@@ -161,7 +168,7 @@ func (a *Snapshot) Equal(b *Snapshot) bool {
 		return a == b
 	}
 	return a.Cluster == b.Cluster && a.Network == b.Network && a.TrustDomain == b.TrustDomain &&
-		slices.Equal(a.Namespaces, b.Namespaces) &&
+		slices.Equal(a.Namespaces, b.Namespaces) && slices.Equal(a.PermissiveNamespaces, b.PermissiveNamespaces) &&
 		slices.EqualFunc(a.Services, b.Services, func(x, y Service) bool { return x.Equal(&y) }) &&
 		slices.EqualFunc(a.Routes, b.Routes, RouteTable.Equal) &&
 		slices.EqualFunc(a.Policies, b.Policies, func(x, y AuthorizationPolicy) bool { return x.Equal(&y) })
@@ -330,6 +337,9 @@ func (s *Snapshot) String() string {
 	fmt.Fprintf(&b, "cluster %s network %s trust-domain %s\n", s.Cluster, orDash(s.Network), orDash(s.TrustDomain))
 	if len(s.Namespaces) > 0 {
 		fmt.Fprintf(&b, "namespaces %s\n", strings.Join(s.Namespaces, " "))
+	}
+	if len(s.PermissiveNamespaces) > 0 {
+		fmt.Fprintf(&b, "mtls-permissive %s\n", strings.Join(s.PermissiveNamespaces, " "))
 	}
 	for i := range s.Services {
 		sv := &s.Services[i]

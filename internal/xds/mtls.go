@@ -216,7 +216,7 @@ func inboundListeners(s *model.Snapshot, n Node) (listeners, clusters []types.Re
 		tlsChain := &listenerv3.FilterChain{Filters: filters,
 			TransportSocket: &corev3.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(down)}}}
 		chains := []*listenerv3.FilterChain{tlsChain}
-		if n.MTLSMode == MTLSPermissive {
+		if mtlsMode(s, n) == MTLSPermissive {
 			tlsChain.FilterChainMatch = &listenerv3.FilterChainMatch{TransportProtocol: "tls"}
 			chains = append(chains, &listenerv3.FilterChain{Filters: filters, FilterChainMatch: &listenerv3.FilterChainMatch{TransportProtocol: "raw_buffer"}})
 		}
@@ -274,4 +274,16 @@ func inboundService(s *model.Snapshot, n Node, port uint32) (*model.Service, *mo
 		}
 	}
 	return nil, nil
+}
+
+// mtlsMode is the node's inbound mTLS mode: its own (metadata mtls_mode),
+// else its namespace's (model.Snapshot.PermissiveNamespaces), else STRICT.
+func mtlsMode(s *model.Snapshot, n Node) string {
+	if n.MTLSMode != "" {
+		return n.MTLSMode
+	}
+	if _, ok := slices.BinarySearch(s.PermissiveNamespaces, n.Namespace); ok {
+		return MTLSPermissive
+	}
+	return MTLSStrict
 }

@@ -1,7 +1,6 @@
 package xds
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -34,8 +33,9 @@ type Node struct {
 	// application's local address. Both are needed for inbound listeners.
 	InboundIP    string
 	InboundPorts string
-	// MTLSMode (metadata "mtls_mode") is MTLSStrict (default) or
-	// MTLSPermissive for the inbound listeners.
+	// MTLSMode (metadata "mtls_mode") is MTLSStrict or MTLSPermissive for
+	// the inbound listeners; empty means the namespace's mode (annotation
+	// causeway.dev/mtls-mode on the Namespace), else STRICT.
 	MTLSMode string
 }
 
@@ -60,7 +60,7 @@ func NodeFromProto(n *corev3.Node, cluster, network string) (Node, error) {
 	out := Node{
 		ID: n.GetId(), Namespace: str("namespace"), ServiceAccount: str("service_account"),
 		Cluster: str("cluster"), Network: str("network"), OutboundIP: str("outbound_ip"),
-		InboundIP: str("inbound_ip"), InboundPorts: str("inbound_ports"), MTLSMode: cmp.Or(strings.ToUpper(str("mtls_mode")), MTLSStrict),
+		InboundIP: str("inbound_ip"), InboundPorts: str("inbound_ports"), MTLSMode: strings.ToUpper(str("mtls_mode")),
 		Locality: model.Locality{Region: n.GetLocality().GetRegion(), Zone: n.GetLocality().GetZone(), SubZone: n.GetLocality().GetSubZone()},
 	}
 	if out.Cluster == "" {
@@ -102,7 +102,7 @@ func NodeFromProto(n *corev3.Node, cluster, network string) (Node, error) {
 	if _, err := ParseInboundPorts(out.InboundPorts); err != nil {
 		problems = append(problems, `node.metadata["inbound_ports"]: `+err.Error())
 	}
-	if out.MTLSMode != MTLSStrict && out.MTLSMode != MTLSPermissive {
+	if out.MTLSMode != "" && out.MTLSMode != MTLSStrict && out.MTLSMode != MTLSPermissive {
 		problems = append(problems, fmt.Sprintf(`node.metadata["mtls_mode"] %q: want STRICT or PERMISSIVE`, out.MTLSMode))
 	}
 	if len(problems) > 0 {
