@@ -67,15 +67,8 @@ func AuthzRules(s *model.Snapshot, namespace, service string, port uint32, http 
 // HTTPAuthzFilters returns the HTTP filters (before the router) that
 // enforce AuthzRules on an inbound HTTP listener.
 func HTTPAuthzFilters(s *model.Snapshot, namespace, service string, port uint32) ([]*hcmv3.HttpFilter, error) {
-	deny, allow := AuthzRules(s, namespace, service, port, true)
 	var out []*hcmv3.HttpFilter
-	for _, f := range []struct {
-		name  string
-		rules *rbacv3.RBAC
-	}{{AuthzDenyFilter, deny}, {AuthzAllowFilter, allow}} {
-		if f.rules == nil {
-			continue
-		}
+	for _, f := range ordered(AuthzRules(s, namespace, service, port, true)) {
 		a, err := anypb.New(&rbachttpv3.RBAC{Rules: f.rules})
 		if err != nil {
 			return nil, err
@@ -88,15 +81,8 @@ func HTTPAuthzFilters(s *model.Snapshot, namespace, service string, port uint32)
 // TCPAuthzFilters returns the network filters (before tcp_proxy) that
 // enforce AuthzRules on an inbound TCP listener.
 func TCPAuthzFilters(s *model.Snapshot, namespace, service string, port uint32) ([]*listenerv3.Filter, error) {
-	deny, allow := AuthzRules(s, namespace, service, port, false)
 	var out []*listenerv3.Filter
-	for _, f := range []struct {
-		name  string
-		rules *rbacv3.RBAC
-	}{{AuthzDenyFilter, deny}, {AuthzAllowFilter, allow}} {
-		if f.rules == nil {
-			continue
-		}
+	for _, f := range ordered(AuthzRules(s, namespace, service, port, false)) {
 		a, err := anypb.New(&rbacnetv3.RBAC{StatPrefix: f.name, Rules: f.rules})
 		if err != nil {
 			return nil, err
@@ -104,6 +90,23 @@ func TCPAuthzFilters(s *model.Snapshot, namespace, service string, port uint32) 
 		out = append(out, &listenerv3.Filter{Name: f.name, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: a}})
 	}
 	return out, nil
+}
+
+type namedRBAC struct {
+	name  string
+	rules *rbacv3.RBAC
+}
+
+// ordered is the rule sets that exist, in filter order: deny, then allow.
+func ordered(deny, allow *rbacv3.RBAC) []namedRBAC {
+	var out []namedRBAC
+	if deny != nil {
+		out = append(out, namedRBAC{AuthzDenyFilter, deny})
+	}
+	if allow != nil {
+		out = append(out, namedRBAC{AuthzAllowFilter, allow})
+	}
+	return out
 }
 
 // permissions is the OR of ops that can match on port; nil when none can.

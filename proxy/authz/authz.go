@@ -214,24 +214,6 @@ func (p *policy) matches(in *Input) bool {
 
 func (p *permission) matches(in *Input) bool {
 	switch p.kind {
-	case kAny:
-		return true
-	case kAnd:
-		for i := range p.sub {
-			if !p.sub[i].matches(in) {
-				return false
-			}
-		}
-		return true
-	case kOr:
-		for i := range p.sub {
-			if p.sub[i].matches(in) {
-				return true
-			}
-		}
-		return false
-	case kNot:
-		return !p.sub[0].matches(in)
 	case kPort:
 		return in.Port == p.port
 	case kHeader:
@@ -239,33 +221,43 @@ func (p *permission) matches(in *Input) bool {
 	case kPath:
 		return in.Request != nil && in.Request.URL != nil && p.path.Match(normalPath(in.Request.URL.Path))
 	}
-	return false
+	return combine(p.kind, p.sub, in)
 }
 
 func (p *principal) matches(in *Input) bool {
 	switch p.kind {
+	case kAuthenticated:
+		return in.Authenticated
+	case kAuthenticatedName:
+		return in.Authenticated && p.name.Match(in.PeerID)
+	}
+	return combine(p.kind, p.sub, in)
+}
+
+// combine evaluates the nodes both trees share: any, and, or, not.
+func combine[T any, P interface {
+	*T
+	matches(*Input) bool
+}](kind uint8, sub []T, in *Input) bool {
+	switch kind {
 	case kAny:
 		return true
 	case kAnd:
-		for i := range p.sub {
-			if !p.sub[i].matches(in) {
+		for i := range sub {
+			if !P(&sub[i]).matches(in) {
 				return false
 			}
 		}
 		return true
 	case kOr:
-		for i := range p.sub {
-			if p.sub[i].matches(in) {
+		for i := range sub {
+			if P(&sub[i]).matches(in) {
 				return true
 			}
 		}
 		return false
 	case kNot:
-		return !p.sub[0].matches(in)
-	case kAuthenticated:
-		return in.Authenticated
-	case kAuthenticatedName:
-		return in.Authenticated && p.name.Match(in.PeerID)
+		return !P(&sub[0]).matches(in)
 	}
 	return false
 }

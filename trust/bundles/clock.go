@@ -1,30 +1,12 @@
 package bundles
 
-import "time"
+import "github.com/causewaymesh/causeway/trust"
 
-// Clock is the time source of a Fetcher: the current time and timers. Tests
-// inject a fake one to drive refreshes without sleeping.
-type Clock interface {
-	Now() time.Time
-	NewTimer(d time.Duration) Timer
-}
+// Clock and Timer are trust's: the Fetcher's time source.
+type (
+	Clock = trust.Clock
+	Timer = trust.Timer
+)
 
-// Timer is the part of *time.Timer a Fetcher uses.
-type Timer interface {
-	C() <-chan time.Time
-	Stop() bool
-}
-
-// SystemClock is the real clock.
-func SystemClock() Clock { return systemClock{} }
-
-type systemClock struct{}
-
-func (systemClock) Now() time.Time { return time.Now() }
-
-func (systemClock) NewTimer(d time.Duration) Timer { return systemTimer{time.NewTimer(d)} }
-
-type systemTimer struct{ t *time.Timer }
-
-func (t systemTimer) C() <-chan time.Time { return t.t.C }
-func (t systemTimer) Stop() bool          { return t.t.Stop() }
+// SystemClock is the wall clock.
+func SystemClock() Clock { return trust.SystemClock() }

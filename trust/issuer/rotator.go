@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/causewaymesh/causeway/trust"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -21,31 +22,14 @@ type Fetcher interface {
 	Fetch(ctx context.Context) (*SVID, error)
 }
 
-// Clock is the time source of a Rotator. RealClock is the wall clock; tests
-// inject a fake one.
-type Clock interface {
-	Now() time.Time
-	NewTimer(d time.Duration) Timer
-}
-
-// Timer is the part of *time.Timer a Rotator uses.
-type Timer interface {
-	C() <-chan time.Time
-	Stop() bool
-}
+// Clock and Timer are trust's: the Rotator's time source.
+type (
+	Clock = trust.Clock
+	Timer = trust.Timer
+)
 
 // RealClock returns the wall clock.
-func RealClock() Clock { return realClock{} }
-
-type realClock struct{}
-
-func (realClock) Now() time.Time                 { return time.Now() }
-func (realClock) NewTimer(d time.Duration) Timer { return realTimer{time.NewTimer(d)} }
-
-type realTimer struct{ t *time.Timer }
-
-func (t realTimer) C() <-chan time.Time { return t.t.C }
-func (t realTimer) Stop() bool          { return t.t.Stop() }
+func RealClock() Clock { return trust.SystemClock() }
 
 // Rotator defaults.
 const (

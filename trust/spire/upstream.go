@@ -29,10 +29,7 @@ import (
 const DefaultRetryInterval = 30 * time.Second
 
 // Timer is the part of *time.Timer the renewal loop uses.
-type Timer interface {
-	C() <-chan time.Time
-	Stop() bool
-}
+type Timer = trust.Timer
 
 type stdTimer struct{ t *time.Timer }
 
