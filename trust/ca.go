@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -164,6 +165,48 @@ func NewIntermediateCA(td spiffeid.TrustDomain, rootCert *x509.Certificate, root
 		now:   opts.Now, rand: opts.Rand,
 	}, nil
 }
+
+// NewCAFromChain makes a CA from a signing certificate issued elsewhere, such
+// as a SPIRE downstream CA (NewDownstreamX509CA): chain is the signing
+// certificate followed by any intermediates up to (not including) roots, key
+// is the signing certificate's private key. It checks that chain[0] can sign
+// for td now, that key is its key and that chain verifies to roots. Issued
+// SVID chains carry chain after the leaf.
+func NewCAFromChain(td spiffeid.TrustDomain, chain []*x509.Certificate, key crypto.Signer, roots []*x509.Certificate, opts CAOptions) (*CA, error) {
+	if td.IsZero() {
+		return nil, errors.New("trust: NewCAFromChain: trust domain is empty")
+	}
+	if len(chain) == 0 || len(roots) == 0 {
+		return nil, fmt.Errorf("%w: NewCAFromChain needs the signing certificate and at least one root", ErrInvalidCA)
+	}
+	opts, err := opts.withDefaults(DefaultIntermediateValidity)
+	if err != nil {
+		return nil, err
+	}
+	now := opts.Now()
+	if err := checkSigningCert(td, chain[0], key, now); err != nil {
+		return nil, fmt.Errorf("trust: NewCAFromChain: %w", err)
+	}
+	vo := x509.VerifyOptions{Roots: x509.NewCertPool(), Intermediates: x509.NewCertPool(), CurrentTime: now,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}
+	for _, r := range roots {
+		vo.Roots.AddCert(r)
+	}
+	for _, c := range chain[1:] {
+		vo.Intermediates.AddCert(c)
+	}
+	if _, err := chain[0].Verify(vo); err != nil {
+		return nil, fmt.Errorf("%w: NewCAFromChain: %s does not chain to the given roots of %q: %w", ErrInvalidCA, Fingerprint(chain[0]), td.Name(), err)
+	}
+	return &CA{td: td, cert: chain[0], key: key, chain: slices.Clone(chain), roots: slices.Clone(roots), now: opts.Now, rand: opts.Rand}, nil
+}
+
+// Roots returns the CA's trust anchors (the bundle's certificates).
+func (c *CA) Roots() []*x509.Certificate { return slices.Clone(c.roots) }
+
+// Chain returns what follows each leaf the CA issues: the signing
+// certificate and its intermediates (empty for a self-signed root).
+func (c *CA) Chain() []*x509.Certificate { return slices.Clone(c.chain) }
 
 // checkSigningCert checks that cert can sign for td at now and that key is its
 // private key. Errors never include key material.

@@ -9,8 +9,8 @@
 //     of ca_cert_chain must be a CA (basicConstraints CA:TRUE, keyCertSign)
 //     for exactly the trust domain ID spiffe://<td>, certify Causeway's key,
 //     be valid now for at least trust.MinSVIDTTL, and chain through the rest
-//     of ca_cert_chain to x509_authorities (the roots). Leaves follow the
-//     issuance rules of (*trust.CA).SignSVID and chain leaf → ca_cert_chain;
+//     of ca_cert_chain to x509_authorities (the roots). Leaves are signed
+//     by (*trust.CA).SignSVID and chain leaf → ca_cert_chain;
 //     they verify against SPIRE's own bundle. Run renews at half-life
 //     (trust.RenewAt), with a fresh key each time, and retries failures every
 //     RetryInterval.
@@ -41,22 +41,8 @@
 // NewUpstreamCA fails if the first request fails, as there is no CA to fall
 // back on.
 //
-// Why not *trust.CA: trust.NewIntermediateCA generates the intermediate key
-// and signs it with a root key Causeway holds; with SPIRE, Causeway holds
-// only its own key, a certificate SPIRE signed and SPIRE's roots. Until
-// package trust has a constructor for that shape, the adapter signs leaves
-// itself with the same rules. The constructor trust would need:
-//
-//	// NewCAFromChain wraps a CA certificate signed elsewhere: cert with its
-//	// key, the chain to append after each leaf (cert first, then
-//	// intermediates; nil for a root) and the trust anchors. It checks that
-//	// cert is a CA for td holding key, valid at opts.Now, and that it chains
-//	// through chain to roots.
-//	func NewCAFromChain(td spiffeid.TrustDomain, cert *x509.Certificate, key crypto.Signer,
-//		chain, roots []*x509.Certificate, opts CAOptions) (*CA, error)
-//
-// plus func (c *CA) Roots() []*x509.Certificate so that *trust.CA is a
-// Signer. Then the authority snapshot becomes a *trust.CA.
+// The downstream CA is a *trust.CA (trust.NewCAFromChain): leaves are signed
+// by the same code and rules as the built-in CA's.
 //
 // Tests: the SPIRE server is not run. Tests use internal/fakespire, an
 // in-process gRPC server on 127.0.0.1 with mTLS that implements the

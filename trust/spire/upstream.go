@@ -89,7 +89,7 @@ type Status struct {
 type UpstreamCA struct {
 	o      UpstreamOptions
 	client svidv1.SVIDClient
-	cur    atomic.Pointer[authority]
+	cur    atomic.Pointer[trust.CA]
 
 	renewMu sync.Mutex // serialises Renew
 
@@ -151,16 +151,16 @@ func NewUpstreamCA(ctx context.Context, o UpstreamOptions) (*UpstreamCA, error) 
 // NotAfter is clamped to the CA's. It returns the leaf followed by SPIRE's
 // ca_cert_chain (the downstream CA first); the roots are in Roots.
 func (u *UpstreamCA) SignSVID(csrDER []byte, id spiffeid.ID, ttl time.Duration) ([]*x509.Certificate, error) {
-	return u.cur.Load().signSVID(csrDER, id, ttl, u.o.Now(), u.o.Rand)
+	return u.cur.Load().SignSVID(csrDER, id, ttl)
 }
 
 // Roots are SPIRE's X.509 authorities as returned with the current downstream
 // CA. Callers must not modify the slice.
-func (u *UpstreamCA) Roots() []*x509.Certificate { return u.cur.Load().roots }
+func (u *UpstreamCA) Roots() []*x509.Certificate { return u.cur.Load().Roots() }
 
 // Bundle returns a new X.509 bundle of Roots for the trust domain.
 func (u *UpstreamCA) Bundle() *x509bundle.Bundle {
-	return x509bundle.FromX509Authorities(u.o.TrustDomain, u.cur.Load().roots)
+	return x509bundle.FromX509Authorities(u.o.TrustDomain, u.cur.Load().Roots())
 }
 
 // TrustDomain is the SPIRE trust domain the CA signs for.
@@ -168,15 +168,15 @@ func (u *UpstreamCA) TrustDomain() spiffeid.TrustDomain { return u.o.TrustDomain
 
 // Certificate is the downstream CA certificate in use. Callers must not
 // modify it.
-func (u *UpstreamCA) Certificate() *x509.Certificate { return u.cur.Load().cert }
+func (u *UpstreamCA) Certificate() *x509.Certificate { return u.cur.Load().Certificate() }
 
 // Chain is SPIRE's ca_cert_chain of the CA in use: the downstream CA first,
 // then any intermediates up to (not including) the roots.
-func (u *UpstreamCA) Chain() []*x509.Certificate { return u.cur.Load().chain }
+func (u *UpstreamCA) Chain() []*x509.Certificate { return u.cur.Load().Chain() }
 
 // Status reports the CA in use and the outcome of the last renewal.
 func (u *UpstreamCA) Status() Status {
-	cert := u.cur.Load().cert
+	cert := u.cur.Load().Certificate()
 	at, reason := trust.RenewAt(cert, u.o.Now())
 	u.statusMu.Lock()
 	defer u.statusMu.Unlock()
@@ -187,7 +187,7 @@ func (u *UpstreamCA) Status() Status {
 func (u *UpstreamCA) String() string {
 	a := u.cur.Load()
 	return fmt.Sprintf("spire.UpstreamCA{trust_domain=%s cert_sha256=%s not_after=%s}",
-		u.o.TrustDomain.Name(), trust.Fingerprint(a.cert), a.cert.NotAfter.UTC().Format(time.RFC3339))
+		u.o.TrustDomain.Name(), trust.Fingerprint(a.Certificate()), a.Certificate().NotAfter.UTC().Format(time.RFC3339))
 }
 
 // GoString is String, so that %#v cannot print the key either.
@@ -214,17 +214,17 @@ func (u *UpstreamCA) renew(ctx context.Context, reason string) error {
 	old := u.cur.Swap(a)
 	var oldCert *x509.Certificate
 	if old != nil {
-		oldCert = old.cert
+		oldCert = old.Certificate()
 	}
 	u.o.Logger.Info("SPIRE downstream CA rotated", "trust_domain", u.o.TrustDomain.Name(), "reason", reason,
-		"cert_sha256", trust.Fingerprint(a.cert), "not_after", a.cert.NotAfter.UTC().Format(time.RFC3339))
+		"cert_sha256", trust.Fingerprint(a.Certificate()), "not_after", a.Certificate().NotAfter.UTC().Format(time.RFC3339))
 	if u.o.OnRotate != nil {
-		u.o.OnRotate(Rotation{Old: oldCert, New: a.cert, Reason: reason})
+		u.o.OnRotate(Rotation{Old: oldCert, New: a.Certificate(), Reason: reason})
 	}
 	return nil
 }
 
-func (u *UpstreamCA) fetch(ctx context.Context) (*authority, error) {
+func (u *UpstreamCA) fetch(ctx context.Context) (*trust.CA, error) {
 	const rpc = "SVID.NewDownstreamX509CA"
 	key, err := ecdsa.GenerateKey(elliptic.P256(), u.o.Rand)
 	if err != nil {
@@ -242,7 +242,7 @@ func (u *UpstreamCA) fetch(ctx context.Context) (*authority, error) {
 	if err != nil {
 		return nil, rpcError(rpc, u.o.Conn, hintDownstream, err)
 	}
-	a, err := parseDownstreamCA(u.o.TrustDomain, key, resp, u.o.Now())
+	a, err := parseDownstreamCA(u.o.TrustDomain, key, resp, u.o.Now(), trust.CAOptions{Now: u.o.Now, Rand: u.o.Rand})
 	if err != nil {
 		return nil, fmt.Errorf("spire: %s: %w", rpc, err)
 	}
@@ -253,7 +253,7 @@ func (u *UpstreamCA) fetch(ctx context.Context) (*authority, error) {
 // certificate must be a CA for td's trust domain ID holding key's public key,
 // valid now for at least trust.MinSVIDTTL, chaining through the rest of
 // ca_cert_chain to one of x509_authorities.
-func parseDownstreamCA(td spiffeid.TrustDomain, key crypto.Signer, resp *svidv1.NewDownstreamX509CAResponse, now time.Time) (*authority, error) {
+func parseDownstreamCA(td spiffeid.TrustDomain, key crypto.Signer, resp *svidv1.NewDownstreamX509CAResponse, now time.Time, caOpts trust.CAOptions) (*trust.CA, error) {
 	if len(resp.GetCaCertChain()) == 0 {
 		return nil, fmt.Errorf("%w: ca_cert_chain is empty; SPIRE must return the signed CA certificate first", ErrMalformedCA)
 	}
@@ -312,7 +312,11 @@ func parseDownstreamCA(td spiffeid.TrustDomain, key crypto.Signer, resp *svidv1.
 		return nil, fmt.Errorf("%w: ca_cert_chain[0] %s does not chain to x509_authorities of trust domain %q at %s: %w",
 			ErrMalformedCA, fp, td.Name(), now.UTC().Format(time.RFC3339), err)
 	}
-	return &authority{td: td, cert: ca, key: key, chain: chain, roots: roots}, nil
+	signer, err := trust.NewCAFromChain(td, chain, key, roots, caOpts)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrMalformedCA, err)
+	}
+	return signer, nil
 }
 
 // checkCAID requires the SPIFFE ID SPIRE gives downstream CAs: exactly the
@@ -360,7 +364,7 @@ func (u *UpstreamCA) Run(ctx context.Context) error {
 		reason := "retry after failed renewal"
 		if !failed {
 			var at time.Time
-			at, reason = trust.RenewAt(u.cur.Load().cert, now)
+			at, reason = trust.RenewAt(u.cur.Load().Certificate(), now)
 			wait = at.Sub(now)
 			if wait <= 0 && renewed {
 				// A CA already past half-life right after renewal: do not spin.
@@ -385,7 +389,7 @@ func (u *UpstreamCA) Run(ctx context.Context) error {
 		}
 		failed, renewed = err != nil, err == nil
 		if err != nil {
-			cert := u.cur.Load().cert
+			cert := u.cur.Load().Certificate()
 			u.o.Logger.Warn("SPIRE downstream CA renewal failed; the last good CA stays in use",
 				"trust_domain", u.o.TrustDomain.Name(), "cert_sha256", trust.Fingerprint(cert),
 				"not_after", cert.NotAfter.UTC().Format(time.RFC3339), "retry_in", u.o.RetryInterval, "error", err)
