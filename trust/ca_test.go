@@ -546,3 +546,36 @@ func TestNoKeyMaterialInErrorsOrString(t *testing.T) {
 		}
 	}
 }
+
+func TestNewCAFromChain(t *testing.T) {
+	td := spiffeid.RequireTrustDomainFromString("ext.test")
+	root := mustCA(t, td, CAOptions{})
+	inter, err := NewIntermediateCA(td, root.cert, root.key, CAOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := NewCAFromChain(td, inter.Chain(), inter.key, root.Roots(), CAOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svid := mustIssue(t, ca, mustID(t, td, "ns", "sa"))
+	if _, _, err := x509svid.Verify(svid.Certificates, root.Bundle()); err != nil {
+		t.Errorf("an SVID of the wrapped CA does not verify against the roots: %v", err)
+	}
+	other := mustCA(t, td, CAOptions{})
+	for name, tc := range map[string]struct {
+		chain []*x509.Certificate
+		key   crypto.Signer
+		roots []*x509.Certificate
+		want  string
+	}{
+		"another key":   {inter.Chain(), other.key, root.Roots(), "does not match"},
+		"another root":  {inter.Chain(), inter.key, other.Roots(), "does not chain to the given roots"},
+		"no roots":      {inter.Chain(), inter.key, nil, "at least one root"},
+		"leaf as a CA?": {svid.Certificates, inter.key, root.Roots(), "not a CA"},
+	} {
+		if _, err := NewCAFromChain(td, tc.chain, tc.key, tc.roots, CAOptions{}); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error containing %q", name, err, tc.want)
+		}
+	}
+}
