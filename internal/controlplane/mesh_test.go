@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -93,10 +94,11 @@ func TestMeshMTLSFromTheControlPlane(t *testing.T) {
 		}
 	}
 
-	// The cart workload: its app, and the port its sidecar's inbound
-	// listener takes (the endpoint the model advertises).
+	// The cart workload: its app, and the address its sidecar's inbound
+	// listener takes (the endpoint the model advertises): port 8080 on a
+	// loopback IP of its own, so no other test can hold it.
 	app := startHTTP(t, "cart")
-	inbound := freePort(t)
+	podIP, inbound := podLoopbackIP(), 8080
 	write(t, dir, "nodes.yaml", nodesYAML)
 	write(t, dir, "cart.yaml", fmt.Sprintf(`apiVersion: v1
 kind: Service
@@ -108,15 +110,15 @@ apiVersion: v1
 kind: Pod
 metadata: {name: cart-0, namespace: shop}
 spec: {serviceAccountName: cart, nodeName: node-z1}
-status: {podIP: 127.0.0.1}
+status: {podIP: %[2]s}
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata: {name: cart, namespace: shop, labels: {kubernetes.io/service-name: cart}}
 addressType: IPv4
-ports: [{name: http, port: %d}]
+ports: [{name: http, port: %[1]d}]
 endpoints:
-- addresses: [127.0.0.1]
+- addresses: [%[2]s]
   nodeName: node-z1
   conditions: {ready: true}
   targetRef: {kind: Pod, name: cart-0, namespace: shop}
@@ -130,7 +132,7 @@ spec:
   rules:
   - from: [{namespace: shop}]
     to: [{paths: ["/api/*"]}]
-`, inbound))
+`, inbound, podIP))
 
 	folder, err := discovery.NewFolder(discovery.FolderOptions{Dir: dir, Interval: 20 * time.Millisecond,
 		BuildOptions: discovery.BuildOptions{Cluster: "east", Network: "net1", TrustDomain: td.Name()}})
@@ -171,7 +173,7 @@ spec:
 		return p, cfg.AccessLog
 	}
 	cart, cartLog := sidecar("cart", "tok-cart", func(c *runner.Config) {
-		c.InboundIP, c.InboundPorts = "127.0.0.1", fmt.Sprintf("%d=127.0.0.1:%d", inbound, app.port)
+		c.InboundIP, c.InboundPorts = podIP, fmt.Sprintf("%d=127.0.0.1:%d", inbound, app.port)
 	})
 	client, _ := sidecar("client", "tok-client", nil)
 
@@ -212,7 +214,7 @@ spec:
 		}
 	})
 	t.Run("STRICT: a plaintext caller cannot reach the inbound port", func(t *testing.T) {
-		resp, err := hc.Get(fmt.Sprintf("http://127.0.0.1:%d/api/items", inbound))
+		resp, err := hc.Get(fmt.Sprintf("http://%s:%d/api/items", podIP, inbound))
 		if err == nil {
 			resp.Body.Close()
 			t.Fatalf("plaintext request got %d through a STRICT inbound listener", resp.StatusCode)
@@ -226,7 +228,7 @@ spec:
 		kept := &http.Client{Transport: &http.Transport{Proxy: nil}, Timeout: 5 * time.Second}
 		defer kept.CloseIdleConnections()
 		get := func(c *http.Client) int {
-			resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/api/items", inbound))
+			resp, err := c.Get(fmt.Sprintf("http://%s:%d/api/items", podIP, inbound))
 			if err != nil {
 				return 0
 			}
@@ -248,7 +250,7 @@ spec:
 		waitUntil(t, 10*time.Second, "STRICT again", func() bool { return plain() == 0 })
 		// The plaintext connection accepted in PERMISSIVE mode is refused
 		// and closed now, not served.
-		req, _ := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("http://127.0.0.1:%d/api/items", inbound), nil)
+		req, _ := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("http://%s:%d/api/items", podIP, inbound), nil)
 		if resp, err := kept.Do(req); err == nil {
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
@@ -266,7 +268,7 @@ spec:
 		cfg := tlsconfig.MTLSClientConfig(s, auth, tlsconfig.AuthorizeID(cartID))
 		c := &http.Client{Transport: &http.Transport{Proxy: nil, TLSClientConfig: cfg}, Timeout: 5 * time.Second}
 		defer c.CloseIdleConnections()
-		if resp, err := c.Get(fmt.Sprintf("https://127.0.0.1:%d/api/items", inbound)); err == nil {
+		if resp, err := c.Get(fmt.Sprintf("https://%s:%d/api/items", podIP, inbound)); err == nil {
 			resp.Body.Close()
 			t.Fatalf("an SVID from a CA outside the bundle got %d", resp.StatusCode)
 		}
@@ -313,14 +315,10 @@ func rootsIn(t *testing.T, p *runner.Process) int {
 	return 0
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+// podLoopbackIP is a random address in 127.64.0.0/10: a "pod IP" on
+// loopback that no other test binds.
+func podLoopbackIP() string {
+	return fmt.Sprintf("127.%d.%d.%d", 64+rand.IntN(64), rand.IntN(256), 1+rand.IntN(254))
 }
 
 func lastLogEntry(t *testing.T, path string) map[string]any {
@@ -335,4 +333,17 @@ func lastLogEntry(t *testing.T, path string) map[string]any {
 		t.Fatalf("access log %s: %v", path, err)
 	}
 	return e
+}
+
+// freePort is a port that was free on 127.0.0.1 a moment ago. Another
+// process may take it before the caller binds it: prefer podLoopbackIP with
+// a fixed port where the address must be known before binding.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }

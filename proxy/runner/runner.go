@@ -181,6 +181,7 @@ type Process struct {
 	logOut io.Closer
 
 	closeIssuer func() error // the SVID issuer client, when mTLS is on
+	sds         *localSDS    // the in-process SDS, when mTLS is on
 }
 
 // Start starts a proxy process in the background. Stop it with Shutdown.
@@ -269,6 +270,7 @@ func Start(ctx context.Context, c Config, logw io.Writer) (*Process, error) {
 		}
 		p.closeIssuer = closeIssuer
 		sds = &localSDS{px: px, log: log}
+		p.sds = sds
 		apply = sds.setSnapshot
 	}
 	if boot.Static != nil && len(boot.Static.Listeners)+len(boot.Static.Clusters) > 0 {
@@ -366,7 +368,14 @@ func fillNode(n *corev3.Node, c Config, loc config.Locality) {
 	set("mtls_mode", c.MTLSMode)
 }
 
-func (p *Process) ready() (bool, string) { return p.Proxy.Ready() }
+// ready is the proxy's readiness and, with mesh mTLS, having an SVID: a
+// sidecar without one would fail every mTLS handshake.
+func (p *Process) ready() (bool, string) {
+	if p.sds != nil && !p.sds.hasSVID() {
+		return false, "waiting for the workload's SVID from the issuer"
+	}
+	return p.Proxy.Ready()
+}
 
 func (p *Process) configDump() any {
 	d := map[string]any{"proxy": p.Proxy.ConfigDump()}
@@ -456,6 +465,12 @@ type localSDS struct {
 	mu   sync.Mutex // serialises applies, in order
 	last *config.Snapshot
 	svid *config.Secret
+}
+
+func (l *localSDS) hasSVID() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.svid != nil
 }
 
 func (l *localSDS) setSnapshot(s *config.Snapshot) error {
