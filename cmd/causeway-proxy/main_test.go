@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -41,10 +42,12 @@ func TestSIGTERMDrainsGracefully(t *testing.T) {
 	go backend.Serve(lis)
 	defer backend.Close()
 
-	listen, admin := freePort(t), freePort(t)
+	// The proxy's own listeners go on a loopback IP of their own with fixed
+	// ports, so no concurrent test can take them before the proxy binds.
+	ip, listen, admin := fmt.Sprintf("127.%d.%d.%d", 64+rand.IntN(64), rand.IntN(256), 1+rand.IntN(254)), 15001, 15000
 	boot := filepath.Join(dir, "bootstrap.yaml")
 	_, bport, _ := net.SplitHostPort(lis.Addr().String())
-	os.WriteFile(boot, []byte(fmt.Sprintf(bootstrap, admin, listen, bport)), 0o644)
+	os.WriteFile(boot, []byte(fmt.Sprintf(bootstrap, ip, admin, ip, listen, bport)), 0o644)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -63,8 +66,8 @@ func TestSIGTERMDrainsGracefully(t *testing.T) {
 	}()
 	defer cmd.Process.Kill()
 
-	url := fmt.Sprintf("http://127.0.0.1:%d/slow", listen)
-	waitReady(t, fmt.Sprintf("http://127.0.0.1:%d/ready", admin))
+	url := fmt.Sprintf("http://%s:%d/slow", ip, listen)
+	waitReady(t, fmt.Sprintf("http://%s:%d/ready", ip, admin))
 
 	result := make(chan string, 1)
 	go func() {
@@ -90,7 +93,7 @@ func TestSIGTERMDrainsGracefully(t *testing.T) {
 	poll := time.NewTicker(10 * time.Millisecond)
 	defer poll.Stop()
 	for {
-		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", listen), time.Second)
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("%s:%d", ip, listen), time.Second)
 		if err != nil {
 			break
 		}
@@ -115,11 +118,11 @@ func TestSIGTERMDrainsGracefully(t *testing.T) {
 
 const bootstrap = `
 admin:
-  address: {socket_address: {address: 127.0.0.1, port_value: %d}}
+  address: {socket_address: {address: %s, port_value: %d}}
 static_resources:
   listeners:
   - name: out
-    address: {socket_address: {address: 127.0.0.1, port_value: %d}}
+    address: {socket_address: {address: %s, port_value: %d}}
     filter_chains:
     - filters:
       - name: envoy.filters.network.http_connection_manager
@@ -141,16 +144,6 @@ static_resources:
       - lb_endpoints:
         - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %s}}}
 `
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 func waitReady(t *testing.T, url string) {
 	t.Helper()
