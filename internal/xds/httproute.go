@@ -66,17 +66,20 @@ func GatewayVirtualHosts(t *model.RouteTable, o HTTPRouteOptions) ([]*routev3.Vi
 // routes: the caller's name and domains (the service's names), with the
 // routes of the table's virtual hosts ("*" only: GAMMA ignores hostnames)
 // in order. A request that matches no route gets 404, as Gateway API
-// specifies for a service with routes attached.
+// specifies for a service with routes attached. The virtual host is
+// always returned; routes that fail validation are left out of it and
+// named in the error.
 func MeshVirtualHost(name string, domains []string, t *model.RouteTable, o HTTPRouteOptions) (*routev3.VirtualHost, error) {
 	vh := &routev3.VirtualHost{Name: name, Domains: domains}
+	var errs []error
 	for i := range t.VirtualHosts {
 		routes, err := HTTPRoutes(t.VirtualHosts[i].Routes, o)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", t.Parent, err)
+			errs = append(errs, fmt.Errorf("%s: %w", t.Parent, err))
 		}
 		vh.Routes = append(vh.Routes, routes...)
 	}
-	return vh, nil
+	return vh, errors.Join(errs...)
 }
 
 // HTTPRoutes turns model route entries (in precedence order) into Envoy

@@ -128,8 +128,17 @@ func OutboundName(port uint32) string { return "outbound_" + strconv.FormatUint(
 //     <svc>.<ns> and, in the node's own namespace, <svc>; an exported
 //     service adds a virtual host <svc>.<ns>.svc.clusterset.local. One
 //     route, prefix "/", to the EDS cluster, with the default retry policy.
+//   - GAMMA: a route table of s.Routes whose parent is the service (for
+//     the cluster.local host) or its ServiceImport (the clusterset.local
+//     host, then served even when not exported) replaces that route with
+//     the table's routes, the default retry policy becoming the virtual
+//     host's. Producer tables apply to every node, a consumer table only
+//     to nodes of its namespace, where it wins over the producer's.
+//     Gateway tables are ignored (they are the ingress proxy's).
 //   - Clusters: ClusterName per HTTP service port (this cluster's
-//     endpoints) and, when exported, ClustersetName (every cluster's);
+//     endpoints) and, when exported or named by a ServiceImport backend or
+//     parent of an applicable table, ClustersetName (every cluster's; an
+//     empty EDS cluster when no service of s has that HTTP port);
 //     HTTP/2 upstream for grpc/http2/h2c ports; outlier detection and the
 //     retry budget of EDSCluster.
 //   - Endpoints: one ClusterLoadAssignment per cluster, see
@@ -147,13 +156,27 @@ type servicePieces struct {
 	clusters, endpoints, listeners []types.Resource
 	vhosts                         map[uint32][]*routev3.VirtualHost // by service port
 	ports                          []uint32                          // HTTP ports, in the service's order
-	errs                           []error                           // validation failures of the above
+	// Validation failures of the clusters and listeners, the endpoints
+	// and the virtual hosts (kept apart: each part may be reused alone).
+	clusterErrs, endpointErrs, hostErrs []error
 }
 
+// reuse says which parts of a service's last translation still hold.
+type reuse struct {
+	// clusters: clusters, api listeners and ports (the service's ports,
+	// export, identities and clusterset needs are unchanged).
+	clusters  bool
+	endpoints bool // the load assignments (and the above)
+	hosts     bool // the virtual hosts: the route tables are equal (and clusters)
+}
+
+func (r reuse) all() bool { return r.clusters && r.endpoints && r.hosts }
+
 // translate is Translate; with memo (Translator), a service equal to the
-// one the memo saw last time reuses its resources (the same pointers, so
-// Server.Publish neither compares nor marshals them again), and so does a
-// route configuration whose virtual hosts are all reused.
+// one the memo saw last time, under equal route tables, reuses its
+// resources (the same pointers, so Server.Publish neither compares nor
+// marshals them again), and so does a route configuration whose virtual
+// hosts are all reused.
 func translate(s *model.Snapshot, n Node, o TranslateOptions, memo *classMemo) (Resources, error) {
 	co := DefaultClusterOptions
 	if o.Cluster != nil {
@@ -170,19 +193,27 @@ func translate(s *model.Snapshot, n Node, o TranslateOptions, memo *classMemo) (
 	var errs []error
 	byPort := map[uint32][]*routev3.VirtualHost{}
 	var ports []uint32
+	mesh := indexMeshRoutes(s, n.Namespace)
 	for i := range s.Services {
 		sv := &s.Services[i]
-		var pc, shape *servicePieces
+		mr := mesh[serviceKey{sv.Namespace, sv.Name}]
+		var pc, prev *servicePieces
+		var keep reuse
 		if memo != nil {
-			pc, shape = memo.service(sv, s.Cluster)
-		}
-		if pc == nil {
-			pc = translateService(sv, s.Cluster, n, co, retry, shape, mtls)
-			if memo != nil {
-				memo.keep(sv, s.Cluster, pc)
+			prev, keep = memo.service(sv, s.Cluster, mr)
+			if keep.all() {
+				pc = prev
 			}
 		}
-		errs = append(errs, pc.errs...)
+		if pc == nil {
+			pc = translateService(sv, s.Cluster, n, co, retry, mtls, mr, prev, keep)
+			if memo != nil {
+				memo.keep(sv, s.Cluster, mr, pc)
+			}
+		}
+		errs = append(errs, pc.clusterErrs...)
+		errs = append(errs, pc.endpointErrs...)
+		errs = append(errs, pc.hostErrs...)
 		r.Clusters = append(r.Clusters, pc.clusters...)
 		r.Endpoints = append(r.Endpoints, pc.endpoints...)
 		r.Listeners = append(r.Listeners, pc.listeners...)
@@ -192,6 +223,21 @@ func translate(s *model.Snapshot, n Node, o TranslateOptions, memo *classMemo) (
 			}
 			byPort[port] = append(byPort[port], pc.vhosts[port]...)
 		}
+	}
+	for _, name := range orphanSets(s, mesh) {
+		var c, cla types.Resource
+		if memo != nil {
+			c, cla = memo.orphan(name)
+		}
+		if c == nil {
+			c, cla = orphanCluster(name, co)
+			errs = append(errs, validate(c), validate(cla))
+			if memo != nil {
+				memo.keepOrphan(name, c, cla)
+			}
+		}
+		r.Clusters = append(r.Clusters, c)
+		r.Endpoints = append(r.Endpoints, cla)
 	}
 	if memo != nil {
 		memo.sweep()
@@ -216,7 +262,9 @@ func translate(s *model.Snapshot, n Node, o TranslateOptions, memo *classMemo) (
 			}
 			l := HTTPListener(name, addr, false, name)
 			rc := &routev3.RouteConfiguration{Name: name, VirtualHosts: vhs}
-			errs = append(errs, validate(l), validate(rc))
+			// The virtual hosts were validated by translateService: check
+			// the configuration's own fields.
+			errs = append(errs, validate(l), validate(&routev3.RouteConfiguration{Name: name}))
 			if memo != nil {
 				memo.keepPort(port, addr, vhs, l, rc)
 			}
@@ -253,78 +301,119 @@ func translate(s *model.Snapshot, n Node, o TranslateOptions, memo *classMemo) (
 }
 
 // translateService builds one service's clusters, load assignments,
-// virtual hosts (by port) and, for a proxyless node, api listeners, and
-// validates them. shape, when not nil, is the service's last translation
-// and differs only in endpoints: its clusters, virtual hosts and listeners
-// are reused and only the load assignments are built.
-func translateService(sv *model.Service, cluster string, n Node, co ClusterOptions, retry Retry, shape *servicePieces, mtls bool) *servicePieces {
-	if shape != nil {
-		pc := &servicePieces{clusters: shape.clusters, listeners: shape.listeners, vhosts: shape.vhosts, ports: shape.ports}
-		for _, p := range sv.Ports {
-			if portClass(p) == protoOther {
-				continue
-			}
-			pc.endpoints = append(pc.endpoints, loadAssignment(ClusterName(sv.Namespace, sv.Name, p.Port), sv, p, cluster, n))
-			if sv.Exported {
-				pc.endpoints = append(pc.endpoints, loadAssignment(ClustersetName(sv.Namespace, sv.Name, p.Port), sv, p, "", n))
-			}
-		}
-		for _, res := range pc.endpoints {
-			if err := validate(res); err != nil {
-				pc.errs = append(pc.errs, err)
-			}
-		}
-		return pc
+// virtual hosts (by port; a GAMMA table of mr replaces the default route)
+// and, for a proxyless node, api listeners, and validates them. prev, when
+// not nil, is the service's last translation and keep says which of its
+// parts still hold; only the others are built.
+func translateService(sv *model.Service, cluster string, n Node, co ClusterOptions, retry Retry, mtls bool, mr *meshRoutes, prev *servicePieces, keep reuse) *servicePieces {
+	pc := &servicePieces{}
+	if keep.clusters {
+		pc.clusters, pc.listeners, pc.ports, pc.clusterErrs = prev.clusters, prev.listeners, prev.ports, prev.clusterErrs
 	}
-	pc := &servicePieces{vhosts: map[uint32][]*routev3.VirtualHost{}}
+	if keep.endpoints {
+		pc.endpoints, pc.endpointErrs = prev.endpoints, prev.endpointErrs
+	}
+	if keep.hosts {
+		pc.vhosts, pc.hostErrs = prev.vhosts, prev.hostErrs
+	} else {
+		pc.vhosts = map[uint32][]*routev3.VirtualHost{}
+	}
+	var ids []string
+	if mtls && !keep.clusters {
+		ids = identities(sv)
+	}
 	for _, p := range sv.Ports {
 		class := portClass(p)
 		if class == protoOther {
 			continue
 		}
-		opts := co
-		opts.HTTP2 = class != protoHTTP1
 		local := ClusterName(sv.Namespace, sv.Name, p.Port)
-		var ids []string
-		if mtls {
-			ids = identities(sv)
+		set := ""
+		if sv.Exported || mr.clusterset(p.Port) {
+			set = ClustersetName(sv.Namespace, sv.Name, p.Port)
 		}
-		eds := func(name string) *clusterv3.Cluster {
-			c := EDSCluster(name, opts)
-			if len(ids) > 0 {
-				withUpstreamMTLS(c, ids, opts.HTTP2)
+		if !keep.clusters {
+			opts := co
+			opts.HTTP2 = class != protoHTTP1
+			eds := func(name string) *clusterv3.Cluster {
+				c := EDSCluster(name, opts)
+				if len(ids) > 0 {
+					withUpstreamMTLS(c, ids, opts.HTTP2)
+				}
+				return c
 			}
-			return c
+			pc.clusters = append(pc.clusters, eds(local))
+			if set != "" {
+				pc.clusters = append(pc.clusters, eds(set))
+			}
+			if !slices.Contains(pc.ports, p.Port) {
+				pc.ports = append(pc.ports, p.Port)
+			}
 		}
-		pc.clusters = append(pc.clusters, eds(local))
-		pc.endpoints = append(pc.endpoints, loadAssignment(local, sv, p, cluster, n))
-		if _, ok := pc.vhosts[p.Port]; !ok {
-			pc.ports = append(pc.ports, p.Port)
+		if !keep.endpoints {
+			pc.endpoints = append(pc.endpoints, loadAssignment(local, sv, p, cluster, n))
+			if set != "" {
+				pc.endpoints = append(pc.endpoints, loadAssignment(set, sv, p, "", n))
+			}
 		}
-		fqdn := sv.Name + "." + sv.Namespace + ".svc.cluster.local"
-		domains := []string{fqdn, sv.Name + "." + sv.Namespace + ".svc", sv.Name + "." + sv.Namespace}
-		if sv.Namespace == n.Namespace {
-			domains = append(domains, sv.Name)
-		}
-		pc.vhosts[p.Port] = append(pc.vhosts[p.Port], virtualHost(local, domains, local, retry))
-		if sv.Exported {
-			set := ClustersetName(sv.Namespace, sv.Name, p.Port)
-			pc.clusters = append(pc.clusters, eds(set))
-			pc.endpoints = append(pc.endpoints, loadAssignment(set, sv, p, "", n))
-			pc.vhosts[p.Port] = append(pc.vhosts[p.Port], virtualHost(set, []string{sv.Name + "." + sv.Namespace + ".svc.clusterset.local"}, set, retry))
+		if !keep.hosts && !n.Proxyless {
+			domains := []string{sv.Name + "." + sv.Namespace + ".svc.cluster.local", sv.Name + "." + sv.Namespace + ".svc", sv.Name + "." + sv.Namespace}
+			if sv.Namespace == n.Namespace {
+				domains = append(domains, sv.Name)
+			}
+			pc.vhosts[p.Port] = append(pc.vhosts[p.Port], pc.host(local, domains, mr.table(model.ParentService, p.Port), retry))
+			if sv.Exported || mr.clustersetHost(p.Port) {
+				domains := []string{sv.Name + "." + sv.Namespace + ".svc.clusterset.local"}
+				pc.vhosts[p.Port] = append(pc.vhosts[p.Port], pc.host(set, domains, mr.table(model.ParentServiceImport, p.Port), retry))
+			}
 		}
 	}
-	if n.Proxyless {
-		pc.listeners = serviceAPIListeners(sv, n)
+	if !keep.clusters {
+		if n.Proxyless {
+			pc.listeners = serviceAPIListeners(sv, n)
+		}
+		pc.clusterErrs = validateAll(nil, pc.clusters, pc.listeners)
 	}
-	for _, list := range [][]types.Resource{pc.clusters, pc.endpoints, pc.listeners} {
-		for _, res := range list {
-			if err := validate(res); err != nil {
-				pc.errs = append(pc.errs, err)
+	if !keep.endpoints {
+		pc.endpointErrs = validateAll(nil, pc.endpoints)
+	}
+	if !keep.hosts {
+		// Virtual hosts are validated here, once when built, not with
+		// each route configuration that holds them (a route change then
+		// costs its service's hosts, not the whole configuration's).
+		for _, port := range pc.ports {
+			for _, vh := range pc.vhosts[port] {
+				if err := validate(vh); err != nil {
+					pc.hostErrs = append(pc.hostErrs, err)
+				}
 			}
 		}
 	}
 	return pc
+}
+
+// host is the virtual host of one service port: the GAMMA table's routes
+// when t is not nil, else the default route to cluster.
+func (pc *servicePieces) host(cluster string, domains []string, t *model.RouteTable, retry Retry) *routev3.VirtualHost {
+	if t == nil {
+		return virtualHost(cluster, domains, cluster, retry)
+	}
+	vh, err := meshHost(cluster, domains, t, retry)
+	if err != nil {
+		pc.hostErrs = append(pc.hostErrs, fmt.Errorf("xds translate: virtual host %q: %w", cluster, err))
+	}
+	return vh
+}
+
+func validateAll(errs []error, lists ...[]types.Resource) []error {
+	for _, list := range lists {
+		for _, res := range list {
+			if err := validate(res); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errs
 }
 
 func virtualHost(name string, domains []string, cluster string, retry Retry) *routev3.VirtualHost {

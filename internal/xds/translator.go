@@ -6,15 +6,18 @@ import (
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 
 	"github.com/causewaymesh/causeway/internal/model"
 )
 
 // Translator is Translate with memory: per node class, it keeps what each
-// service translated to last time and reuses those messages (the same
-// pointers) for a service that is equal to the one it saw, so a change to
-// one service rebuilds, validates and (in Server.Publish) marshals that
-// service's resources only. The output is the same as Translate's.
+// service translated to last time, with the GAMMA route tables that
+// applied to it, and reuses those messages (the same pointers) for a
+// service that is equal to the one it saw under equal tables, so a change
+// to one service or to one service's routes rebuilds, validates and (in
+// Server.Publish) marshals that service's resources only. The output is
+// the same as Translate's.
 //
 // Safe for concurrent use; calls are serialised.
 type Translator struct {
@@ -36,7 +39,7 @@ func (t *Translator) Translate(s *model.Snapshot, n Node) (Resources, error) {
 	c := n.Class()
 	m := t.classes[c]
 	if m == nil {
-		m = &classMemo{services: map[serviceKey]*serviceMemo{}, ports: map[uint32]*portMemo{}}
+		m = &classMemo{services: map[serviceKey]*serviceMemo{}, ports: map[uint32]*portMemo{}, orphans: map[string]*orphanMemo{}}
 		t.classes[c] = m
 	}
 	return translate(s, n, t.o, m)
@@ -54,8 +57,14 @@ type serviceKey struct{ namespace, name string }
 type serviceMemo struct {
 	sv      model.Service // the input, as it was (the model is immutable)
 	cluster string        // the snapshot's cluster it was translated in
+	routes  *meshRoutes   // the route tables that applied (nil: none)
 	pieces  *servicePieces
 	used    bool // seen by the translation in progress
+}
+
+type orphanMemo struct {
+	cluster, cla types.Resource
+	used         bool
 }
 
 type portMemo struct {
@@ -71,25 +80,45 @@ type portMemo struct {
 type classMemo struct {
 	services map[serviceKey]*serviceMemo
 	ports    map[uint32]*portMemo
+	orphans  map[string]*orphanMemo // by cluster name
 }
 
-// service is the remembered pieces of sv, or nil when sv changed; then
-// shape is the remembered pieces when only the endpoints changed.
-func (m *classMemo) service(sv *model.Service, cluster string) (pieces, shape *servicePieces) {
+// service is the remembered translation of sv (nil when there is none
+// that can be reused) under routes mr, and which of its parts still hold.
+// When all do, the pieces are reused whole and marked used.
+func (m *classMemo) service(sv *model.Service, cluster string, mr *meshRoutes) (*servicePieces, reuse) {
 	e := m.services[serviceKey{sv.Namespace, sv.Name}]
-	if e == nil || e.cluster != cluster || !sameShape(&e.sv, sv) || !slices.Equal(identities(&e.sv), identities(sv)) {
+	if e == nil || e.cluster != cluster || !sameShape(&e.sv, sv) || !sameClusters(e.routes, mr) ||
+		!slices.Equal(identities(&e.sv), identities(sv)) {
 		// Identities shape the clusters' mTLS SAN lists.
+		return nil, reuse{}
+	}
+	keep := reuse{clusters: true, endpoints: sameEndpoints(&e.sv, sv), hosts: sameTables(e.routes, mr)}
+	if keep.all() {
+		// The tables compare equal: remember this snapshot's, so the next
+		// comparison is by pointer when the routes do not change.
+		e.used, e.routes = true, mr
+	}
+	return e.pieces, keep
+}
+
+func (m *classMemo) keep(sv *model.Service, cluster string, mr *meshRoutes, pc *servicePieces) {
+	m.services[serviceKey{sv.Namespace, sv.Name}] = &serviceMemo{sv: *sv, cluster: cluster, routes: mr, pieces: pc, used: true}
+}
+
+// orphan is the remembered empty clusterset cluster and load assignment
+// of name (see orphanSets), or nils.
+func (m *classMemo) orphan(name string) (cluster, cla types.Resource) {
+	e := m.orphans[name]
+	if e == nil {
 		return nil, nil
 	}
-	if !sameEndpoints(&e.sv, sv) {
-		return nil, e.pieces
-	}
 	e.used = true
-	return e.pieces, nil
+	return e.cluster, e.cla
 }
 
-func (m *classMemo) keep(sv *model.Service, cluster string, pc *servicePieces) {
-	m.services[serviceKey{sv.Namespace, sv.Name}] = &serviceMemo{sv: *sv, cluster: cluster, pieces: pc, used: true}
+func (m *classMemo) keepOrphan(name string, cluster, cla types.Resource) {
+	m.orphans[name] = &orphanMemo{cluster: cluster, cla: cla, used: true}
 }
 
 // port is the remembered listener and route configuration of port when
@@ -107,11 +136,18 @@ func (m *classMemo) keepPort(port uint32, addr string, vhs []*routev3.VirtualHos
 	m.ports[port] = &portMemo{addr: addr, vhosts: vhs, l: l, rc: rc, used: true}
 }
 
-// sweep forgets the services not seen since the last sweep.
+// sweep forgets the services and orphan clusters not seen since the last
+// sweep.
 func (m *classMemo) sweep() {
 	for k, e := range m.services {
 		if !e.used {
 			delete(m.services, k)
+		}
+		e.used = false
+	}
+	for k, e := range m.orphans {
+		if !e.used {
+			delete(m.orphans, k)
 		}
 		e.used = false
 	}
