@@ -31,6 +31,11 @@
 // goes away in the middle of an HTTP/1.1 request is noticed when a write to
 // it fails; the request upstream stays bounded by the route timeout.
 //
+// A TLS passthrough listener (config.Listener.SNI) reads each connection's
+// ClientHello on a goroutine of its own without answering it, picks the
+// destination by server name and forwards every byte to it: the proxy never
+// terminates that TLS (east-west gateways, TLSRoutes).
+//
 // A listener in mTLS PERMISSIVE mode (config.DownstreamTLS.Permissive) reads
 // each connection's first byte on a goroutine of its own, off the accept
 // loop: a TLS handshake record gets TLS, anything else plaintext.

@@ -189,6 +189,10 @@ func (ln *listener) dispatch(c net.Conn) {
 		ln.sniff(l, c)
 		return
 	}
+	if l.SNI != nil {
+		ln.routeSNI(l, c)
+		return
+	}
 	if l.TLS != nil {
 		c = tls.Server(c, ln.tlsConfig)
 	}
@@ -258,7 +262,7 @@ func (ln *listener) sniff(l *config.Listener, c net.Conn) {
 			c.Close()
 			return
 		}
-		var conn net.Conn = &prefixConn{Conn: c, prefix: b[0], unread: true}
+		var conn net.Conn = &prefixConn{Conn: c, prefix: b[:]}
 		if b[0] == tlsRecordHandshake {
 			conn = tls.Server(conn, ln.tlsConfig)
 		}
@@ -270,18 +274,17 @@ func (ln *listener) sniff(l *config.Listener, c net.Conn) {
 // sends (the ClientHello).
 const tlsRecordHandshake = 0x16
 
-// prefixConn gives back one byte already read from the connection.
+// prefixConn gives back bytes already read from the connection.
 type prefixConn struct {
 	net.Conn
-	prefix byte
-	unread bool
+	prefix []byte
 }
 
 func (c *prefixConn) Read(p []byte) (int, error) {
-	if c.unread && len(p) > 0 {
-		p[0] = c.prefix
-		c.unread = false
-		return 1, nil
+	if len(c.prefix) > 0 {
+		n := copy(p, c.prefix)
+		c.prefix = c.prefix[n:]
+		return n, nil
 	}
 	return c.Conn.Read(p)
 }

@@ -36,14 +36,18 @@ func (d Direction) String() string {
 	return "outbound"
 }
 
-// Listener accepts connections on one address. Exactly one of HTTP and TCP
-// is set.
+// Listener accepts connections on one address. Exactly one of HTTP, TCP and
+// SNI is set.
 type Listener struct {
 	Name      string
 	Address   string // host:port, e.g. 127.0.0.1:15001
 	Direction Direction
 	HTTP      *HTTPListener
 	TCP       *TCPListener
+	// SNI routes TLS connections without terminating them (passthrough),
+	// by the server name of their ClientHello: east-west gateways and
+	// Gateway API TLSRoutes. TLS must be nil.
+	SNI []*SNIChain
 	// TLS, when set, terminates TLS on accepted connections.
 	TLS *DownstreamTLS
 }
@@ -78,6 +82,15 @@ type TCPListener struct {
 	// RBAC filters run, in order, when a connection is accepted (after the
 	// TLS handshake); a refused connection is closed.
 	RBAC []*RBAC
+}
+
+// SNIChain is one destination of an SNI listener. ServerNames are exact
+// names or "*.suffix" wildcards; a chain without names is the default.
+// Matching is exact first, then the longest wildcard, then the default; a
+// connection that matches nothing, or sends no ClientHello, is closed.
+type SNIChain struct {
+	ServerNames []string
+	TCP         *TCPListener
 }
 
 // DownstreamTLS terminates TLS with a certificate from SDS.

@@ -73,18 +73,76 @@ func (c *collector) listener(l *listenerv3.Listener) *config.Listener {
 		}
 	}
 	fcs := l.GetFilterChains()
-	switch len(fcs) {
-	case 0:
-		c.addf("filter_chains", "send one filter chain (two for mTLS PERMISSIVE)", "no filter chains")
-		return out
-	case 1:
+	switch {
+	case len(fcs) == 0:
+		c.addf("filter_chains", "send one filter chain (two for mTLS PERMISSIVE, one per server name for TLS passthrough)", "no filter chains")
+	case anyServerNames(fcs):
+		c.sniChains(fcs, out)
+	case len(fcs) == 1:
 		c.filterChain("filter_chains[0]", fcs[0], out, false)
-	case 2:
+	case len(fcs) == 2:
 		c.permissiveChains(fcs, out)
 	default:
-		c.addf("filter_chains", "send one filter chain, or two matched on transport_protocol \"tls\" and \"raw_buffer\" for mTLS PERMISSIVE", "%d filter chains", len(fcs))
+		c.addf("filter_chains", "send one filter chain, two matched on transport_protocol \"tls\" and \"raw_buffer\" for mTLS PERMISSIVE, or chains matched on server_names for TLS passthrough", "%d filter chains", len(fcs))
 	}
 	return out
+}
+
+func anyServerNames(fcs []*listenerv3.FilterChain) bool {
+	for _, fc := range fcs {
+		if len(fc.GetFilterChainMatch().GetServerNames()) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// sniChains accepts TLS passthrough: chains matched on
+// filter_chain_match.server_names (one chain may have none: the default),
+// each with a tcp_proxy and no transport socket.
+func (c *collector) sniChains(fcs []*listenerv3.FilterChain, out *config.Listener) {
+	const fix = "for TLS passthrough give each chain filter_chain_match.server_names (exact or \"*.suffix\"; at most one chain without names), no transport_socket, and a tcp_proxy"
+	seen := map[string]int{}
+	defaults := 0
+	for i, fc := range fcs {
+		p := idx("filter_chains", i)
+		m := fc.GetFilterChainMatch()
+		c.only(join(p, "filter_chain_match"), m, "server_names", "transport_protocol")
+		if tp := m.GetTransportProtocol(); tp != "" && tp != "tls" {
+			c.addf(join(p, "filter_chain_match.transport_protocol"), fix, "transport_protocol %q", tp)
+		}
+		if fc.GetTransportSocket() != nil {
+			c.unsupported(join(p, "transport_socket"), "on a passthrough chain", fix)
+		}
+		names := m.GetServerNames()
+		if len(names) == 0 {
+			defaults++
+			if defaults > 1 {
+				c.addf(join(p, "filter_chain_match"), fix, "a second chain without server_names")
+			}
+		}
+		for j, n := range names {
+			if prev, dup := seen[n]; dup {
+				c.addf(idx(join(p, "filter_chain_match.server_names"), j), fix, "server name %q is also in filter_chains[%d]", n, prev)
+			}
+			seen[n] = i
+			if n == "" || strings.Contains(strings.TrimPrefix(n, "*."), "*") {
+				c.addf(idx(join(p, "filter_chain_match.server_names"), j), fix, "server name %q: want an exact name or *.suffix", n)
+			}
+		}
+		var one config.Listener
+		c.filterChain(p, &listenerv3.FilterChain{Filters: fc.GetFilters()}, &one, false)
+		if one.TCP == nil {
+			if one.HTTP != nil {
+				c.unsupported(join(p, "filters"), "http_connection_manager on a passthrough chain", fix)
+			}
+			continue
+		}
+		if len(one.TCP.RBAC) > 0 {
+			c.unsupported(join(p, "filters"), "envoy.filters.network.rbac on a passthrough chain", "authorize at the destination, which sees the peer's certificate")
+		}
+		out.SNI = append(out.SNI, &config.SNIChain{ServerNames: names, TCP: one.TCP})
+	}
 }
 
 // permissiveChains accepts the mTLS PERMISSIVE shape: two chains with the

@@ -154,3 +154,40 @@ func TestTranslateNetworkRBACAndPermissive(t *testing.T) {
 	_, err = TranslateListener(permissive(func(_, raw *listenerv3.FilterChain) { raw.FilterChainMatch.TransportProtocol = "quic" }))
 	checkErr(t, err, []string{`filter_chains[0].filter_chain_match.transport_protocol: transport_protocol "quic"`})
 }
+
+func TestTranslateSNIPassthrough(t *testing.T) {
+	chain := func(cluster string, names ...string) *listenerv3.FilterChain {
+		fc := tcpListener(t, "x", 1, cluster).FilterChains[0]
+		if len(names) > 0 {
+			fc.FilterChainMatch = &listenerv3.FilterChainMatch{ServerNames: names, TransportProtocol: "tls"}
+		}
+		return fc
+	}
+	l := tcpListener(t, "ew", 15443, "unused")
+	l.FilterChains = []*listenerv3.FilterChain{chain("a", "a.shop.svc.clusterset.local"), chain("b", "*.billing.svc.clusterset.local"), chain("d")}
+	got, err := TranslateListener(l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.SNI) != 3 || got.SNI[0].TCP.Cluster != "a" || got.SNI[1].ServerNames[0] != "*.billing.svc.clusterset.local" || len(got.SNI[2].ServerNames) != 0 || got.TCP != nil {
+		t.Fatalf("SNI chains: %+v", got.SNI)
+	}
+	for name, mod := range map[string]func(*listenerv3.Listener){
+		`server name "a.shop.svc.clusterset.local" is also in filter_chains[0]`: func(l *listenerv3.Listener) {
+			l.FilterChains = append(l.FilterChains, chain("e", "a.shop.svc.clusterset.local"))
+		},
+		"a second chain without server_names": func(l *listenerv3.Listener) { l.FilterChains = append(l.FilterChains, chain("e")) },
+		`server name "a*.x": want an exact name or *.suffix`: func(l *listenerv3.Listener) {
+			l.FilterChains = append(l.FilterChains, chain("e", "a*.x"))
+		},
+		"unsupported: filter_chains[0].transport_socket (on a passthrough chain)": func(l *listenerv3.Listener) {
+			l.FilterChains[0].TransportSocket = tlsSocket(t, &tlsv3.DownstreamTlsContext{})
+		},
+	} {
+		l := tcpListener(t, "ew", 15443, "unused")
+		l.FilterChains = []*listenerv3.FilterChain{chain("a", "a.shop.svc.clusterset.local"), chain("d")}
+		mod(l)
+		_, err := TranslateListener(l)
+		checkErr(t, err, []string{name})
+	}
+}

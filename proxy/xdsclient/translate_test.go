@@ -122,7 +122,7 @@ func TestTranslateListener(t *testing.T) {
 		}), wantErr: []string{`listener "l": filter_chains[0].filters[1].typed_config: unsupported filter "envoy.filters.network.rbac"`, "use envoy.filters.network.rbac, then http_connection_manager or tcp_proxy"}},
 		{name: "filter chain match", in: mod(httpListener(t, "l", 1, "rc"), func(l *listenerv3.Listener) {
 			l.FilterChains[0].FilterChainMatch = &listenerv3.FilterChainMatch{ServerNames: []string{"a"}}
-		}), wantErr: []string{`listener "l": unsupported: filter_chains[0].filter_chain_match`}},
+		}), wantErr: []string{`listener "l": unsupported: filter_chains[0].filters (http_connection_manager on a passthrough chain)`}},
 		{name: "two chains", in: mod(httpListener(t, "l", 1, "rc"), func(l *listenerv3.Listener) {
 			l.FilterChains = append(l.FilterChains, l.FilterChains[0])
 		}), wantErr: []string{`filter_chains: no chain matches transport_protocol "tls"`}},
