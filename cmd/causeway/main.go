@@ -1,7 +1,7 @@
-// Command causeway is Causeway's control plane and CLI. Today it offers
-// `demo` (a sidecar failing over between localities, driven by a live xDS
-// server) and `version`; `control-plane`, `up`, `status`, `explain`, `link`
-// and `inject` arrive with their issues.
+// Command causeway is Causeway's control plane and CLI: `control-plane`,
+// `inject -f` (offline sidecar injection), `demo` (a sidecar failing over
+// between localities, driven by a live xDS server) and `version`; `up`,
+// `status`, `explain` and `link` arrive with their issues.
 package main
 
 import (
@@ -22,12 +22,14 @@ func main() { os.Exit(run(os.Args[1:])) }
 
 func run(args []string) int {
 	if len(args) == 0 {
-		fmt.Fprintln(os.Stderr, "usage: causeway demo [--keep] | causeway version")
+		fmt.Fprintln(os.Stderr, "usage: causeway control-plane ... | causeway inject -f FILE | causeway demo [--keep] | causeway version")
 		return 2
 	}
 	switch args[0] {
 	case "control-plane":
 		return runControlPlane(args[1:])
+	case "inject":
+		return runInject(args[1:], os.Stdin, os.Stdout, os.Stderr)
 	case "version":
 		fmt.Println("causeway", version)
 		return 0
@@ -49,6 +51,6 @@ func run(args []string) int {
 		}
 		return 0
 	}
-	fmt.Fprintf(os.Stderr, "causeway: unknown command %q; try demo or version\n", args[0])
+	fmt.Fprintf(os.Stderr, "causeway: unknown command %q; try control-plane, inject, demo or version\n", args[0])
 	return 2
 }
