@@ -87,3 +87,4 @@ testbins:
 # first, and fail rather than skip if they are missing.
 unit: testbins
 unit: export CAUSEWAY_REQUIRE_TESTBINS := 1
+include hack/manifests/manifests.mk

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -23,7 +24,10 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/causewaymesh/causeway/discovery"
+	"github.com/causewaymesh/causeway/federation"
+	"github.com/causewaymesh/causeway/gateway/controller"
 	"github.com/causewaymesh/causeway/internal/controlplane"
+	"github.com/causewaymesh/causeway/internal/model"
 	"github.com/causewaymesh/causeway/internal/trustplane"
 	"github.com/causewaymesh/causeway/internal/xds"
 	"github.com/causewaymesh/causeway/trust/issuer"
@@ -42,6 +46,12 @@ type controlPlaneConfig struct {
 	CADir, SVIDListen, BundleListen string
 	TokensFile                      string
 	CASecret                        string
+	// Federation (internal/controlplane.Federation) and the Gateway API
+	// controller, merged with the source by controlplane.Merger.
+	FederationListen  string
+	Peers             peerFlags
+	Staleness         time.Duration
+	GatewayController bool
 }
 
 func (c *controlPlaneConfig) flags(fs *flag.FlagSet) {
@@ -62,6 +72,10 @@ func (c *controlPlaneConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.SVIDListen, "svid-listen", "127.0.0.1:15012", "SVID issuer listen address (with --mtls)")
 	fs.StringVar(&c.BundleListen, "bundle-listen", "127.0.0.1:15013", `SPIFFE bundle endpoint listen address (with --mtls; "" for none)`)
 	fs.StringVar(&c.TokensFile, "tokens-file", "", "bootstrap tokens of the workloads (with --mtls and --source folder; see docs/trust.md); with --source kubernetes, service-account tokens are checked by TokenReview instead")
+	fs.StringVar(&c.FederationListen, "federation-listen", "", "serve this cluster's exported services to the --peer control planes on this address (mutual TLS; with --mtls)")
+	fs.Var(&c.Peers, "peer", "a peer control plane, repeatable: cluster=<name>,trust-domain=<td>[,federation=<host:port>][,bundle=<https url>][,bundle-file=<PEM of the peer's roots>]; federation= imports from it, bundle= keeps its trust bundle fresh (https_spiffe bootstrapped from bundle-file, else https_web) (with --mtls)")
+	fs.DurationVar(&c.Staleness, "staleness", federation.DefaultStalenessWindow, "how long a disconnected peer's imports keep serving (marked stale) before they are withdrawn")
+	fs.BoolVar(&c.GatewayController, "gateway-controller", false, "run the Gateway API controller and serve its routes (with --source kubernetes)")
 }
 
 func (c *controlPlaneConfig) validate() error {
@@ -90,6 +104,7 @@ func (c *controlPlaneConfig) validate() error {
 	if c.MTLS && c.Source == "folder" && c.TokensFile == "" {
 		errs = append(errs, errors.New("--tokens-file: required with --mtls --source folder; give the workloads' bootstrap tokens"))
 	}
+	errs = append(errs, c.validateFederation()...)
 	return errors.Join(errs...)
 }
 
@@ -116,10 +131,12 @@ func runControlPlane(args []string) int {
 	var (
 		src      discovery.Source
 		problems func() []discovery.Problem
+		rc       *rest.Config
 	)
 	switch c.Source {
 	case "kubernetes":
-		rc, err := kubeConfig(c.Kubeconfig)
+		var err error
+		rc, err = kubeConfig(c.Kubeconfig)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "causeway control-plane:", err)
 			return 2
@@ -148,6 +165,42 @@ func runControlPlane(args []string) int {
 		}
 		to.MTLS = &xds.MTLS{Bundles: plane.Bundles}
 	}
+	// With federation or the Gateway API controller the control plane
+	// serves the merge of the source, the imports and the routes; the
+	// exporter gets the source's snapshots as they are.
+	var (
+		merger *controlplane.Merger
+		fed    *controlplane.Federation
+		gw     *controller.Controller
+	)
+	if len(c.Peers) > 0 || c.GatewayController {
+		var err error
+		merger, err = controlplane.NewMerger(controlplane.MergerOptions{Local: src, Cluster: c.Cluster, Registerer: reg, Logger: log,
+			OnLocal: func(s *model.Snapshot) {
+				if fed != nil {
+					fed.Update(s)
+				}
+			}})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "causeway control-plane:", err)
+			return 1
+		}
+		src = merger
+	}
+	if len(c.Peers) > 0 {
+		var err error
+		if fed, err = newFederation(&c, plane, merger, reg, log); err != nil {
+			fmt.Fprintln(os.Stderr, "causeway control-plane:", err)
+			return 1
+		}
+	}
+	if c.GatewayController {
+		var err error
+		if gw, err = controller.New(controller.Options{Config: rc, Cluster: c.Cluster, OnRoutes: merger.SetRoutes, Registerer: reg, Logger: log}); err != nil {
+			fmt.Fprintln(os.Stderr, "causeway control-plane:", err)
+			return 1
+		}
+	}
 	cp, err := controlplane.New(controlplane.Options{
 		Cluster: c.Cluster, Network: c.Network, XDSAddress: c.XDS, Debounce: c.Debounce,
 		Translate: to,
@@ -169,6 +222,11 @@ func runControlPlane(args []string) int {
 		for _, p := range problems() {
 			fmt.Fprintln(w, p.Error())
 		}
+		if merger != nil {
+			for _, cf := range merger.Conflicts() {
+				fmt.Fprintln(w, "merge:", cf.Error())
+			}
+		}
 	})
 	mux.HandleFunc("/ready", func(w http.ResponseWriter, _ *http.Request) {
 		if cp.Model() == nil {
@@ -176,6 +234,13 @@ func runControlPlane(args []string) int {
 			return
 		}
 		fmt.Fprintln(w, "ready")
+	})
+	mux.HandleFunc("/federation", func(w http.ResponseWriter, _ *http.Request) {
+		if fed == nil {
+			fmt.Fprintln(w, "no federation (--peer)")
+			return
+		}
+		writeFederationStatus(w, fed)
 	})
 	admin := &http.Server{Addr: c.Admin, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	adminErr := make(chan error, 1)
@@ -191,9 +256,37 @@ func runControlPlane(args []string) int {
 	} else {
 		close(planeDone)
 	}
+	var (
+		side    sync.WaitGroup
+		sideErr = make(chan error, 2)
+	)
+	if fed != nil {
+		side.Go(func() {
+			if err := fed.Run(ctx); err != nil {
+				sideErr <- err
+				stop()
+			}
+		})
+		log.Info("federation started", "listen", fed.Addr(), "peers", c.Peers.String(), "staleness", c.Staleness)
+	}
+	if gw != nil {
+		side.Go(func() {
+			if err := gw.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				sideErr <- fmt.Errorf("gateway controller: %w", err)
+				stop()
+			}
+		})
+	}
 	runErr := cp.Run(ctx, src)
 	stop()
 	<-planeDone
+	side.Wait()
+	close(sideErr)
+	for err := range sideErr {
+		if runErr == nil || errors.Is(runErr, context.Canceled) {
+			runErr = err
+		}
+	}
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_ = admin.Shutdown(shutdownCtx)

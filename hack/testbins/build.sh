@@ -3,8 +3,9 @@
 # repository's git-ignored bin/). Run it through `make testbins`.
 #
 # Binaries: etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
-# kwok, echo-basic. Versions are pinned by the go.mod files beside this script;
-# nothing is downloaded as a prebuilt binary.
+# kubectl (manifests tests: apply -k, auth can-i), kwok, echo-basic. Versions
+# are pinned by the go.mod files beside this script; nothing is downloaded as a
+# prebuilt binary.
 #
 # Reuse, cheapest first:
 #   1. $BIN/.testbins-stamp holds the version hash the binaries in $BIN were
@@ -27,7 +28,7 @@ GO="${GO:-go}"
 K8S_VERSION=v1.37.2
 K8S_MAJOR=1
 K8S_MINOR=37
-NAMES=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok echo-basic)
+NAMES=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok echo-basic)
 
 hash="$(
 	{
@@ -66,7 +67,8 @@ if ! complete "$cache"; then
 	(cd "$HERE" && "$GO" build -ldflags "$ldflags" -o "$tmp/" ./etcd \
 		k8s.io/kubernetes/cmd/kube-apiserver \
 		k8s.io/kubernetes/cmd/kube-controller-manager \
-		k8s.io/kubernetes/cmd/kube-scheduler)
+		k8s.io/kubernetes/cmd/kube-scheduler \
+		k8s.io/kubernetes/cmd/kubectl)
 	echo "testbins: building kwok"
 	(cd "$HERE/kwok" && "$GO" build -ldflags "-s -w" -o "$tmp/" sigs.k8s.io/kwok/cmd/kwok)
 	echo "testbins: building echo-basic"

@@ -15,6 +15,18 @@
 // counted by type and node. When the last node of a class goes, the
 // class's snapshot is forgotten.
 //
+// Merger (merger.go) is the discovery.Source to hand Run when the cluster
+// federates or runs the Gateway API controller: it wraps the discovery
+// source and emits internal/merge's merge of the local snapshot, the
+// federation imports (SetImports) and the route tables (SetRoutes) each
+// time an input changes and the merge differs. Federation (federation.go)
+// is one control plane's federation side on the trust plane: the exporter
+// fed with local snapshots (MergerOptions.OnLocal = Federation.Update),
+// the importer (OnImports = Merger.SetImports) and the fetcher of peers'
+// trust bundles. `causeway control-plane` wires them from --peer,
+// --federation-listen, --staleness and --gateway-controller
+// (docs/control-plane.md, "Federation").
+//
 // Concurrency: Run owns the debounce loop; go-control-plane calls the
 // stream callbacks from its own goroutines. c.mu serialises the node table,
 // the current model and publishing, so a node that connects during a push

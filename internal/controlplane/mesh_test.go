@@ -334,16 +334,3 @@ func lastLogEntry(t *testing.T, path string) map[string]any {
 	}
 	return e
 }
-
-// freePort is a port that was free on 127.0.0.1 a moment ago. Another
-// process may take it before the caller binds it: prefer podLoopbackIP with
-// a fixed port where the address must be known before binding.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}

@@ -1,3 +1,6 @@
+// +groupName=security.causeway.dev
+// +versionName=v1alpha1
+
 // Package policy is Causeway's authorization API: the AuthorizationPolicy
 // resource (security.causeway.dev/v1alpha1, CRD in
 // manifests/crds/causeway), its validation with errors that name the field

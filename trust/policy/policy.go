@@ -26,6 +26,10 @@ func GroupVersionResource() schema.GroupVersionResource {
 }
 
 // AuthorizationPolicy is the Kubernetes resource.
+//
+// +kubebuilder:resource:scope=Namespaced,shortName=authzpolicy
+// +kubebuilder:printcolumn:name="Action",type=string,JSONPath=`.spec.action`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type AuthorizationPolicy struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
@@ -35,41 +39,72 @@ type AuthorizationPolicy struct {
 // Spec is what the policy says.
 type Spec struct {
 	// TargetRefs name the Services of the policy's namespace it applies
-	// to; empty means all of them.
+	// to (their inbound side); empty means all of them.
+	// +kubebuilder:validation:MaxItems=16
 	TargetRefs []TargetRef `json:"targetRefs,omitempty"`
-	// Action is Allow or Deny.
+	// Action is Allow or Deny. Deny policies are checked first; once an
+	// Allow policy applies to a Service, only requests an Allow policy
+	// matches get through. An Allow policy without rules allows nothing.
+	// +kubebuilder:validation:Enum=Allow;Deny
 	Action string `json:"action"`
 	// Rules: a request matches the policy when it matches one rule.
+	// +kubebuilder:validation:MaxItems=64
 	Rules []Rule `json:"rules,omitempty"`
 }
 
 // TargetRef is a Gateway API LocalPolicyTargetReference.
 type TargetRef struct {
+	// +kubebuilder:validation:Enum=""
 	Group string `json:"group,omitempty"`
-	Kind  string `json:"kind"`
-	Name  string `json:"name"`
+	// +kubebuilder:validation:Enum=Service
+	Kind string `json:"kind"`
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Name string `json:"name"`
 }
 
 // Rule matches when one of From and one of To match; an empty list matches
 // anything.
 type Rule struct {
-	From []Source    `json:"from,omitempty"`
-	To   []Operation `json:"to,omitempty"`
+	// From are the callers; empty means any caller, also unauthenticated
+	// ones.
+	// +kubebuilder:validation:MaxItems=64
+	From []Source `json:"from,omitempty"`
+	// To are the operations; empty means any request.
+	// +kubebuilder:validation:MaxItems=64
+	To []Operation `json:"to,omitempty"`
 }
 
 // Source is a caller: a SPIFFE ID, every ID of a trust domain, or a
 // namespace (of TrustDomain if set, else of the cluster's own trust domain).
+//
+// +kubebuilder:validation:XValidation:rule="has(self.spiffeID) ? !has(self.trustDomain) && !has(self.namespace) : (has(self.trustDomain) || has(self.namespace))",message="set spiffeID, trustDomain or namespace (namespace may be combined with trustDomain)"
 type Source struct {
-	SPIFFEID    string `json:"spiffeID,omitempty"`
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:Pattern=`^spiffe://[a-z0-9._-]+(/.*)?$`
+	SPIFFEID string `json:"spiffeID,omitempty"`
+	// +kubebuilder:validation:MaxLength=255
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`
 	TrustDomain string `json:"trustDomain,omitempty"`
-	Namespace   string `json:"namespace,omitempty"`
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Namespace string `json:"namespace,omitempty"`
 }
 
 // Operation is what is asked; every non-empty list must match one entry.
 type Operation struct {
-	Ports   []int32  `json:"ports,omitempty"`
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:Minimum=1
+	// +kubebuilder:validation:items:Maximum=65535
+	Ports []int32 `json:"ports,omitempty"`
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:Pattern=`^[A-Z]+$`
 	Methods []string `json:"methods,omitempty"`
 	// Paths are exact, or prefixes when they end in "*".
+	// +kubebuilder:validation:MaxItems=32
+	// +kubebuilder:validation:items:MaxLength=1024
+	// +kubebuilder:validation:items:Pattern=`^/[^*]*\*?$`
 	Paths []string `json:"paths,omitempty"`
 }
 

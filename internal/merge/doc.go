@@ -1,0 +1,43 @@
+// Package merge combines what one control plane knows into the one model
+// snapshot it serves: the local discovery snapshot, the services imported
+// from federation peers, and the route tables of the Gateway API
+// controller. Merge is a pure function; the control plane
+// (internal/controlplane.Merger) calls it whenever an input changes.
+//
+// The rules:
+//
+//   - Local wins. Every field of the local snapshot (cluster, network, trust
+//     domain, namespaces, policies, and any added later) is carried over
+//     unchanged; merge only adds to Services and Routes.
+//   - A service imported under the namespace/name of a local service is that
+//     service: its imported endpoints (Cluster = the peer) are added to the
+//     local ones, so the clusterset load assignment (every cluster's ready
+//     endpoints) holds them all, while the cluster.local one (this cluster's
+//     endpoints only) is unchanged. Exported is set: the service answers as
+//     <svc>.<ns>.svc.clusterset.local (MCS: a ServiceImport exists).
+//   - A service only imported becomes a model Service with Exported set and
+//     only peers' endpoints. Exported is how the model marks "has a
+//     clusterset name": internal/xds builds the clusterset cluster and
+//     virtual host from it, with every cluster's endpoints. Its cluster.local
+//     cluster has no endpoints of this cluster (a caller of
+//     <svc>.<ns>.svc.cluster.local gets 503 "no healthy upstream").
+//   - Ports: this cluster's definition of a service wins. An imported port
+//     is added only when its name is new and adding it keeps the service
+//     valid (names unique and non-empty when there are several; one port
+//     per number); otherwise it is left out and reported as a Conflict.
+//     Imported endpoints keep their own target ports (by port name).
+//   - Imported endpoints that claim this cluster are left out (a peer cannot
+//     speak for this cluster) and reported.
+//   - Routes: the local snapshot's tables plus the controller's; where both
+//     have a table for the same parent, the controller's wins (reported).
+//
+// Output: canonical (every slice in model order), valid (Validate passes
+// when the inputs are valid: a local snapshot from discovery and imports
+// from federation.Importer, which validates every peer message), and
+// stable: the same inputs give an Equal snapshot, so a re-merge pushes
+// nothing. Slices of the inputs that merge does not change are shared with
+// the output (the model is immutable once published); merge never modifies
+// its inputs.
+//
+// Concurrency: Merge holds no state and may run on any goroutine.
+package merge
