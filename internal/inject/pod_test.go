@@ -3,6 +3,7 @@ package inject
 import (
 	"encoding/json"
 	"flag"
+	"github.com/causewaymesh/causeway/proxy/admin"
 	"io"
 	"os"
 	"path/filepath"
@@ -243,6 +244,24 @@ func TestPodShape(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, probes); diff != "" {
 		t.Errorf("%s (-want +got):\n%s", EnvAppProbes, diff)
+	}
+	// The sidecar reads the same variable: its parser must accept what the
+	// injector writes, with the same ports.
+	for _, e := range proxy.Env {
+		if e.Name != EnvAppProbes {
+			continue
+		}
+		side, err := admin.ParseAppProbes(e.Value)
+		if err != nil {
+			t.Fatalf("the sidecar refuses the injector's %s: %v", EnvAppProbes, err)
+		}
+		if len(side) != len(want) || side["/app-health/web/livez"].HTTPGet.Port != 8080 || side["/app-health/web/startupz"].GRPC.Service != "health" ||
+			side["/app-health/web/livez"].HTTPGet.HTTPHeaders[0].Name != "X-Probe" {
+			t.Errorf("the sidecar reads the probes differently: %+v", side)
+		}
+	}
+	if EnvAppProbes != admin.AppProbesEnv {
+		t.Errorf("injector writes %s, sidecar reads %s", EnvAppProbes, admin.AppProbesEnv)
 	}
 	web := got.Spec.Containers[0]
 	for name, p := range map[string]*corev1.Probe{"liveness": web.LivenessProbe, "readiness": web.ReadinessProbe, "startup": web.StartupProbe} {

@@ -34,6 +34,10 @@ type Sources struct {
 	// Drain backs POST /drain: it starts a graceful drain and returns
 	// promptly. It is called at most once.
 	Drain func()
+	// AppProbes back /app-health/...: the application's own health checks,
+	// which the injector rewrote to go through the sidecar (see
+	// AppProbesEnv).
+	AppProbes map[string]AppProbe
 }
 
 // Server is the admin HTTP server.
@@ -67,6 +71,7 @@ func New(addr string, s Sources) (*Server, error) {
 	mux.Handle("/config_dump", getOnly(http.HandlerFunc(a.configDump)))
 	mux.Handle("/clusters", getOnly(http.HandlerFunc(a.clusters)))
 	mux.HandleFunc("/drain", a.drain)
+	mux.Handle("/app-health/", getOnly(http.HandlerFunc(a.appHealth)))
 	// Go's profiler, for `go tool pprof http://<admin>/debug/pprof/profile`.
 	// The admin listener binds to loopback unless told otherwise.
 	mux.HandleFunc("/debug/pprof/", pprof.Index)

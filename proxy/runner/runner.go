@@ -79,6 +79,10 @@ type Config struct {
 	InboundIP    string
 	InboundPorts string
 	MTLSMode     string
+
+	// AppProbes is the JSON of the application's health checks moved to
+	// the sidecar (admin.AppProbesEnv); empty: read that variable.
+	AppProbes string
 }
 
 // DefaultConfig returns the defaults of every flag.
@@ -236,6 +240,17 @@ func Start(ctx context.Context, c Config, logw io.Writer) (*Process, error) {
 		al, closer = telemetry.NewAccessLog(f), f
 	}
 
+	probesJSON := c.AppProbes
+	if probesJSON == "" {
+		probesJSON = os.Getenv(admin.AppProbesEnv)
+	}
+	probes, err := admin.ParseAppProbes(probesJSON)
+	if err != nil {
+		if closer != nil {
+			closer.Close()
+		}
+		return nil, err
+	}
 	px := proxy.New(proxy.Options{Self: self, Metrics: metrics, AccessLog: al, Logger: log, DrainTimeout: c.DrainTimeout})
 	p := &Process{Proxy: px, cfg: c, log: log, done: make(chan struct{}), logOut: closer}
 
@@ -247,6 +262,7 @@ func Start(ctx context.Context, c Config, logw io.Writer) (*Process, error) {
 		ConfigDump: p.configDump,
 		Clusters:   px.ClustersStatus,
 		Drain:      func() { go p.drain() },
+		AppProbes:  probes,
 	})
 	if err != nil {
 		cancel()
