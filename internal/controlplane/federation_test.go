@@ -229,8 +229,8 @@ metadata: {name: cart, namespace: shop}
 	t.Logf("federated: cart in east's model %s after start", time.Since(start).Round(time.Millisecond))
 	t.Run("the import in east's model", func(t *testing.T) {
 		sv := imported()
-		if !sv.Exported || len(sv.Endpoints) != 1 {
-			t.Fatalf("imported cart: %+v, want exported with west's one endpoint", sv)
+		if !sv.Imported || sv.Exported || len(sv.Endpoints) != 1 {
+			t.Fatalf("imported cart: %+v, want imported (not exported here) with west's one endpoint", sv)
 		}
 		e := sv.Endpoints[0]
 		if e.Cluster != "west" || e.Identity != cartID || e.Address != podIP {

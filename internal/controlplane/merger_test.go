@@ -92,8 +92,8 @@ func TestMerger(t *testing.T) {
 	clash := &federation.Imports{Services: []model.Service{{Namespace: "shop", Name: "web", Ports: []model.ServicePort{{Name: "http", Port: 90, Protocol: model.TCP}}}}}
 	m.SetImports(clash)
 	s = next("the conflicting import")
-	if sv, _ := s.Service("shop", "web"); !sv.Exported || sv.Ports[0].Port != 80 {
-		t.Fatalf("web after a conflicting import: %+v, want exported with port 80", sv)
+	if sv, _ := s.Service("shop", "web"); !sv.Imported || sv.Ports[0].Port != 80 {
+		t.Fatalf("web after a conflicting import: %+v, want imported with port 80", sv)
 	}
 	if c := m.Conflicts(); len(c) != 1 || !strings.Contains(c[0].Error(), `service shop/web: ports["http"]`) {
 		t.Fatalf("Conflicts() = %v", c)
@@ -104,7 +104,7 @@ func TestMerger(t *testing.T) {
 
 	// Withdrawal: the import goes, web is local again.
 	m.SetImports(nil)
-	if s = next("the withdrawal"); len(s.Services) != 1 || s.Services[0].Exported {
+	if s = next("the withdrawal"); len(s.Services) != 1 || s.Services[0].Imported {
 		t.Fatalf("after the withdrawal:\n%s", s)
 	}
 	if len(locals) != 1 || locals[0] != l1 {

@@ -11,15 +11,16 @@
 //     unchanged; merge only adds to Services and Routes.
 //   - A service imported under the namespace/name of a local service is that
 //     service: its imported endpoints (Cluster = the peer) are added to the
-//     local ones, so the clusterset load assignment (every cluster's ready
-//     endpoints) holds them all, while the cluster.local one (this cluster's
-//     endpoints only) is unchanged. Exported is set: the service answers as
-//     <svc>.<ns>.svc.clusterset.local (MCS: a ServiceImport exists).
-//   - A service only imported becomes a model Service with Exported set and
-//     only peers' endpoints. Exported is how the model marks "has a
-//     clusterset name": internal/xds builds the clusterset cluster and
-//     virtual host from it, with every cluster's endpoints. Its cluster.local
-//     cluster has no endpoints of this cluster (a caller of
+//     local ones and Imported is set: the service answers as
+//     <svc>.<ns>.svc.clusterset.local (MCS: a ServiceImport exists). The
+//     clusterset load assignment holds the peers' endpoints, plus this
+//     cluster's only when it is Exported here (a ServiceExport of its own);
+//     the cluster.local one keeps this cluster's endpoints only. Exported is
+//     never changed: it means "exported from this cluster", which is what
+//     the exporter and the east-west gateway go by.
+//   - A service only imported becomes a model Service with Imported set and
+//     only peers' endpoints: internal/xds builds its clusterset cluster and
+//     virtual host. Its cluster.local cluster has no endpoints (a caller of
 //     <svc>.<ns>.svc.cluster.local gets 503 "no healthy upstream").
 //   - Ports: this cluster's definition of a service wins. An imported port
 //     is added only when its name is new and adding it keeps the service

@@ -80,7 +80,7 @@ func Merge(in Inputs) (*model.Snapshot, []Conflict) {
 func importedOnly(im *model.Service, cluster string, cs *[]Conflict) model.Service {
 	obj := objName{im.Namespace, im.Name}
 	return model.Service{
-		Namespace: im.Namespace, Name: im.Name, Exported: true,
+		Namespace: im.Namespace, Name: im.Name, Imported: true,
 		Ports:     unionPorts(nil, im.Ports, obj, cs),
 		Endpoints: foreignEndpoints(im.Endpoints, cluster, obj, cs),
 	}
@@ -90,7 +90,7 @@ func importedOnly(im *model.Service, cluster string, cs *[]Conflict) model.Servi
 func combined(l, im *model.Service, cluster string, cs *[]Conflict) model.Service {
 	obj := objName{l.Namespace, l.Name}
 	sv := *l
-	sv.Exported = true
+	sv.Imported = true
 	sv.Ports = unionPorts(l.Ports, im.Ports, obj, cs)
 	if eps := foreignEndpoints(im.Endpoints, cluster, obj, cs); len(eps) > 0 {
 		sv.Endpoints = mergeEndpoints(l.Endpoints, eps)

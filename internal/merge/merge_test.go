@@ -15,6 +15,12 @@ func ep(cluster, addr string, port uint32) model.Endpoint {
 		Identity: "spiffe://" + cluster + ".local/ns/shop/sa/cart"}
 }
 
+// imp marks a service as having peers' endpoints merged in.
+func imp(s model.Service) model.Service {
+	s.Imported = true
+	return s
+}
+
 func svc(name string, exported bool, ports []model.ServicePort, eps ...model.Endpoint) model.Service {
 	return model.Service{Namespace: "shop", Name: name, Exported: exported, Ports: ports, Endpoints: eps}
 }
@@ -48,83 +54,83 @@ func TestMerge(t *testing.T) {
 			in:   Inputs{Local: local(svc("cart", true, http80, ep("east", "10.0.0.1", 8080)))},
 		},
 		{
-			name: "imported only: a service with Exported and the peer's endpoints",
+			name: "imported only: a service with Imported (no ServiceExport here) and the peer's endpoints",
 			in: Inputs{Local: local(svc("web", false, http80)),
 				Imported: []model.Service{svc("cart", false, http8080, ep("west", "10.1.0.1", 8080))}},
-			want: local(svc("cart", true, http8080, ep("west", "10.1.0.1", 8080)), svc("web", false, http80)),
+			want: local(imp(svc("cart", false, http8080, ep("west", "10.1.0.1", 8080))), svc("web", false, http80)),
 		},
 		{
 			name: "same name: local and imported endpoints together, canonical order (cluster first)",
 			in: Inputs{Local: local(svc("cart", true, http80, ep("east", "10.0.0.2", 8080), ep("east", "10.0.0.1", 8080))),
 				Imported: []model.Service{svc("cart", false, http80, ep("alpha", "10.2.0.1", 9090), ep("west", "10.1.0.1", 8080))}},
-			want: local(svc("cart", true, http80, ep("alpha", "10.2.0.1", 9090), ep("east", "10.0.0.1", 8080),
-				ep("east", "10.0.0.2", 8080), ep("west", "10.1.0.1", 8080))),
+			want: local(imp(svc("cart", true, http80, ep("alpha", "10.2.0.1", 9090), ep("east", "10.0.0.1", 8080),
+				ep("east", "10.0.0.2", 8080), ep("west", "10.1.0.1", 8080)))),
 		},
 		{
 			name: "a local service not exported here but exported by a peer answers as clusterset",
 			in: Inputs{Local: local(svc("cart", false, http80, ep("east", "10.0.0.1", 8080))),
 				Imported: []model.Service{svc("cart", false, http80, ep("west", "10.1.0.1", 8080))}},
-			want: local(svc("cart", true, http80, ep("east", "10.0.0.1", 8080), ep("west", "10.1.0.1", 8080))),
+			want: local(imp(svc("cart", false, http80, ep("east", "10.0.0.1", 8080), ep("west", "10.1.0.1", 8080)))),
 		},
 		{
 			name: "an import with no endpoints still makes the clusterset name",
 			in: Inputs{Local: local(svc("cart", false, http80, ep("east", "10.0.0.1", 8080))),
 				Imported: []model.Service{svc("cart", false, http80)}},
-			want: local(svc("cart", true, http80, ep("east", "10.0.0.1", 8080))),
+			want: local(imp(svc("cart", false, http80, ep("east", "10.0.0.1", 8080)))),
 		},
 		{
 			name: "port of the same name, other number: this cluster's wins",
 			in: Inputs{Local: local(svc("cart", true, http80, ep("east", "10.0.0.1", 8080))),
 				Imported: []model.Service{svc("cart", false, http8080, ep("west", "10.1.0.1", 8080))}},
-			want:      local(svc("cart", true, http80, ep("east", "10.0.0.1", 8080), ep("west", "10.1.0.1", 8080))),
+			want:      local(imp(svc("cart", true, http80, ep("east", "10.0.0.1", 8080), ep("west", "10.1.0.1", 8080)))),
 			conflicts: []string{`service shop/cart: ports["http"]: imported as 8080/TCP but defined as 80/TCP`},
 		},
 		{
 			name: "a new named port is added",
 			in: Inputs{Local: local(svc("cart", true, http80)),
 				Imported: []model.Service{svc("cart", false, []model.ServicePort{{Name: "grpc", Port: 9090, Protocol: model.TCP, AppProtocol: "grpc"}, http80[0]})}},
-			want: local(svc("cart", true, []model.ServicePort{http80[0], {Name: "grpc", Port: 9090, Protocol: model.TCP, AppProtocol: "grpc"}})),
+			want: local(imp(svc("cart", true, []model.ServicePort{http80[0], {Name: "grpc", Port: 9090, Protocol: model.TCP, AppProtocol: "grpc"}}))),
 		},
 		{
 			name: "an unnamed imported port cannot join named ones",
 			in: Inputs{Local: local(svc("cart", true, http80)),
 				Imported: []model.Service{svc("cart", false, []model.ServicePort{{Port: 9090, Protocol: model.TCP}})}},
-			want:      local(svc("cart", true, http80)),
+			want:      local(imp(svc("cart", true, http80))),
 			conflicts: []string{`ports[""]: imported port 9090/TCP cannot be added: a service with several ports needs every port named`},
 		},
 		{
 			name: "a named imported port cannot join a local unnamed one",
 			in: Inputs{Local: local(svc("cart", true, []model.ServicePort{{Port: 80, Protocol: model.TCP}})),
 				Imported: []model.Service{svc("cart", false, http8080)}},
-			want:      local(svc("cart", true, []model.ServicePort{{Port: 80, Protocol: model.TCP}})),
+			want:      local(imp(svc("cart", true, []model.ServicePort{{Port: 80, Protocol: model.TCP}}))),
 			conflicts: []string{`ports["http"]: imported port 8080/TCP cannot be added`},
 		},
 		{
 			name: "an imported port on a number taken by another name",
 			in: Inputs{Local: local(svc("cart", true, http80)),
 				Imported: []model.Service{svc("cart", false, []model.ServicePort{{Name: "web", Port: 80, Protocol: model.TCP}})}},
-			want:      local(svc("cart", true, http80)),
+			want:      local(imp(svc("cart", true, http80))),
 			conflicts: []string{`ports["web"]: imported port 80/TCP is already port "http" here`},
 		},
 		{
 			name: "imported only, two peers disagree on a port: the lowest wins",
 			in: Inputs{Local: local(),
 				Imported: []model.Service{svc("cart", false, []model.ServicePort{http80[0], http8080[0]}, ep("north", "10.3.0.1", 80), ep("west", "10.1.0.1", 8080))}},
-			want:      local(svc("cart", true, http80, ep("north", "10.3.0.1", 80), ep("west", "10.1.0.1", 8080))),
+			want:      local(imp(svc("cart", false, http80, ep("north", "10.3.0.1", 80), ep("west", "10.1.0.1", 8080)))),
 			conflicts: []string{`ports["http"]: imported as 8080/TCP but defined as 80/TCP`},
 		},
 		{
 			name: "an imported endpoint that claims this cluster is left out",
 			in: Inputs{Local: local(),
 				Imported: []model.Service{svc("cart", false, http80, ep("east", "10.9.0.1", 80), ep("west", "10.1.0.1", 8080))}},
-			want:      local(svc("cart", true, http80, ep("west", "10.1.0.1", 8080))),
+			want:      local(imp(svc("cart", false, http80, ep("west", "10.1.0.1", 8080)))),
 			conflicts: []string{`service shop/cart: endpoints[10.9.0.1]: imported endpoint claims cluster "east"`},
 		},
 		{
 			name: "imports out of order and twice are normalised",
 			in: Inputs{Local: local(),
 				Imported: []model.Service{svc("web", false, http80), svc("cart", false, http80, ep("west", "10.1.0.1", 80)), svc("cart", false, http8080)}},
-			want:      local(svc("cart", true, http80, ep("west", "10.1.0.1", 80)), svc("web", true, http80)),
+			want:      local(imp(svc("cart", false, http80, ep("west", "10.1.0.1", 80))), imp(svc("web", false, http80))),
 			conflicts: []string{"service shop/cart: imports: imported twice"},
 		},
 		{

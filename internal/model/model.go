@@ -48,9 +48,16 @@ type Service struct {
 	Namespace string
 	Name      string
 	Ports     []ServicePort // sorted by port number, then protocol
-	// Exported: a ServiceExport of the same namespace/name exists, so the
-	// service answers as <name>.<namespace>.svc.clusterset.local.
+	// Exported: a ServiceExport of the same namespace/name exists in this
+	// cluster: the service answers as <name>.<namespace>.svc.clusterset.local,
+	// its endpoints are offered to peers and reachable through the east-west
+	// gateway.
 	Exported bool
+	// Imported: endpoints of peer clusters were merged in (internal/merge).
+	// The service answers as clusterset.local even if it is not exported
+	// here; its clusterset endpoints are then the peers' only (MCS: only
+	// exporting clusters back a ServiceImport).
+	Imported bool
 	// Endpoints sorted by cluster, address, ports, then workload.
 	Endpoints []Endpoint
 }
@@ -176,7 +183,7 @@ func (a *Snapshot) Equal(b *Snapshot) bool {
 
 // Equal reports whether two services (with their endpoints) are the same.
 func (a *Service) Equal(b *Service) bool {
-	return a.Namespace == b.Namespace && a.Name == b.Name && a.Exported == b.Exported &&
+	return a.Namespace == b.Namespace && a.Name == b.Name && a.Exported == b.Exported && a.Imported == b.Imported &&
 		slices.Equal(a.Ports, b.Ports) &&
 		slices.EqualFunc(a.Endpoints, b.Endpoints, func(x, y Endpoint) bool { return x.Equal(&y) })
 }
@@ -346,6 +353,9 @@ func (s *Snapshot) String() string {
 		fmt.Fprintf(&b, "service %s/%s", sv.Namespace, sv.Name)
 		if sv.Exported {
 			b.WriteString(" exported")
+		}
+		if sv.Imported {
+			b.WriteString(" imported")
 		}
 		b.WriteByte('\n')
 		for _, p := range sv.Ports {

@@ -31,7 +31,7 @@ func meshModel(tables ...model.RouteTable) *model.Snapshot {
 	s := &model.Snapshot{Cluster: "east", Services: []model.Service{
 		{Namespace: "shop", Name: "reviews", Ports: port(9080), Endpoints: []model.Endpoint{ep("10.0.0.1", "east")}},
 		{Namespace: "shop", Name: "reviews-v2", Ports: port(9080), Endpoints: []model.Endpoint{ep("10.0.0.2", "east")}},
-		{Namespace: "shop", Name: "catalog", Ports: port(80), Endpoints: []model.Endpoint{ep("10.0.1.1", "east"), ep("10.1.1.1", "west")}},
+		{Namespace: "shop", Name: "catalog", Ports: port(80), Imported: true, Endpoints: []model.Endpoint{ep("10.0.1.1", "east"), ep("10.1.1.1", "west")}},
 		{Namespace: "shop", Name: "ratings", Exported: true, Ports: port(80), Endpoints: []model.Endpoint{ep("10.0.2.1", "east")}},
 	}, Routes: slices.Clone(tables)}
 	s.Canonicalize()
@@ -296,13 +296,15 @@ func TestMeshRoutesClusters(t *testing.T) {
 		want   map[string]int // cluster → endpoints in its load assignment; -1: no such cluster
 	}{
 		{"no tables", nil, "shop", map[string]int{
-			ClustersetName("shop", "catalog", 80): -1, ClustersetName("shop", "gone", 80): -1,
+			ClustersetName("shop", "catalog", 80): 1, // imported: the clusterset name exists
+			ClustersetName("shop", "gone", 80):    -1,
 			ClustersetName("shop", "ratings", 80): 1, ClusterName("shop", "catalog", 80): 1,
 		}},
 		{"ServiceImport parent and backends", all, "shop", map[string]int{
-			// Not exported here: built for the routes, with every
-			// cluster's endpoints the model has.
-			ClustersetName("shop", "catalog", 80): 2, ClusterName("shop", "catalog", 80): 1,
+			// Imported, not exported here: the clusterset backends are
+			// the peers' endpoints only (MCS: exporting clusters back a
+			// ServiceImport).
+			ClustersetName("shop", "catalog", 80): 1, ClusterName("shop", "catalog", 80): 1,
 			// Not in the model: an empty assignment.
 			ClustersetName("shop", "gone", 80): 0,
 			// The gateway table is ignored.
@@ -313,7 +315,7 @@ func TestMeshRoutesClusters(t *testing.T) {
 		}, "shop", map[string]int{ClustersetName("shop", "reviews", 9080): -1}},
 		{"a consumer table's ServiceImport backend", []model.RouteTable{
 			meshTable(meshParent(model.ParentService, "reviews", 9080, "web"), prefixRoute("r", "/", importBackend("reviews", 9080, 1))),
-		}, "web", map[string]int{ClustersetName("shop", "reviews", 9080): 1}},
+		}, "web", map[string]int{ClustersetName("shop", "reviews", 9080): 0}}, // exported by no cluster: no backends
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

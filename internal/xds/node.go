@@ -37,6 +37,10 @@ type Node struct {
 	// the inbound listeners; empty means the namespace's mode (annotation
 	// causeway.dev/mtls-mode on the Namespace), else STRICT.
 	MTLSMode string
+	// EastWestPort is nonzero for an east-west gateway (metadata role
+	// "east-west"): the port it listens on at InboundIP (metadata
+	// eastwest_port, default 15443). See ParseEastWestNode.
+	EastWestPort uint32
 }
 
 // mTLS modes of a node's inbound listeners.
@@ -71,6 +75,11 @@ func NodeFromProto(n *corev3.Node, cluster, network string) (Node, error) {
 	}
 	out.Proxyless = strings.HasPrefix(n.GetUserAgentName(), "gRPC") || md["proxyless"].GetBoolValue() || str("proxyless") == "true"
 	var problems []string
+	ewPort, ewErr := ParseEastWestNode(n) // eastwest.go
+	out.EastWestPort = ewPort
+	if ewErr != nil {
+		problems = append(problems, ewErr.Error())
+	}
 	if out.ID == "" {
 		problems = append(problems, "node.id is empty: set a unique id per proxy (e.g. <pod>.<namespace>)")
 	}
@@ -96,7 +105,7 @@ func NodeFromProto(n *corev3.Node, cluster, network string) (Node, error) {
 			problems = append(problems, fmt.Sprintf(`node.metadata["inbound_ip"] %q: not an IP literal`, out.InboundIP))
 		}
 	}
-	if (out.InboundIP == "") != (out.InboundPorts == "") {
+	if !IsEastWestNode(n) && (out.InboundIP == "") != (out.InboundPorts == "") {
 		problems = append(problems, `node.metadata["inbound_ip"] and ["inbound_ports"] go together: set both (the endpoint address and "<port>=<app ip>:<app port>,...") or neither`)
 	}
 	if _, err := ParseInboundPorts(out.InboundPorts); err != nil {
@@ -123,6 +132,6 @@ func (n Node) Class() Node {
 // which every node of the class is served.
 func (n Node) Key() string {
 	c := n.Class()
-	return fmt.Sprintf("class|%s|%s|%s|%s|%s|%s|%t|%s|%s|%s|%s", c.Namespace, c.Cluster, c.Network,
-		c.Locality.Region, c.Locality.Zone, c.Locality.SubZone, c.Proxyless, c.OutboundIP, c.InboundIP, c.InboundPorts, c.MTLSMode)
+	return fmt.Sprintf("class|%s|%s|%s|%s|%s|%s|%t|%s|%s|%s|%s|%d", c.Namespace, c.Cluster, c.Network,
+		c.Locality.Region, c.Locality.Zone, c.Locality.SubZone, c.Proxyless, c.OutboundIP, c.InboundIP, c.InboundPorts, c.MTLSMode, c.EastWestPort)
 }

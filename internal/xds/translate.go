@@ -178,6 +178,9 @@ func (r reuse) all() bool { return r.clusters && r.endpoints && r.hosts }
 // marshals them again), and so does a route configuration whose virtual
 // hosts are all reused.
 func translate(s *model.Snapshot, n Node, o TranslateOptions, memo *classMemo) (Resources, error) {
+	if n.EastWestPort != 0 { // an east-west gateway: eastwest.go
+		return TranslateEastWest(s, n, n.EastWestPort)
+	}
 	co := DefaultClusterOptions
 	if o.Cluster != nil {
 		co = *o.Cluster
@@ -329,7 +332,7 @@ func translateService(sv *model.Service, cluster string, n Node, co ClusterOptio
 		}
 		local := ClusterName(sv.Namespace, sv.Name, p.Port)
 		set := ""
-		if sv.Exported || mr.clusterset(p.Port) {
+		if sv.Exported || sv.Imported || mr.clusterset(p.Port) {
 			set = ClustersetName(sv.Namespace, sv.Name, p.Port)
 		}
 		if !keep.clusters {
@@ -344,16 +347,17 @@ func translateService(sv *model.Service, cluster string, n Node, co ClusterOptio
 			}
 			pc.clusters = append(pc.clusters, eds(local))
 			if set != "" {
-				pc.clusters = append(pc.clusters, eds(set))
+				// The SNI a peer's east-west gateway routes by (eastwest.go).
+				pc.clusters = append(pc.clusters, WithGatewaySNI(eds(set), GatewaySNI(sv.Namespace, sv.Name, p.Port)))
 			}
 			if !slices.Contains(pc.ports, p.Port) {
 				pc.ports = append(pc.ports, p.Port)
 			}
 		}
 		if !keep.endpoints {
-			pc.endpoints = append(pc.endpoints, loadAssignment(local, sv, p, cluster, n))
+			pc.endpoints = append(pc.endpoints, loadAssignment(local, sv, p, cluster, "", n))
 			if set != "" {
-				pc.endpoints = append(pc.endpoints, loadAssignment(set, sv, p, "", n))
+				pc.endpoints = append(pc.endpoints, loadAssignment(set, sv, p, "", clustersetSkip(sv, cluster), n))
 			}
 		}
 		if !keep.hosts && !n.Proxyless {
@@ -362,7 +366,7 @@ func translateService(sv *model.Service, cluster string, n Node, co ClusterOptio
 				domains = append(domains, sv.Name)
 			}
 			pc.vhosts[p.Port] = append(pc.vhosts[p.Port], pc.host(local, domains, mr.table(model.ParentService, p.Port), retry))
-			if sv.Exported || mr.clustersetHost(p.Port) {
+			if sv.Exported || sv.Imported || mr.clustersetHost(p.Port) {
 				domains := []string{sv.Name + "." + sv.Namespace + ".svc.clusterset.local"}
 				pc.vhosts[p.Port] = append(pc.vhosts[p.Port], pc.host(set, domains, mr.table(model.ParentServiceImport, p.Port), retry))
 			}
@@ -466,7 +470,7 @@ func serviceAPIListeners(sv *model.Service, n Node) []types.Resource {
 			names = append(names, sv.Name)
 		}
 		add(ClusterName(sv.Namespace, sv.Name, p.Port), names)
-		if sv.Exported {
+		if sv.Exported || sv.Imported {
 			add(ClustersetName(sv.Namespace, sv.Name, p.Port), []string{sv.Name + "." + sv.Namespace + ".svc.clusterset.local"})
 		}
 	}
@@ -512,11 +516,21 @@ type localityKey struct {
 
 // loadAssignment builds the EDS resource of one service port. onlyCluster
 // limits it to endpoints of that cluster; "" takes every cluster.
-func loadAssignment(name string, sv *model.Service, p model.ServicePort, onlyCluster string, n Node) *endpointv3.ClusterLoadAssignment {
+// clustersetSkip is the cluster whose endpoints the clusterset assignment
+// leaves out: this one, when the service is not exported here (MCS: only
+// exporting clusters back the ServiceImport).
+func clustersetSkip(sv *model.Service, cluster string) string {
+	if sv.Exported {
+		return ""
+	}
+	return cluster
+}
+
+func loadAssignment(name string, sv *model.Service, p model.ServicePort, onlyCluster, skipCluster string, n Node) *endpointv3.ClusterLoadAssignment {
 	groups := map[localityKey][]*model.Endpoint{}
 	for i := range sv.Endpoints {
 		e := &sv.Endpoints[i]
-		if !e.Ready || (onlyCluster != "" && e.Cluster != onlyCluster) {
+		if !e.Ready || (onlyCluster != "" && e.Cluster != onlyCluster) || (skipCluster != "" && e.Cluster == skipCluster) {
 			continue
 		}
 		if _, ok := e.Port(p.Name); !ok {
