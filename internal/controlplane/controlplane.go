@@ -203,16 +203,20 @@ func (c *ControlPlane) loop(ctx context.Context, srcErr chan error) error {
 				continue // the window's end pushes the newest
 			}
 			if wait := c.o.Debounce - now.Sub(lastPush); c.o.Debounce < 0 || lastPush.IsZero() || wait <= 0 {
+				// The window starts when the push starts: read the clock
+				// before applying, so a change that arrives while the push
+				// runs is measured against it.
 				c.apply(ctx, pending, since, false)
-				pending, lastPush = nil, c.o.Now()
+				pending, lastPush = nil, now
 			} else {
 				timer = c.o.NewTimer(wait)
 				fire = timer.C()
 			}
 		case <-fire:
 			timer, fire = nil, nil
+			start := c.o.Now()
 			c.apply(ctx, pending, since, false)
-			pending, lastPush = nil, c.o.Now()
+			pending, lastPush = nil, start
 		case <-c.republish:
 			if m := c.Model(); m != nil {
 				c.apply(ctx, m, c.o.Now(), true)
