@@ -20,7 +20,7 @@ FUZZ_TARGETS := \
 	./trust/bundles:FuzzParseDocument \
 	./trust/issuer:FuzzSignCSR
 
-.PHONY: all build test unit fuzz lint tools bench generate demo clean
+.PHONY: all build test unit fuzz lint tools bench generate up demo clean
 
 all: build
 
@@ -65,6 +65,12 @@ bench: build
 # protoc-gen-go and protoc-gen-go-grpc pinned, in bin/), byte for byte.
 generate:
 	$(GO) generate ./...
+
+# The main job: three clusters federating on this machine, a failover
+# walk-through, then running until Ctrl-C (docs/up.md).
+up: build
+	$(GO) build -o $(BIN)/demoapp ./internal/up/demoapp
+	$(BIN)/causeway up --traffic
 
 demo: build
 	$(BIN)/causeway demo

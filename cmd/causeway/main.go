@@ -1,7 +1,8 @@
-// Command causeway is Causeway's control plane and CLI: `control-plane`,
+// Command causeway is Causeway's control plane and CLI: `up` (a whole
+// multi-cluster federation on this machine, internal/up), `control-plane`,
 // `inject -f` (offline sidecar injection), `demo` (a sidecar failing over
-// between localities, driven by a live xDS server) and `version`; `up`,
-// `status`, `explain` and `link` arrive with their issues.
+// between localities, driven by a live xDS server) and `version`; `status`,
+// `explain` and `link` arrive with their issues.
 package main
 
 import (
@@ -22,7 +23,7 @@ func main() { os.Exit(run(os.Args[1:])) }
 
 func run(args []string) int {
 	if len(args) == 0 {
-		fmt.Fprintln(os.Stderr, "usage: causeway control-plane ... | causeway inject -f FILE | causeway demo [--keep] | causeway version")
+		fmt.Fprintln(os.Stderr, "usage: causeway up [--traffic] | causeway control-plane ... | causeway inject -f FILE | causeway demo [--keep] | causeway version")
 		return 2
 	}
 	switch args[0] {
@@ -30,6 +31,8 @@ func run(args []string) int {
 		return runControlPlane(args[1:])
 	case "inject":
 		return runInject(args[1:], os.Stdin, os.Stdout, os.Stderr)
+	case "up":
+		return runUp(args[1:])
 	case "version":
 		fmt.Println("causeway", version)
 		return 0
@@ -51,6 +54,6 @@ func run(args []string) int {
 		}
 		return 0
 	}
-	fmt.Fprintf(os.Stderr, "causeway: unknown command %q; try control-plane, inject, demo or version\n", args[0])
+	fmt.Fprintf(os.Stderr, "causeway: unknown command %q; try up, control-plane, inject, demo or version\n", args[0])
 	return 2
 }

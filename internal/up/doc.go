@@ -1,0 +1,44 @@
+// Package up is the harness behind `causeway up`: a whole multi-cluster
+// federation on one machine, with no Kubernetes, as real processes.
+//
+// # What it owns
+//
+// Start reads a Topology (clusters with a region and zones, services with
+// replicas per cluster/zone, where the client runs) and, for each cluster:
+// writes a root CA (trust domain <cluster>.local), bootstrap tokens (one
+// per service account) and a folder of Kubernetes YAML (Nodes, Services,
+// Pods, EndpointSlices, ServiceExports); starts `causeway control-plane
+// --source folder --mtls` federated with every other cluster (--peer with
+// federation, bundle endpoint and the peer's root as bundle-file); then for
+// each pod a demo app (internal/up/demoapp) and a `causeway-proxy sidecar`
+// that gets its SVID from its cluster's issuer. Start returns once every
+// control plane and sidecar is ready, every import holds its peer's
+// exported endpoints and the client reaches every exported service by its
+// clusterset name.
+//
+// Addresses are on 127.0.0.0/8 with fixed ports, one loopback IP per
+// component, so nothing collides with other processes: control plane i on
+// 127.10.<i+1>.1 (xDS 15010, admin 15011, SVID issuer 15012, bundle
+// endpoint 15013, federation 15014); pod n of cluster i on 127.20.<i+1>.<n>
+// (sidecar inbound 8080, sidecar admin 15000, app 18080), its sidecar's
+// outbound listeners on 127.30.<i+1>.<n> (node metadata outbound_ip, via a
+// one-line bootstrap file). The network is flat: federation sends direct
+// endpoints; there is no east-west gateway yet.
+//
+// Every child runs in a process group of its own with Pdeathsig SIGKILL;
+// Close stops them all (SIGTERM, then SIGKILL after 3s), and Start stops
+// what it started when it fails. Errors name the cluster and component,
+// the log file and its last lines.
+//
+// Kill SIGKILLs pods (app and sidecar) and marks their endpoints not ready
+// in the folder, as Kubernetes would; KillProcesses leaves the endpoints
+// advertised, so only the data plane can fail over; Restore restarts them.
+// Drive and Walk send bounded traffic through the client's sidecar and
+// count every request.
+//
+// # Concurrency
+//
+// A Federation's methods are safe for concurrent use: the pods' processes
+// and ready flags and the folder writes are under one mutex. Each child
+// process has one goroutine waiting for it, which ends when it exits.
+package up
