@@ -234,16 +234,10 @@ type sniffingConn struct{ net.Conn }
 // accept loop: a TLS handshake record (0x16) gets TLS, anything else is
 // served in plaintext, without a peer identity.
 func (ln *listener) sniff(l *config.Listener, c net.Conn) {
-	sc := &sniffingConn{c}
-	ln.mu.Lock()
-	if ln.stopping {
-		ln.mu.Unlock()
-		c.Close()
+	sc, ok := ln.trackPending(c)
+	if !ok {
 		return
 	}
-	ln.tcpConns[sc] = struct{}{}
-	ln.wg.Add(1)
-	ln.mu.Unlock()
 	go func() {
 		defer ln.wg.Done()
 		timeout := 10 * time.Second // as the default request headers timeout
@@ -254,10 +248,7 @@ func (ln *listener) sniff(l *config.Listener, c net.Conn) {
 		var b [1]byte
 		_, err := io.ReadFull(c, b[:])
 		c.SetReadDeadline(time.Time{})
-		ln.mu.Lock()
-		delete(ln.tcpConns, sc)
-		stopping := ln.stopping
-		ln.mu.Unlock()
+		stopping := ln.untrackPending(sc)
 		if err != nil || stopping {
 			c.Close()
 			return
@@ -268,6 +259,32 @@ func (ln *listener) sniff(l *config.Listener, c net.Conn) {
 		}
 		ln.serveConn(l, conn)
 	}()
+}
+
+// trackPending registers a connection whose first bytes are being read off
+// the accept loop, so a stopping listener closes it; the caller runs a
+// goroutine that calls ln.wg.Done and untrackPending. It reports false (and
+// closes c) when the listener is stopping.
+func (ln *listener) trackPending(c net.Conn) (*sniffingConn, bool) {
+	sc := &sniffingConn{c}
+	ln.mu.Lock()
+	defer ln.mu.Unlock()
+	if ln.stopping {
+		c.Close()
+		return nil, false
+	}
+	ln.tcpConns[sc] = struct{}{}
+	ln.wg.Add(1)
+	return sc, true
+}
+
+// untrackPending ends trackPending; it reports whether the listener is
+// stopping, in which case the caller closes the connection.
+func (ln *listener) untrackPending(sc *sniffingConn) bool {
+	ln.mu.Lock()
+	defer ln.mu.Unlock()
+	delete(ln.tcpConns, sc)
+	return ln.stopping
 }
 
 // tlsRecordHandshake is the content type of the first record a TLS client

@@ -18,25 +18,16 @@ import (
 // cluster. The proxy never sees plaintext. It runs off the accept loop and
 // is tracked like a sniffing connection, so a stopping listener closes it.
 func (ln *listener) routeSNI(l *config.Listener, c net.Conn) {
-	sc := &sniffingConn{c}
-	ln.mu.Lock()
-	if ln.stopping {
-		ln.mu.Unlock()
-		c.Close()
+	sc, ok := ln.trackPending(c)
+	if !ok {
 		return
 	}
-	ln.tcpConns[sc] = struct{}{}
-	ln.wg.Add(1)
-	ln.mu.Unlock()
 	go func() {
 		defer ln.wg.Done()
 		c.SetReadDeadline(time.Now().Add(10 * time.Second))
 		name, hello, err := readClientHello(c)
 		c.SetReadDeadline(time.Time{})
-		ln.mu.Lock()
-		delete(ln.tcpConns, sc)
-		stopping := ln.stopping
-		ln.mu.Unlock()
+		stopping := ln.untrackPending(sc)
 		chain := pickSNIChain(l.SNI, name)
 		if err != nil || stopping || chain == nil {
 			if err == nil && chain == nil && !stopping {
