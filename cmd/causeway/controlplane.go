@@ -59,7 +59,7 @@ func (c *controlPlaneConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Dir, "dir", "", "folder of Kubernetes YAML (with --source folder)")
 	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "kubeconfig file (with --source kubernetes; default: in-cluster config, else $KUBECONFIG or ~/.kube/config)")
 	fs.StringVar(&c.XDS, "xds", "127.0.0.1:15010", "ADS (xDS) listen address")
-	fs.StringVar(&c.Admin, "admin", "127.0.0.1:15011", "admin listener: /metrics, /model, /problems, /ready")
+	fs.StringVar(&c.Admin, "admin", "127.0.0.1:15011", "admin listener: /metrics, /model, /problems, /federation, /status, /ready")
 	fs.StringVar(&c.Cluster, "cluster", "", "name of this cluster (required)")
 	fs.StringVar(&c.Network, "network", "", "name of this cluster's network")
 	fs.StringVar(&c.TrustDomain, "trust-domain", "", "SPIFFE trust domain (default <cluster>.local)")
@@ -242,6 +242,7 @@ func runControlPlane(args []string) int {
 		}
 		writeFederationStatus(w, fed)
 	})
+	mux.Handle("/status", cp.StatusHandler(controlplane.StatusSources{TrustDomain: c.TrustDomain, Federation: fed, Merger: merger, Problems: problems}))
 	admin := &http.Server{Addr: c.Admin, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	adminErr := make(chan error, 1)
 	go func() { adminErr <- admin.ListenAndServe() }()

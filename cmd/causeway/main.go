@@ -1,8 +1,9 @@
 // Command causeway is Causeway's control plane and CLI: `up` (a whole
-// multi-cluster federation on this machine, internal/up), `control-plane`,
-// `inject -f` (offline sidecar injection), `demo` (a sidecar failing over
-// between localities, driven by a live xDS server) and `version`; `status`,
-// `explain` and `link` arrive with their issues.
+// multi-cluster federation on this machine, internal/up), `status` (of a
+// `causeway up` or of control planes by address), `control-plane`, `inject
+// -f` (offline sidecar injection), `demo` (a sidecar failing over between
+// localities, driven by a live xDS server) and `version`; `explain` and
+// `link` arrive with their issues.
 package main
 
 import (
@@ -23,7 +24,7 @@ func main() { os.Exit(run(os.Args[1:])) }
 
 func run(args []string) int {
 	if len(args) == 0 {
-		fmt.Fprintln(os.Stderr, "usage: causeway up [--traffic] | causeway control-plane ... | causeway inject -f FILE | causeway demo [--keep] | causeway version")
+		fmt.Fprintln(os.Stderr, "usage: causeway up [--traffic] | causeway status [-o json] | causeway control-plane ... | causeway inject -f FILE | causeway demo [--keep] | causeway version")
 		return 2
 	}
 	switch args[0] {
@@ -33,6 +34,8 @@ func run(args []string) int {
 		return runInject(args[1:], os.Stdin, os.Stdout, os.Stderr)
 	case "up":
 		return runUp(args[1:])
+	case "status":
+		return runStatus(args[1:], os.Stdout, os.Stderr)
 	case "version":
 		fmt.Println("causeway", version)
 		return 0
@@ -54,6 +57,6 @@ func run(args []string) int {
 		}
 		return 0
 	}
-	fmt.Fprintf(os.Stderr, "causeway: unknown command %q; try up, control-plane, inject, demo or version\n", args[0])
+	fmt.Fprintf(os.Stderr, "causeway: unknown command %q; try up, status, control-plane, inject, demo or version\n", args[0])
 	return 2
 }

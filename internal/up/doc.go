@@ -25,6 +25,11 @@
 // one-line bootstrap file). The network is flat: federation sends direct
 // endpoints; there is no east-west gateway yet.
 //
+// Once the control planes are started, Start writes State (pid, work dir,
+// each cluster's admin URL) to <work dir>/status.json and to the pointer
+// file StatePath (Options.StateFile), where `causeway status` finds it;
+// Close removes both, the pointer only if it is still this process's.
+//
 // Every child runs in a process group of its own with Pdeathsig SIGKILL;
 // Close stops them all (SIGTERM, then SIGKILL after 3s), and Start stops
 // what it started when it fails. Errors name the cluster and component,

@@ -36,6 +36,9 @@ type Options struct {
 	Out io.Writer
 	// ReadyTimeout bounds the wait for everything to be ready (default 30s).
 	ReadyTimeout time.Duration
+	// StateFile is where `causeway status` looks for this federation
+	// (default StatePath(); "-": only <WorkDir>/status.json).
+	StateFile string
 }
 
 // Federation is a running federation. Its methods are safe for concurrent
@@ -50,6 +53,8 @@ type Federation struct {
 	pods    []*Pod
 	client  *Pod
 	started time.Time
+	// wroteState: the state files are ours to remove (under mu).
+	wroteState bool
 	// Ready is how long Start took, from the first process to all ready.
 	Ready time.Duration
 }
@@ -115,6 +120,10 @@ func Start(ctx context.Context, o Options) (_ *Federation, err error) {
 		f.cps = append(f.cps, p)
 		f.say("%-6s control plane  xds %s:%d  admin http://%s:%d  trust domain %s.local", c.Name, cpIP(i), portXDS, cpIP(i), portAdmin, c.Name)
 	}
+	if err := f.writeState(); err != nil {
+		return nil, err
+	}
+	f.say("`causeway status` finds this federation through %s", f.statePathShown())
 	for _, p := range f.pods {
 		if err := f.startPod(p); err != nil {
 			return nil, err
@@ -287,6 +296,7 @@ func (f *Federation) Close() {
 		procs = append(procs, p.app, p.sidecar)
 	}
 	procs = append(procs, f.cps...)
+	f.removeState()
 	f.mu.Unlock()
 	stopAll(procs, 3*time.Second)
 	if f.tmp {

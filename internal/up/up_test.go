@@ -2,6 +2,7 @@ package up
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
@@ -132,10 +133,12 @@ func TestCloseLeavesNothingRunning(t *testing.T) {
 	top := &Topology{Clusters: []ClusterSpec{{Name: "a", Region: "r", Zones: []string{"z1"}}, {Name: "b", Region: "r", Zones: []string{"z2"}}},
 		Services: []ServiceSpec{{Name: "echo", Export: true, Replicas: map[string]int{"b/z2": 1}}},
 		Client:   Placement{Cluster: "a", Zone: "z1"}}
-	f, err := Start(ctx, Options{Topology: top, BinDir: binDir})
+	state := filepath.Join(t.TempDir(), "causeway-up.json")
+	f, err := Start(ctx, Options{Topology: top, BinDir: binDir, StateFile: state})
 	if err != nil {
 		t.Fatal(err)
 	}
+	checkStatus(t, ctx, state)
 	var pids []int
 	for _, p := range f.Pods() {
 		for _, pr := range []*proc{p.app, p.sidecar} {
@@ -148,6 +151,9 @@ func TestCloseLeavesNothingRunning(t *testing.T) {
 		pids = append(pids, p.cmd.Process.Pid)
 	}
 	f.Close()
+	if _, err := os.Stat(state); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("state file after Close: %v, want removed", err)
+	}
 	for _, pid := range pids {
 		if err := syscall.Kill(-pid, 0); !errors.Is(err, syscall.ESRCH) {
 			t.Errorf("process group %d still has processes after Close (kill -0: %v)", pid, err)
@@ -170,4 +176,35 @@ func TestStartFailureNamesTheComponent(t *testing.T) {
 		t.Fatalf("Start: %v, want west's control plane named with its address", err)
 	}
 	t.Logf("error: %v", err)
+}
+
+// checkStatus reads the state file and cluster a's /status: a imports
+// echo from b over a connected link.
+func checkStatus(t *testing.T, ctx context.Context, path string) {
+	t.Helper()
+	s, err := ReadState(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Clusters) != 2 || s.Clusters[0].Name != "a" {
+		t.Fatalf("state %+v, want clusters a and b", s)
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.Clusters[0].Admin+"/status", nil)
+	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var r struct {
+		Cluster  string
+		Links    []struct{ Peer, State string }
+		Imported []struct{ Name string }
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Cluster != "a" || len(r.Links) != 1 || r.Links[0].Peer != "b" || r.Links[0].State != "connected" || len(r.Imported) != 1 || r.Imported[0].Name != "echo" {
+		t.Errorf("a's /status: %+v, want echo imported from b over a connected link", r)
+	}
 }
