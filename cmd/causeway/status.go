@@ -264,7 +264,7 @@ func writeStatusTable(w io.Writer, reports []controlplane.StatusReport) {
 			imported = append(imported, []string{r.Cluster, s.Namespace + "/" + s.Name, dash(strings.Join(s.Clusters, ",")), fmt.Sprintf("%d/%d", s.Ready, s.Endpoints)})
 		}
 		for _, p := range r.Proxies {
-			proxies = append(proxies, []string{r.Cluster, p.ID, p.Namespace, dash(p.Locality), p.Kind, strconv.Itoa(p.Streams)})
+			proxies = append(proxies, []string{r.Cluster, p.ID, p.Namespace, dash(p.Locality), p.Kind, strconv.Itoa(p.Streams), dash(ackedVersions(p.Acked))})
 		}
 		for _, p := range r.Problems {
 			problems = append(problems, []string{r.Cluster, p})
@@ -274,7 +274,7 @@ func writeStatusTable(w io.Writer, reports []controlplane.StatusReport) {
 	section("TRUST BUNDLES", "CLUSTER\tTRUST DOMAIN\tHEALTHY\tPROFILE\tSEQUENCE\tEXPIRY\tLAST REFRESH\tREFRESHES\tLAST ERROR", trust)
 	section("EXPORTED SERVICES", "CLUSTER\tSERVICE\tREADY/ENDPOINTS", exported)
 	section("IMPORTED SERVICES", "CLUSTER\tSERVICE\tFROM\tREADY/ENDPOINTS", imported)
-	section("PROXIES", "CLUSTER\tNODE ID\tNAMESPACE\tLOCALITY\tKIND\tSTREAMS", proxies)
+	section("PROXIES", "CLUSTER\tNODE ID\tNAMESPACE\tLOCALITY\tKIND\tSTREAMS\tCONFIG ACKED", proxies)
 	section("PROBLEMS", "CLUSTER\tPROBLEM", problems)
 	_ = tw.Flush()
 }
@@ -322,4 +322,19 @@ func short(d time.Duration) string {
 		return strconv.Itoa(int(d/time.Hour)) + "h"
 	}
 	return strconv.Itoa(int(d/(24*time.Hour))) + "d"
+}
+
+// ackedVersions prints a proxy's ACKed versions as "lds=v1 cds=v2 ...", in
+// xDS order; versions (content hashes) are cut to 8 characters.
+func ackedVersions(acked map[string]string) string {
+	var parts []string
+	for _, t := range []string{"lds", "rds", "cds", "eds", "sds"} {
+		if v, ok := acked[t]; ok {
+			if len(v) > 8 {
+				v = v[:8]
+			}
+			parts = append(parts, t+"="+v)
+		}
+	}
+	return strings.Join(parts, " ")
 }

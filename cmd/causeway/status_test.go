@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -76,7 +75,8 @@ func fixedReports() []controlplane.StatusReport {
 			Exported: []controlplane.ServiceStatus{{Namespace: "shop", Name: "checkout", Clusters: []string{"east"}, Endpoints: 2, Ready: 1}},
 			Imported: []controlplane.ServiceStatus{{Namespace: "shop", Name: "checkout", Clusters: []string{"north", "west"}, Endpoints: 4, Ready: 4}},
 			Proxies: []controlplane.ProxyStatus{
-				{ID: "checkout-0.shop.east", Namespace: "shop", Cluster: "east", Locality: "us-east/us-east-1a", Kind: "sidecar", Streams: 1},
+				{ID: "checkout-0.shop.east", Namespace: "shop", Cluster: "east", Locality: "us-east/us-east-1a", Kind: "sidecar", Streams: 1,
+					Acked: map[string]string{"lds": "3f2a9c1d0b7e", "cds": "8e1b2c3d", "eds": "77aa0b1c2d", "sds": "c0ffee12"}},
 				{ID: "client-0.shop.east", Namespace: "shop", Cluster: "east", Locality: "us-east/us-east-1a", Kind: "sidecar", Streams: 1},
 			},
 		},
@@ -205,17 +205,39 @@ func TestStatusOfARunningControlPlane(t *testing.T) {
 		Node: &corev3.Node{Id: "web-0.shop.east", Locality: &corev3.Locality{Region: "r1", Zone: "z1"}, Metadata: md}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.Recv(); err != nil {
-		t.Fatal(err)
-	}
-
-	// west's admin: a port that was free a moment ago.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	resp, err := st.Recv()
 	if err != nil {
 		t.Fatal(err)
 	}
-	down := "http://" + ln.Addr().String()
-	ln.Close()
+	// ACK it, and wait until the control plane has seen the ACK.
+	if err := st.Send(&discoverygrpc.DiscoveryRequest{TypeUrl: resourcev3.ClusterType, VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce()}); err != nil {
+		t.Fatal(err)
+	}
+	acked := func() string {
+		r, err := http.Get(admin.URL + "/status")
+		if err != nil {
+			return ""
+		}
+		defer r.Body.Close()
+		var rep controlplane.StatusReport
+		if json.NewDecoder(r.Body).Decode(&rep) != nil || len(rep.Proxies) != 1 {
+			return ""
+		}
+		return rep.Proxies[0].Acked["cds"]
+	}
+	deadline := time.After(5 * time.Second)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for acked() != resp.GetVersionInfo() {
+		select {
+		case <-deadline:
+			t.Fatalf("the proxy's ACK of CDS version %q never showed in /status", resp.GetVersionInfo())
+		case <-tick.C:
+		}
+	}
+
+	// west's admin: an address on a loopback IP nothing listens on.
+	down := "http://127.250.0.11:15011"
 	state := filepath.Join(t.TempDir(), "causeway-up.json")
 	b, _ := json.Marshal(up.State{PID: os.Getpid(), WorkDir: "/w", Clusters: []up.StateCluster{{Name: "east", Admin: admin.URL}, {Name: "west", Admin: down}}})
 	if err := os.WriteFile(state, b, 0o644); err != nil {

@@ -77,6 +77,9 @@ type ControlPlane struct {
 type nodeState struct {
 	node    xds.Node
 	streams int
+	// acked is the last version the node ACKed, by short type (lds, cds,
+	// ...): state-of-the-world requests carry it; delta requests do not.
+	acked map[string]string
 }
 
 // New starts the ADS server; call Run to feed it.
@@ -284,18 +287,18 @@ func (c *ControlPlane) callbacks() serverv3.Callbacks {
 	return serverv3.CallbackFuncs{
 		StreamOpenFunc: func(context.Context, int64, string) error { return nil },
 		StreamRequestFunc: func(id int64, req *discoverygrpc.DiscoveryRequest) error {
-			return c.onRequest(id, req.GetNode(), req.GetTypeUrl(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
+			return c.onRequest(id, req.GetNode(), req.GetTypeUrl(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil, req.GetVersionInfo())
 		},
 		StreamClosedFunc:    func(id int64, _ *corev3.Node) { c.onClosed(id) },
 		DeltaStreamOpenFunc: func(context.Context, int64, string) error { return nil },
 		StreamDeltaRequestFunc: func(id int64, req *discoverygrpc.DeltaDiscoveryRequest) error {
-			return c.onRequest(id, req.GetNode(), req.GetTypeUrl(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
+			return c.onRequest(id, req.GetNode(), req.GetTypeUrl(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil, "")
 		},
 		DeltaStreamClosedFunc: func(id int64, _ *corev3.Node) { c.onClosed(id) },
 	}
 }
 
-func (c *ControlPlane) onRequest(stream int64, pn *corev3.Node, typeURL, nackMsg string, nack bool) error {
+func (c *ControlPlane) onRequest(stream int64, pn *corev3.Node, typeURL, nackMsg string, nack bool, version string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	id, known := c.streams[stream]
@@ -325,6 +328,12 @@ func (c *ControlPlane) onRequest(stream int64, pn *corev3.Node, typeURL, nackMsg
 		if !served { // a node of a class already served shares its snapshot
 			c.publishLocked(context.Background(), st.node, map[xds.Node]xds.Resources{})
 		}
+	}
+	if st := c.nodes[id]; st != nil && !nack && version != "" {
+		if st.acked == nil {
+			st.acked = map[string]string{}
+		}
+		st.acked[shortType(typeURL)] = version
 	}
 	if nack {
 		c.metrics.nacks.WithLabelValues(shortType(typeURL), id).Inc()

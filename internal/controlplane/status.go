@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"encoding/json"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -104,6 +105,10 @@ type ProxyStatus struct {
 	// Kind is "sidecar", "proxyless" or "east-west".
 	Kind    string `json:"kind"`
 	Streams int    `json:"streams"`
+	// Acked is the config version the proxy last ACKed, by type (lds, cds,
+	// rds, eds, sds); state-of-the-world streams only (delta requests carry
+	// no version).
+	Acked map[string]string `json:"acked,omitempty"`
 }
 
 // StatusSources are what a status report reads besides the ControlPlane;
@@ -137,7 +142,7 @@ func (c *ControlPlane) Status(src StatusSources) StatusReport {
 			kind = "east-west"
 		}
 		r.Proxies = append(r.Proxies, ProxyStatus{ID: n.ID, Namespace: n.Namespace, Cluster: n.Cluster,
-			Locality: n.Locality.String(), Kind: kind, Streams: st.streams})
+			Locality: n.Locality.String(), Kind: kind, Streams: st.streams, Acked: maps.Clone(st.acked)})
 	}
 	c.mu.Unlock()
 	slices.SortFunc(r.Proxies, func(a, b ProxyStatus) int { return strings.Compare(a.ID, b.ID) })
