@@ -452,3 +452,7 @@ fi
 # replaces "## Trust: SVID issuance and mTLS handshakes" in $BENCH_OUT.
 log "trust: SVID issuance and mTLS handshakes"
 bash bench/trust/run.sh "${BENCH_OUT:-}"
+
+# ---- federation: propagation and fan-out (issue 7) ----------------------------
+log "federation: propagation and 256-peer fan-out"
+bash bench/federation/run.sh "${BENCH_OUT:-}"
