@@ -2,9 +2,11 @@ package proxy
 
 import (
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -322,5 +324,43 @@ func TestMTLSPermissiveIdleConnectionClosesOnShutdown(t *testing.T) {
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := c.Read(make([]byte, 1)); err == nil {
 		t.Error("the silent connection is still open after Close")
+	}
+}
+
+// TestPermissiveToStrictEndsPlaintextTCP: a plaintext TCP session accepted
+// while the listener was PERMISSIVE is closed when it turns STRICT.
+func TestPermissiveToStrictEndsPlaintextTCP(t *testing.T) {
+	ca := newTestCA(t)
+	echo, _ := tcpEchoServer(t)
+	snap := func(permissive bool) *snap {
+		s := newSnap().cluster(&config.Cluster{Name: "db"}, loc("r1", "z1", 0, echo))
+		s.s.Listeners = []*config.Listener{{
+			Name: "db-in", Address: "127.0.0.1:0", Direction: config.Inbound,
+			TLS: &config.DownstreamTLS{CertSecret: "server", ValidationSecret: "ca", RequireClientCert: true, Permissive: permissive},
+			TCP: &config.TCPListener{Cluster: "db"},
+		}}
+		s.s.Secrets["ca"] = ca.rootsSecret()
+		s.s.Secrets["server"] = &config.Secret{Name: "server", Cert: ca.leaf(t, serverID, 20)}
+		return s
+	}
+	p, addr := start(t, snap(true))
+	a := addr("db-in")
+	c, err := net.Dial("tcp", a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "ping\n")
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "ping\n" {
+		t.Fatalf("plaintext session under PERMISSIVE: %q, %v", buf, err)
+	}
+	if err := p.Apply(snap(false).s); err != nil { // the same address: the same socket, updated
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := c.Read(buf); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("the plaintext session was not closed after the switch to STRICT (%d bytes, %v)", n, err)
 	}
 }

@@ -102,6 +102,9 @@ func (ln *listener) sameSocket(l *config.Listener) bool {
 // it at once; connections already open keep their server's limits.
 func (ln *listener) update(l *config.Listener) {
 	ln.cfg.Store(l)
+	if l.TLS != nil && !l.TLS.Permissive && l.TCP != nil {
+		ln.closePlaintextSessions()
+	}
 	k := serverKeyOf(l)
 	cur := ln.http.Load()
 	if cur.key == k {
@@ -256,9 +259,25 @@ func (ln *listener) sniff(l *config.Listener, c net.Conn) {
 		var conn net.Conn = &prefixConn{Conn: c, prefix: b[:]}
 		if b[0] == tlsRecordHandshake {
 			conn = tls.Server(conn, ln.tlsConfig)
+		} else if now := ln.cfg.Load(); now.TLS != nil && !now.TLS.Permissive {
+			c.Close() // the listener turned STRICT while this byte was awaited
+			return
 		}
 		ln.serveConn(l, conn)
 	}()
+}
+
+// closePlaintextSessions ends the plaintext TCP sessions a PERMISSIVE
+// listener accepted, when it turns STRICT: mTLS is required from now on.
+// (Plaintext HTTP connections are refused request by request instead.)
+func (ln *listener) closePlaintextSessions() {
+	ln.mu.Lock()
+	defer ln.mu.Unlock()
+	for c := range ln.tcpConns {
+		if pc, ok := c.(*prefixConn); ok {
+			pc.Close()
+		}
+	}
 }
 
 // trackPending registers a connection whose first bytes are being read off
