@@ -2,8 +2,9 @@
 // multi-cluster federation on this machine, internal/up), `status` (of a
 // `causeway up` or of control planes by address), `control-plane`, `inject
 // -f` (offline sidecar injection), `demo` (a sidecar failing over between
-// localities, driven by a live xDS server) and `version`; `explain` and
-// `link` arrive with their issues.
+// localities, driven by a live xDS server), `explain` (a live sidecar's
+// routing and balancing decision for a destination) and `version`; `link`
+// arrives with its issue.
 package main
 
 import (
@@ -24,7 +25,7 @@ func main() { os.Exit(run(os.Args[1:])) }
 
 func run(args []string) int {
 	if len(args) == 0 {
-		fmt.Fprintln(os.Stderr, "usage: causeway up [--traffic] | causeway status [-o json] | causeway control-plane ... | causeway inject -f FILE | causeway demo [--keep] | causeway version")
+		fmt.Fprintln(os.Stderr, "usage: causeway up [--traffic] | causeway status [-o json] | causeway explain --admin ADDR DEST | causeway control-plane ... | causeway inject -f FILE | causeway demo [--keep] | causeway version")
 		return 2
 	}
 	switch args[0] {
@@ -36,6 +37,8 @@ func run(args []string) int {
 		return runUp(args[1:])
 	case "status":
 		return runStatus(args[1:], os.Stdout, os.Stderr)
+	case "explain":
+		return runExplain(args[1:], os.Stdout, os.Stderr)
 	case "version":
 		fmt.Println("causeway", version)
 		return 0
@@ -57,6 +60,6 @@ func run(args []string) int {
 		}
 		return 0
 	}
-	fmt.Fprintf(os.Stderr, "causeway: unknown command %q; try up, status, control-plane, inject, demo or version\n", args[0])
+	fmt.Fprintf(os.Stderr, "causeway: unknown command %q; try up, status, explain, control-plane, inject, demo or version\n", args[0])
 	return 2
 }

@@ -31,6 +31,9 @@ type Sources struct {
 	// Clusters backs /clusters: indented JSON, or a table with
 	// ?format=text (a value implementing fmt.Stringer prints itself).
 	Clusters func() any
+	// Explain backs /explain: what the proxy would do with a request (see
+	// explain.go for the query parameters).
+	Explain func(listener, authority, path, method string, headers http.Header) any
 	// Drain backs POST /drain: it starts a graceful drain and returns
 	// promptly. It is called at most once.
 	Drain func()
@@ -70,6 +73,7 @@ func New(addr string, s Sources) (*Server, error) {
 	mux.Handle("/ready", getOnly(http.HandlerFunc(a.ready)))
 	mux.Handle("/config_dump", getOnly(http.HandlerFunc(a.configDump)))
 	mux.Handle("/clusters", getOnly(http.HandlerFunc(a.clusters)))
+	mux.Handle("/explain", getOnly(http.HandlerFunc(a.explain)))
 	mux.HandleFunc("/drain", a.drain)
 	mux.Handle("/app-health/", getOnly(http.HandlerFunc(a.appHealth)))
 	// Go's profiler, for `go tool pprof http://<admin>/debug/pprof/profile`.
@@ -120,6 +124,7 @@ var routes = []struct{ path, help string }{
 	{"/ready", "200 LIVE when the proxy is ready, else 503 and why"},
 	{"/config_dump", "the current configuration as JSON (keys redacted)"},
 	{"/clusters", "clusters, endpoints, health and priorities (JSON; ?format=text for a table)"},
+	{"/explain", "?authority=&path=&method=&listener=&h_<header>=: which route, cluster, locality and endpoints a request would get"},
 	{"/drain", "POST: start a graceful drain"},
 }
 

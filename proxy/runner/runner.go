@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -261,6 +262,7 @@ func Start(ctx context.Context, c Config, logw io.Writer) (*Process, error) {
 		Ready:      p.ready,
 		ConfigDump: p.configDump,
 		Clusters:   px.ClustersStatus,
+		Explain:    func(l, a, path, m string, h http.Header) any { return px.Explain(l, a, path, m, h) },
 		Drain:      func() { go p.drain() },
 		AppProbes:  probes,
 	})
