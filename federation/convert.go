@@ -189,9 +189,17 @@ func gatewayEndpoint(ls *LocalitySummary, ports []model.ServicePort) model.Endpo
 	if healthy {
 		w = uint32(min(max(ls.Weight, 1), math.MaxUint32))
 	}
+	// The caller's mTLS goes through the gateway to a workload of the
+	// locality: pin its SPIFFE ID. The model holds one identity per
+	// endpoint, so a locality whose workloads run as several service
+	// accounts is pinned to the first (sorted) one.
+	id := ""
+	if len(ls.Identities) > 0 {
+		id = ls.Identities[0]
+	}
 	e := model.Endpoint{
 		Address: ls.Gateway.Addr().String(), Cluster: ls.Cluster, Network: ls.Network, Locality: ls.Locality,
-		Ready: healthy, Serving: healthy, Weight: w,
+		Ready: healthy, Serving: healthy, Weight: w, Identity: id,
 		Workload: fmt.Sprintf("EastWestGateway %s locality=%s sni=%s healthy=%d/%d", ls.Cluster, ls.Locality, ls.SNI, ls.HealthyEndpoints, ls.Endpoints),
 	}
 	e.Ports = make([]model.EndpointPort, len(ports))

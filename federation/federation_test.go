@@ -347,9 +347,20 @@ func TestGatewayModeSendsLocalitySummaries(t *testing.T) {
 		if len(sv.Endpoints) != 3 {
 			t.Errorf("%s/%s: %d endpoints; want one per locality (never one per cluster)", sv.Namespace, sv.Name, len(sv.Endpoints))
 		}
+		ids := map[string]bool{}
+		for _, ls := range imp.Localities {
+			if ls.Service.Namespace == sv.Namespace && ls.Service.Name == sv.Name {
+				for _, id := range ls.Identities {
+					ids[id] = true
+				}
+			}
+		}
 		for _, e := range sv.Endpoints {
 			if e.Address != "127.0.0.1" || e.Ports[0].Port != 15443 || e.Cluster != "east" {
 				t.Errorf("gateway endpoint %+v", e)
+			}
+			if len(ids) > 0 && !ids[e.Identity] {
+				t.Errorf("gateway endpoint of %s/%s pins identity %q, not one its localities advertise %v", sv.Namespace, sv.Name, e.Identity, ids)
 			}
 		}
 	}
