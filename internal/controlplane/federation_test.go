@@ -177,29 +177,7 @@ func TestFederationEndToEnd(t *testing.T) {
 	app := startHTTP(t, "cart-in-west")
 	podIP, inbound := podLoopbackIP(), 8080
 	write(t, west.dir, "nodes.yaml", nodesYAML)
-	write(t, west.dir, "cart.yaml", fmt.Sprintf(`apiVersion: v1
-kind: Service
-metadata: {name: cart, namespace: shop}
-spec:
-  ports: [{name: http, port: 8080}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: cart-0, namespace: shop}
-spec: {serviceAccountName: cart, nodeName: node-z2}
-status: {podIP: %[2]s}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: cart, namespace: shop, labels: {kubernetes.io/service-name: cart}}
-addressType: IPv4
-ports: [{name: http, port: %[1]d}]
-endpoints:
-- addresses: [%[2]s]
-  nodeName: node-z2
-  conditions: {ready: true}
-  targetRef: {kind: Pod, name: cart-0, namespace: shop}
-`, inbound, podIP))
+	write(t, west.dir, "cart.yaml", workloadYAML("cart", "node-z2", podIP, inbound))
 	const export = `apiVersion: multicluster.x-k8s.io/v1alpha1
 kind: ServiceExport
 metadata: {name: cart, namespace: shop}

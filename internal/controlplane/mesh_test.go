@@ -3,30 +3,25 @@ package controlplane
 import (
 	"bytes"
 	"context"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 
 	"github.com/causewaymesh/causeway/discovery"
+	"github.com/causewaymesh/causeway/internal/trustplane"
 	"github.com/causewaymesh/causeway/internal/xds"
 	"github.com/causewaymesh/causeway/proxy/runner"
 	"github.com/causewaymesh/causeway/trust"
-	"github.com/causewaymesh/causeway/trust/bundles"
 	"github.com/causewaymesh/causeway/trust/issuer"
 )
 
@@ -44,48 +39,23 @@ func TestMeshMTLSFromTheControlPlane(t *testing.T) {
 	clientID := spiffeid.RequireFromString("spiffe://east.local/ns/shop/sa/client")
 	cartID := spiffeid.RequireFromString("spiffe://east.local/ns/shop/sa/cart")
 
-	// The cluster's CA, bundle and SVID issuer (over TLS with the control
-	// plane's own SVID).
-	ca, err := trust.NewSelfSignedCA(td, trust.CAOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	auth, err := bundles.NewAuthority(ca, bundles.AuthorityOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	set, err := bundles.NewSet(auth)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cpSVID, err := auth.IssueSVID(bundles.ControlPlaneID(td), time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The cluster's trust plane: CA, bundle, and the SVID issuer over TLS
+	// with the control plane's own SVID, as `causeway control-plane --mtls`
+	// runs it.
 	tokens := map[string]spiffeid.ID{"tok-client": clientID, "tok-cart": cartID}
-	isrv, err := issuer.NewServer(issuer.ServerOptions{
-		Signer: issuer.SignerFuncs{SignFunc: auth.Sign, BundleFunc: auth.X509Bundle},
+	plane, err := trustplane.Start(trustplane.Options{TrustDomain: td, CADir: t.TempDir(), IssuerAddress: "127.0.0.1:0",
 		Authenticator: issuer.AuthenticatorFunc(func(_ context.Context, tok string) (spiffeid.ID, error) {
 			if id, ok := tokens[tok]; ok {
 				return id, nil
 			}
 			return spiffeid.ID{}, issuer.ErrInvalidToken
-		}),
-	})
+		})})
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer(grpc.Creds(credentials.NewTLS(tlsconfig.TLSServerConfig(cpSVID))))
-	isrv.Register(gs)
-	iln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Go(func() { _ = gs.Serve(iln) })
-	t.Cleanup(func() { gs.Stop(); wg.Wait() })
+	auth := plane.Authority
 	bundleFile := filepath.Join(files, "bundle.pem")
-	if err := os.WriteFile(bundleFile, trust.CertsPEM(auth.Bundle().X509Authorities()), 0o644); err != nil {
+	if err := os.WriteFile(bundleFile, plane.RootsPEM(), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	for tok := range tokens {
@@ -100,29 +70,7 @@ func TestMeshMTLSFromTheControlPlane(t *testing.T) {
 	app := startHTTP(t, "cart")
 	podIP, inbound := podLoopbackIP(), 8080
 	write(t, dir, "nodes.yaml", nodesYAML)
-	write(t, dir, "cart.yaml", fmt.Sprintf(`apiVersion: v1
-kind: Service
-metadata: {name: cart, namespace: shop}
-spec:
-  ports: [{name: http, port: 8080}]
----
-apiVersion: v1
-kind: Pod
-metadata: {name: cart-0, namespace: shop}
-spec: {serviceAccountName: cart, nodeName: node-z1}
-status: {podIP: %[2]s}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: cart, namespace: shop, labels: {kubernetes.io/service-name: cart}}
-addressType: IPv4
-ports: [{name: http, port: %[1]d}]
-endpoints:
-- addresses: [%[2]s]
-  nodeName: node-z1
-  conditions: {ready: true}
-  targetRef: {kind: Pod, name: cart-0, namespace: shop}
----
+	write(t, dir, "cart.yaml", workloadYAML("cart", "node-z1", podIP, inbound)+`---
 apiVersion: security.causeway.dev/v1alpha1
 kind: AuthorizationPolicy
 metadata: {name: cart-api, namespace: shop}
@@ -132,36 +80,31 @@ spec:
   rules:
   - from: [{namespace: shop}]
     to: [{paths: ["/api/*"]}]
-`, inbound, podIP))
+`)
 
 	folder, err := discovery.NewFolder(discovery.FolderOptions{Dir: dir, Interval: 20 * time.Millisecond,
 		BuildOptions: discovery.BuildOptions{Cluster: "east", Network: "net1", TrustDomain: td.Name()}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	roots := func() map[string][]*x509.Certificate {
-		out := map[string][]*x509.Certificate{}
-		for _, b := range set.Snapshot().X509Bundles().Bundles() {
-			out[b.TrustDomain().Name()] = b.X509Authorities()
-		}
-		return out
-	}
 	cp, err := New(Options{Cluster: "east", Network: "net1", Debounce: 10 * time.Millisecond,
-		Translate: xds.TranslateOptions{EphemeralPorts: true, MTLS: &xds.MTLS{Bundles: roots}}})
+		Translate: xds.TranslateOptions{EphemeralPorts: true, MTLS: &xds.MTLS{Bundles: plane.Bundles}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	cpCtx, cpCancel := context.WithCancel(ctx)
-	cpDone := make(chan error, 1)
+	cpDone, planeDone := make(chan error, 1), make(chan error, 1)
 	go func() { cpDone <- cp.Run(cpCtx, folder) }()
-	t.Cleanup(func() { cpCancel(); <-cpDone })
+	// A bundle change re-pushes every proxy's bundle secret.
+	go func() { planeDone <- plane.Run(cpCtx, cp.Republish) }()
+	t.Cleanup(func() { cpCancel(); <-cpDone; <-planeDone })
 
 	sidecar := func(name, token string, mod func(*runner.Config)) (*runner.Process, string) {
 		cfg := runner.DefaultConfig()
 		cfg.XDS, cfg.Admin, cfg.NodeID = cp.Addr(), "127.0.0.1:0", name+".shop"
 		cfg.Workload, cfg.Namespace, cfg.Cluster, cfg.Network, cfg.Locality = name, "shop", "east", "net1", "r1/z1"
 		cfg.AccessLog, cfg.DrainTimeout = filepath.Join(files, name+".log"), 2*time.Second
-		cfg.SVIDIssuer, cfg.SVIDTokenFile, cfg.TrustDomain, cfg.TrustBundle = iln.Addr().String(), filepath.Join(files, token), td.Name(), bundleFile
+		cfg.SVIDIssuer, cfg.SVIDTokenFile, cfg.TrustDomain, cfg.TrustBundle = plane.IssuerAddr(), filepath.Join(files, token), td.Name(), bundleFile
 		if mod != nil {
 			mod(&cfg)
 		}
@@ -273,7 +216,7 @@ spec:
 			t.Fatalf("an SVID from a CA outside the bundle got %d", resp.StatusCode)
 		}
 	})
-	t.Run("a new root reaches the proxies over SDS (Republish)", func(t *testing.T) {
+	t.Run("a new root reaches the proxies over SDS (the trust plane calls Republish)", func(t *testing.T) {
 		next, err := trust.NewSelfSignedCA(td, trust.CAOptions{})
 		if err != nil {
 			t.Fatal(err)
@@ -281,7 +224,6 @@ spec:
 		if err := auth.Prepare(next); err != nil {
 			t.Fatal(err)
 		}
-		cp.Republish()
 		waitUntil(t, 10*time.Second, "both proxies to hold two roots", func() bool {
 			return rootsIn(t, client) == 2 && rootsIn(t, cart) == 2
 		})
@@ -333,4 +275,33 @@ func lastLogEntry(t *testing.T, path string) map[string]any {
 		t.Fatalf("access log %s: %v", path, err)
 	}
 	return e
+}
+
+// workloadYAML is one Service (port 8080 named http) with one Pod (service
+// account name, on node) and its EndpointSlice at podIP:port: a workload
+// whose sidecar's inbound listener takes podIP:port.
+func workloadYAML(name, node, podIP string, port int) string {
+	return fmt.Sprintf(`apiVersion: v1
+kind: Service
+metadata: {name: %[1]s, namespace: shop}
+spec:
+  ports: [{name: http, port: 8080}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: %[1]s-0, namespace: shop}
+spec: {serviceAccountName: %[1]s, nodeName: %[2]s}
+status: {podIP: %[3]s}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: %[1]s, namespace: shop, labels: {kubernetes.io/service-name: %[1]s}}
+addressType: IPv4
+ports: [{name: http, port: %[4]d}]
+endpoints:
+- addresses: [%[3]s]
+  nodeName: %[2]s
+  conditions: {ready: true}
+  targetRef: {kind: Pod, name: %[1]s-0, namespace: shop}
+`, name, node, podIP, port)
 }
