@@ -43,10 +43,6 @@ section="$(
 )"
 echo "$section"
 if [ -n "$OUT" ]; then
-	tmp="$(mktemp)"
-	if [ -f "$OUT" ]; then
-		awk -v head="$HEAD" '$0==head {skip=1; next} skip && /^## / {skip=0} !skip' "$OUT" >"$tmp"
-	fi
-	{ cat "$tmp"; echo; echo "$section"; } | cat -s >"$OUT"
-	rm -f "$tmp"
+	. bench/section.sh
+	replace_section "$OUT" "$HEAD" "$section"
 fi
