@@ -79,15 +79,7 @@ func (t *translator) buildHTTP(rt *route, rules []gatewayv1.HTTPRouteRule) {
 			f := fmt.Sprintf(".backendRefs[%d]", j)
 			be := t.backend(rt, c.field+f, br.BackendObjectReference, br.Weight)
 			for k, fl := range br.Filters {
-				ff := fmt.Sprintf("%s.filters[%d]", f, k)
-				switch fl.Type {
-				case gatewayv1.HTTPRouteFilterRequestHeaderModifier:
-					be.RequestHeaders = c.headers(ff+".requestHeaderModifier", fl.RequestHeaderModifier)
-				case gatewayv1.HTTPRouteFilterResponseHeaderModifier:
-					be.ResponseHeaders = c.headers(ff+".responseHeaderModifier", fl.ResponseHeaderModifier)
-				default:
-					c.bad(reasonUnsupported, "%s.type: %s is not supported on a backendRef; use RequestHeaderModifier or ResponseHeaderModifier", ff, fl.Type)
-				}
+				c.backendFilter(&be, fmt.Sprintf("%s.filters[%d]", f, k), string(fl.Type), fl.RequestHeaderModifier, fl.ResponseHeaderModifier)
 			}
 			base.Backends = append(base.Backends, be)
 		}
@@ -174,6 +166,19 @@ func (c *ruleCtx) duration(field string, d *gatewayv1.Duration) time.Duration {
 		return -1 // disabled
 	}
 	return v
+}
+
+// backendFilter applies one filter of a backendRef (HTTPRoute or GRPCRoute:
+// the filter types share their names): only the header modifiers apply.
+func (c *ruleCtx) backendFilter(be *model.Backend, field, typ string, req, resp *gatewayv1.HTTPHeaderFilter) {
+	switch typ {
+	case string(gatewayv1.HTTPRouteFilterRequestHeaderModifier):
+		be.RequestHeaders = c.headers(field+".requestHeaderModifier", req)
+	case string(gatewayv1.HTTPRouteFilterResponseHeaderModifier):
+		be.ResponseHeaders = c.headers(field+".responseHeaderModifier", resp)
+	default:
+		c.bad(reasonUnsupported, "%s.type: %s is not supported on a backendRef; use RequestHeaderModifier or ResponseHeaderModifier", field, typ)
+	}
 }
 
 func (c *ruleCtx) headers(field string, h *gatewayv1.HTTPHeaderFilter) model.HeaderModifier {
@@ -403,15 +408,7 @@ func (t *translator) buildGRPC(rt *route, rules []gatewayv1.GRPCRouteRule) {
 			f := fmt.Sprintf(".backendRefs[%d]", j)
 			be := t.backend(rt, c.field+f, br.BackendObjectReference, br.Weight)
 			for k, fl := range br.Filters {
-				ff := fmt.Sprintf("%s.filters[%d]", f, k)
-				switch fl.Type {
-				case gatewayv1.GRPCRouteFilterRequestHeaderModifier:
-					be.RequestHeaders = c.headers(ff+".requestHeaderModifier", fl.RequestHeaderModifier)
-				case gatewayv1.GRPCRouteFilterResponseHeaderModifier:
-					be.ResponseHeaders = c.headers(ff+".responseHeaderModifier", fl.ResponseHeaderModifier)
-				default:
-					c.bad(reasonUnsupported, "%s.type: %s is not supported on a backendRef; use RequestHeaderModifier or ResponseHeaderModifier", ff, fl.Type)
-				}
+				c.backendFilter(&be, fmt.Sprintf("%s.filters[%d]", f, k), string(fl.Type), fl.RequestHeaderModifier, fl.ResponseHeaderModifier)
 			}
 			base.Backends = append(base.Backends, be)
 		}
