@@ -78,6 +78,11 @@ type exchange struct {
 	traceID  string
 	body     *bodyReader
 	respSize int64
+
+	// The downstream peer's identity, read once (authorization and the
+	// access log both need it): see downstreamPeer.
+	peerName            string
+	peerAuthn, peerRead bool
 }
 
 func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -121,7 +126,7 @@ func (x *exchange) serve() {
 	}
 	x.reqID, x.traceID = telemetry.PrepareRequestHeaders(x.r.Header, h.GenerateRequestID, rand.Uint64)
 	if la := x.st.authz[x.l.Name]; la != nil {
-		id, authn := peerIdentityOf(x.r.TLS)
+		id, authn := x.downstreamPeer()
 		if d := la.engine.Check(&authz.Input{PeerID: id, Authenticated: authn, Port: la.port, Request: x.r}); !d.Allowed {
 			if m := x.p.opts.Metrics; m != nil {
 				m.AuthzDenied(x.l.Name, d.PolicyLabel())
@@ -189,6 +194,16 @@ func (x *exchange) serve() {
 	default:
 		x.forward(vh, route, route.Forward)
 	}
+}
+
+// downstreamPeer returns the downstream peer's SPIFFE ID and whether it
+// presented a (verified) certificate, computing them once per request.
+func (x *exchange) downstreamPeer() (string, bool) {
+	if !x.peerRead {
+		x.peerName, x.peerAuthn = peerIdentityOf(x.r.TLS)
+		x.peerRead = true
+	}
+	return x.peerName, x.peerAuthn
 }
 
 func chance(percent float64) bool {
@@ -801,7 +816,7 @@ func (x *exchange) finish() {
 	var peer telemetry.Workload
 	peerID := ""
 	if x.l.Direction == config.Inbound {
-		peerID = peerIdentity(x.r.TLS)
+		peerID, _ = x.downstreamPeer()
 		peer = workloadFromID(peerID)
 	} else if x.host != nil {
 		peerID = x.host.Identity
