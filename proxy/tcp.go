@@ -55,6 +55,7 @@ func (p *Proxy) serveTCP(l *config.Listener, down net.Conn) {
 	}
 	defer u.lb.ReleaseRequest()
 
+	authenticated := false
 	if tc, ok := down.(*tls.Conn); ok {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		err := tc.HandshakeContext(ctx)
@@ -65,14 +66,10 @@ func (p *Proxy) serveTCP(l *config.Listener, down net.Conn) {
 			return
 		}
 		cs := tc.ConnectionState()
-		entry.SourceIdentity = peerIdentity(&cs)
+		entry.SourceIdentity, authenticated = peerIdentityOf(&cs)
 	}
 	if la := st.authz[l.Name]; la != nil {
-		in := authz.Input{Port: la.port, PeerID: entry.SourceIdentity}
-		if tc, ok := down.(*tls.Conn); ok {
-			cs := tc.ConnectionState()
-			in.Authenticated = len(cs.PeerCertificates) > 0
-		}
+		in := authz.Input{Port: la.port, PeerID: entry.SourceIdentity, Authenticated: authenticated}
 		if d := la.engine.Check(&in); !d.Allowed {
 			if m := p.opts.Metrics; m != nil {
 				m.AuthzDenied(l.Name, d.PolicyLabel())
