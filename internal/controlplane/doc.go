@@ -1,12 +1,16 @@
 // Package controlplane wires one cluster's control plane: a discovery
 // Source emits model snapshots; the newest is pushed at once when the last
-// push is at least the debounce (default 100ms, timer and clock injected)
-// old, else at the end of that window, and is translated once per node class
+// push started at least the debounce (default 100ms, timer and clock
+// injected) ago, else at the end of that window, and is translated once per node class
 // (internal/xds.Translator, which rebuilds only the services that changed
 // since the class's last translation; a class is nodes with the same
 // namespace, cluster, network, locality, outbound IP and kind) and published on the
 // ADS server (internal/xds.Server) under the class's key, where every node
 // of the class is served from that one snapshot.
+//
+// Republish translates the served model again for every node, for inputs
+// outside the model: with mesh mTLS (xds.TranslateOptions.MTLS) the trust
+// plane calls it when the bundle set changes.
 //
 // Nodes are learnt from the first request of each stream. A node whose
 // metadata is missing or wrong (xds.NodeFromProto) is refused: the stream
@@ -26,6 +30,11 @@
 // trust bundles. `causeway control-plane` wires them from --peer,
 // --federation-listen, --staleness and --gateway-controller
 // (docs/control-plane.md, "Federation").
+//
+// Status (status.go) is the report behind the admin endpoint /status and
+// `causeway status`: model size, federation links, trust bundles,
+// exported and imported services, and proxies with the config version they
+// last ACKed (state-of-the-world streams).
 //
 // Concurrency: Run owns the debounce loop; go-control-plane calls the
 // stream callbacks from its own goroutines. c.mu serialises the node table,
