@@ -1,7 +1,9 @@
 // Package admin owns the proxy's admin HTTP server: Prometheus metrics
 // (/stats/prometheus), readiness (/ready), the configuration dump
 // (/config_dump), cluster and endpoint state (/clusters), graceful drain
-// (POST /drain) and an index (/).
+// (POST /drain), the application's own health probes run by the sidecar
+// (/app-health/..., from AppProbesEnv), how the proxy would handle a request
+// now (/explain) and an index (/).
 //
 // The server reads everything through the function-valued Sources it is
 // given and holds no proxy state of its own; every Source may be nil, and
