@@ -17,7 +17,9 @@
 // clusterset name.
 //
 // Addresses are on 127.0.0.0/8 with fixed ports, one loopback IP per
-// component, so nothing collides with other processes: control plane i on
+// component, so nothing collides with other processes. With the default
+// Options.Block (10; tests running federations side by side pick another,
+// which shifts every second octet below by block-10): control plane i on
 // 127.10.<i+1>.1 (xDS 15010, admin 15011, SVID issuer 15012, bundle
 // endpoint 15013, federation 15014); pod n of cluster i on 127.20.<i+1>.<n>
 // (sidecar inbound 8080, sidecar admin 15000, app 18080), its sidecar's

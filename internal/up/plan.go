@@ -28,10 +28,10 @@ type Pod struct {
 	Cluster string
 	Region  string
 	Zone    string
-	// IP is the pod IP (127.20.<cluster>.<n>): the sidecar's inbound
+	// IP is the pod IP (127.<block+10>.<cluster>.<n>): the sidecar's inbound
 	// listener (port 8080) and admin (15000), and the app (18080).
 	IP string
-	// OutboundIP (127.30.<cluster>.<n>) is where the sidecar binds its
+	// OutboundIP (127.<block+20>.<cluster>.<n>) is where the sidecar binds its
 	// outbound listeners (node metadata outbound_ip).
 	OutboundIP string
 
@@ -46,19 +46,31 @@ func (p *Pod) Where() string { return p.Cluster + "/" + p.Zone }
 // AdminURL is the sidecar's admin listener.
 func (p *Pod) AdminURL() string { return fmt.Sprintf("http://%s:%d", p.IP, portSidecar) }
 
+// block is the second octet of a federation's loopback addresses
+// (Options.Block): control planes on 127.<block>.<i>.1, pods on
+// 127.<block+10>.<i>.<n>, their outbound listeners on 127.<block+20>.<i>.<n>,
+// east-west gateways on 127.<block+30>.<i>.1.
+type block int
+
+// DefaultBlock is the block of `causeway up`: 127.10/20/30/40.
+const DefaultBlock = 10
+
 // cpIP is the loopback IP of cluster i's control plane.
-func cpIP(i int) string { return fmt.Sprintf("127.10.%d.1", i+1) }
+func (b block) cpIP(i int) string { return fmt.Sprintf("127.%d.%d.1", b, i+1) }
+
+// gatewayIP is the loopback IP of cluster i's east-west gateway.
+func (b block) gatewayIP(i int) string { return fmt.Sprintf("127.%d.%d.1", b+30, i+1) }
 
 // plan lays out t's pods: per cluster, services in topology order, zones
 // in cluster order, the client last.
-func plan(t *Topology) []*Pod {
+func plan(t *Topology, b block) []*Pod {
 	var pods []*Pod
 	for ci, c := range t.Clusters {
 		n := 0
 		add := func(svc, name, zone string) {
 			n++
 			pods = append(pods, &Pod{Name: name, Service: svc, Cluster: c.Name, Region: c.Region, Zone: zone,
-				IP: fmt.Sprintf("127.20.%d.%d", ci+1, n), OutboundIP: fmt.Sprintf("127.30.%d.%d", ci+1, n), ready: true})
+				IP: fmt.Sprintf("127.%d.%d.%d", b+10, ci+1, n), OutboundIP: fmt.Sprintf("127.%d.%d.%d", b+20, ci+1, n), ready: true})
 		}
 		for _, s := range t.Services {
 			i := 0

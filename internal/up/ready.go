@@ -63,10 +63,10 @@ func (f *Federation) waitReady(ctx context.Context) error {
 	)
 	for i, c := range f.top.Clusters {
 		wg.Go(func() {
-			url := fmt.Sprintf("http://%s:%d/ready", cpIP(i), portAdmin)
+			url := fmt.Sprintf("http://%s:%d/ready", f.net().cpIP(i), portAdmin)
 			err := poll(ctx, c.Name+" control plane "+url, func() (bool, error) {
 				if err := alive(f.cps[i]); err != nil {
-					return false, fmt.Errorf("%w\nfix: is %s:%d-%d free (another `causeway up`)? see the log above", err, cpIP(i), portXDS, portFederation)
+					return false, fmt.Errorf("%w\nfix: is %s:%d-%d free (another `causeway up`)? see the log above", err, f.net().cpIP(i), portXDS, portFederation)
 				}
 				return get200(ctx, url), nil
 			})
@@ -148,7 +148,7 @@ func (f *Federation) waitFederation(ctx context.Context) error {
 	want := exportedEndpoints(f.top, f.pods)
 	f.mu.Unlock()
 	for i, c := range f.top.Clusters {
-		url := fmt.Sprintf("http://%s:%d/federation", cpIP(i), portAdmin)
+		url := fmt.Sprintf("http://%s:%d/federation", f.net().cpIP(i), portAdmin)
 		var last string
 		err := poll(ctx, c.Name+" control plane: imports from every peer ("+url+")", func() (bool, error) {
 			if err := alive(f.cps[i]); err != nil {

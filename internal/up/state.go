@@ -54,7 +54,7 @@ func ReadState(path string) (State, error) {
 func (f *Federation) state() State {
 	s := State{PID: os.Getpid(), WorkDir: f.o.WorkDir, Started: f.started.UTC()}
 	for i, c := range f.top.Clusters {
-		s.Clusters = append(s.Clusters, StateCluster{Name: c.Name, Admin: fmt.Sprintf("http://%s:%d", cpIP(i), portAdmin)})
+		s.Clusters = append(s.Clusters, StateCluster{Name: c.Name, Admin: fmt.Sprintf("http://%s:%d", f.net().cpIP(i), portAdmin)})
 	}
 	return s
 }

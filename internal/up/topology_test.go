@@ -44,7 +44,7 @@ func TestPlanAddresses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pods := plan(top)
+	pods := plan(top, DefaultBlock)
 	seen := map[string]bool{}
 	var clients int
 	for _, p := range pods {

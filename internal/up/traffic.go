@@ -174,7 +174,7 @@ func (f *Federation) Walk(ctx context.Context, out io.Writer, o WalkOptions) ([]
 // pods, and the logs.
 func (f *Federation) PrintWhere(out io.Writer) {
 	for i, c := range f.top.Clusters {
-		admin := fmt.Sprintf("http://%s:%d", cpIP(i), portAdmin)
+		admin := fmt.Sprintf("http://%s:%d", f.net().cpIP(i), portAdmin)
 		fmt.Fprintf(out, "%-6s %s  control plane %s/federation /model /problems /metrics\n", c.Name, c.Region, admin)
 	}
 	fmt.Fprintln(out)

@@ -39,6 +39,10 @@ type Options struct {
 	// StateFile is where `causeway status` looks for this federation
 	// (default StatePath(); "-": only <WorkDir>/status.json).
 	StateFile string
+	// Block is the second octet of every address (see docs/up.md; default
+	// DefaultBlock, 10): tests that run federations side by side give each
+	// its own (10..215).
+	Block int
 }
 
 // Federation is a running federation. Its methods are safe for concurrent
@@ -57,6 +61,14 @@ type Federation struct {
 	wroteState bool
 	// Ready is how long Start took, from the first process to all ready.
 	Ready time.Duration
+}
+
+// net is f's address block.
+func (f *Federation) net() block {
+	if f.o.Block == 0 {
+		return DefaultBlock
+	}
+	return block(f.o.Block)
 }
 
 type binaries struct{ causeway, proxy, app string }
@@ -79,6 +91,12 @@ func Start(ctx context.Context, o Options) (_ *Federation, err error) {
 	if o.ReadyTimeout <= 0 {
 		o.ReadyTimeout = 30 * time.Second
 	}
+	if o.Block == 0 {
+		o.Block = DefaultBlock
+	}
+	if o.Block < 1 || o.Block > 215 {
+		return nil, fmt.Errorf("up: Options.Block %d: want 1..215 (addresses use 127.<block>..127.<block+40>)", o.Block)
+	}
 	f := &Federation{o: o, top: o.Topology}
 	if f.o.WorkDir == "" {
 		if f.o.WorkDir, err = os.MkdirTemp("", "causeway-up-"); err != nil {
@@ -94,7 +112,7 @@ func Start(ctx context.Context, o Options) (_ *Federation, err error) {
 	if f.bins, err = ensureBinaries(ctx, o.BinDir, o.SourceDir, o.Out); err != nil {
 		return nil, err
 	}
-	f.pods = plan(f.top)
+	f.pods = plan(f.top, f.net())
 	for _, p := range f.pods {
 		if p.Service == "client" {
 			f.client = p
@@ -118,7 +136,7 @@ func Start(ctx context.Context, o Options) (_ *Federation, err error) {
 			return nil, err
 		}
 		f.cps = append(f.cps, p)
-		f.say("%-6s control plane  xds %s:%d  admin http://%s:%d  trust domain %s.local", c.Name, cpIP(i), portXDS, cpIP(i), portAdmin, c.Name)
+		f.say("%-6s control plane  xds %s:%d  admin http://%s:%d  trust domain %s.local", c.Name, f.net().cpIP(i), portXDS, f.net().cpIP(i), portAdmin, c.Name)
 	}
 	if err := f.writeState(); err != nil {
 		return nil, err
@@ -154,7 +172,7 @@ func (f *Federation) preflight() error {
 	}
 	for i, c := range f.top.Clusters {
 		for port, name := range map[int]string{portXDS: "xDS", portAdmin: "admin", portSVID: "SVID issuer", portBundle: "bundle endpoint", portFederation: "federation"} {
-			check(fmt.Sprintf("%s:%d", cpIP(i), port), c.Name+" control plane "+name)
+			check(fmt.Sprintf("%s:%d", f.net().cpIP(i), port), c.Name+" control plane "+name)
 		}
 	}
 	for _, p := range f.pods {
@@ -240,7 +258,7 @@ func (f *Federation) writeFolder(c ClusterSpec) error {
 }
 
 func (f *Federation) startControlPlane(i int, c ClusterSpec) (*proc, error) {
-	ip := cpIP(i)
+	ip := f.net().cpIP(i)
 	at := func(port int) string { return fmt.Sprintf("%s:%d", ip, port) }
 	args := []string{"control-plane", "--source", "folder", "--dir", f.clusterDir(c.Name, "folder"),
 		"--cluster", c.Name, "--network", "flat", "--trust-domain", c.Name + ".local", "--poll", "200ms",
@@ -252,7 +270,7 @@ func (f *Federation) startControlPlane(i int, c ClusterSpec) (*proc, error) {
 			continue
 		}
 		args = append(args, "--peer", fmt.Sprintf("cluster=%s,trust-domain=%s.local,federation=%s:%d,bundle=https://%s:%d/,bundle-file=%s",
-			peer.Name, peer.Name, cpIP(j), portFederation, cpIP(j), portBundle, f.clusterDir(peer.Name, "ca", trust.CACertFile)))
+			peer.Name, peer.Name, f.net().cpIP(j), portFederation, f.net().cpIP(j), portBundle, f.clusterDir(peer.Name, "ca", trust.CACertFile)))
 	}
 	return startProc(c.Name+" control plane", filepath.Join(f.o.WorkDir, "logs", c.Name+"-control-plane.log"), f.bins.causeway, args...)
 }
@@ -273,11 +291,11 @@ func (f *Federation) startPod(p *Pod) error {
 	if err := os.WriteFile(boot, []byte(fmt.Sprintf(`{"node": {"metadata": {"outbound_ip": %q}}}`, p.OutboundIP)), 0o644); err != nil {
 		return fmt.Errorf("up: %s pod %s: bootstrap: %w", p.Cluster, p.Name, err)
 	}
-	args := []string{"sidecar", "--bootstrap", boot, "--xds", fmt.Sprintf("%s:%d", cpIP(ci), portXDS),
+	args := []string{"sidecar", "--bootstrap", boot, "--xds", fmt.Sprintf("%s:%d", f.net().cpIP(ci), portXDS),
 		"--admin", fmt.Sprintf("%s:%d", p.IP, portSidecar), "--node-id", p.Name + "." + f.top.Namespace + "." + p.Cluster,
 		"--workload", p.Service, "--namespace", f.top.Namespace, "--cluster", p.Cluster, "--network", "flat",
 		"--locality", p.Region + "/" + p.Zone, "--access-log", "off", "--log-level", "warn", "--drain-timeout", "2s",
-		"--svid-issuer", fmt.Sprintf("%s:%d", cpIP(ci), portSVID), "--svid-token-file", f.clusterDir(p.Cluster, "tokens", p.Service),
+		"--svid-issuer", fmt.Sprintf("%s:%d", f.net().cpIP(ci), portSVID), "--svid-token-file", f.clusterDir(p.Cluster, "tokens", p.Service),
 		"--trust-domain", p.Cluster + ".local", "--trust-bundle", f.clusterDir(p.Cluster, "ca", trust.CACertFile)}
 	if p.Service != "client" {
 		args = append(args, "--inbound-ip", p.IP, "--inbound-ports", fmt.Sprintf("%d=%s:%d", portService, p.IP, portApp))
