@@ -43,6 +43,9 @@ var gatewayFeatures = []features.FeatureName{
 	features.SupportHTTPRouteRetryConnectionError,
 	features.SupportHTTPRouteSchemeRedirect,
 	features.SupportReferenceGrant,
+	// TLSRoute: passthrough listeners on the ingress (GATEWAY-TLS core
+	// passes, docs/conformance/gateway-tls-report.yaml).
+	features.SupportTLSRoute,
 }
 
 // meshFeatures are the GAMMA features the translation supports. They are

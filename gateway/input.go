@@ -46,8 +46,11 @@ type Input struct {
 	// Namespaces are needed for allowedRoutes.namespaces.from: Selector
 	// (labels only).
 	Namespaces []corev1.Namespace
-	// Secrets referenced by HTTPS listeners; only metadata and type are
-	// read (a metadata-only informer suffices).
+	// Secrets referenced by HTTPS listeners; metadata and type are read
+	// and, when Data is not empty, tls.crt and tls.key must parse as a
+	// certificate chain and key (else InvalidCertificateRef). A cache that
+	// drops key material keeps Data nil for a good pair and non-empty
+	// placeholders for a bad one (gateway/controller does).
 	Secrets []corev1.Secret
 }
 

@@ -2,10 +2,12 @@ package gateway
 
 import (
 	"cmp"
+	"crypto/tls"
 	"fmt"
 	"slices"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -102,6 +104,7 @@ func (t *translator) listener(g *gatewayState, j int) *listenerState {
 	ls := &listenerState{l: l, field: fmt.Sprintf("spec.listeners[%d] (%s)", j, l.Name), accepted: true, resolved: true,
 		acceptedReason: string(gatewayv1.ListenerReasonAccepted), resolvedReason: string(gatewayv1.ListenerReasonResolvedRefs)}
 	where := g.obj + ": " + ls.field
+	noKinds := false
 	switch l.Protocol {
 	case gatewayv1.HTTPProtocolType:
 	case gatewayv1.HTTPSProtocolType:
@@ -119,13 +122,16 @@ func (t *translator) listener(g *gatewayState, j int) *listenerState {
 	case gatewayv1.TLSProtocolType:
 		if l.TLS == nil || l.TLS.Mode == nil || *l.TLS.Mode != gatewayv1.TLSModePassthrough {
 			ls.reject(string(gatewayv1.ListenerReasonUnsupportedValue), "%s.tls.mode: TLS termination on TLS listeners is not supported; set tls.mode: Passthrough (or use protocol HTTPS)", where)
+			noKinds = true // no route kind is served by a mode we do not support
 		}
 	default:
 		ls.reject(string(gatewayv1.ListenerReasonUnsupportedProtocol), "%s.protocol: %s is not supported; use HTTP, HTTPS or TLS", where, l.Protocol)
 	}
 	// allowedRoutes.kinds
 	valid := defaultKinds(l.Protocol)
-	if ar := l.AllowedRoutes; ar != nil && len(ar.Kinds) > 0 {
+	if noKinds {
+		// The listener is rejected; its supportedKinds stay empty.
+	} else if ar := l.AllowedRoutes; ar != nil && len(ar.Kinds) > 0 {
 		for k, rk := range ar.Kinds {
 			group := groupGateway
 			if rk.Group != nil {
@@ -202,6 +208,8 @@ func (t *translator) certRef(g *gatewayState, ls *listenerState, field string, r
 			ls.unresolved(string(gatewayv1.ListenerReasonInvalidCertificateRef), "%s: Secret %s/%s not found; create it (type kubernetes.io/tls)", field, ns, name)
 		case s.Type != "" && s.Type != "kubernetes.io/tls":
 			ls.unresolved(string(gatewayv1.ListenerReasonInvalidCertificateRef), "%s: Secret %s/%s has type %s; use a kubernetes.io/tls Secret", field, ns, name, s.Type)
+		case len(s.Data) > 0 && !validKeyPair(s.Data):
+			ls.unresolved(string(gatewayv1.ListenerReasonInvalidCertificateRef), "%s: Secret %s/%s: tls.crt and tls.key are not a PEM certificate chain and its private key; fix the Secret's data", field, ns, name)
 		default:
 			ls.certs = append(ls.certs, ns+"/"+name)
 		}
@@ -318,4 +326,11 @@ func (g *gatewayState) status(t *translator) GatewayStatus {
 func listenerParent(g *gatewayState, ls *listenerState) model.RouteParent {
 	return model.RouteParent{Kind: model.ParentGateway, Namespace: g.gw.Namespace, Name: g.gw.Name, Listener: string(ls.l.Name),
 		Port: uint32(ls.l.Port), Protocol: protoOf(ls.l.Protocol), Hostname: hostOf(ls.l), CertificateRefs: ls.certs}
+}
+
+// validKeyPair reports whether data's tls.crt and tls.key are a PEM
+// certificate chain and its private key.
+func validKeyPair(data map[string][]byte) bool {
+	_, err := tls.X509KeyPair(data[corev1.TLSCertKey], data[corev1.TLSPrivateKeyKey])
+	return err == nil
 }

@@ -40,6 +40,18 @@
 // each connection's first byte on a goroutine of its own, off the accept
 // loop: a TLS handshake record gets TLS, anything else plaintext.
 //
+// # Capture mode
+//
+// After StartCapture (capturemode.go) the proxy binds no listener of its
+// configuration: the capture sockets accept the connections the nat rules
+// of package capture redirect, read each one's original destination
+// (SO_ORIGINAL_DST) and hand it to the listener whose address is that
+// destination, through an immutable table swapped by every Apply; the
+// listener serves it as if it had accepted it. Unclaimed connections are
+// passed through or closed. A small DNS responder answers
+// clusterset.local names from the route configuration (capturedns.go).
+// See docs/capture.md and docs/xds.md.
+//
 // # Authorization
 //
 // RBAC filters (package authz) are compiled with the state. HTTP listeners

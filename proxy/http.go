@@ -289,8 +289,10 @@ func (x *exchange) forward(vh *config.VirtualHost, route *config.Route, fa *conf
 	}
 	ctx := r.Context()
 	if timeout > 0 {
+		// The cluster's deadline heap, not a runtime timer per request
+		// (deadline.go says why).
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
+		ctx, cancel = u.dl.withTimeout(ctx, timeout)
 		defer cancel()
 	}
 
@@ -352,17 +354,28 @@ func (x *exchange) forward(vh *config.VirtualHost, route *config.Route, fa *conf
 		}
 		if retrySlot {
 			u.lb.ReleaseRetry()
+			retrySlot = false
 		}
-		if retrySlot = u.lb.TryAcquireRetry(); !retrySlot {
-			x.circuitOpen(u, "retries")
-			x.flags |= flagOverflow
-			break
+		// A retry after a connect failure takes no retry slot: the try
+		// never reached the upstream (no load to amplify) and the next
+		// one avoids the host. When a zone dies under load nearly every
+		// request needs one until outlier detection ejects the zone, and
+		// a budget of rate x try-time slots would fail them.
+		connectFailure := class.on == config.RetryConnectFailure
+		if !connectFailure {
+			if retrySlot = u.lb.TryAcquireRetry(); !retrySlot {
+				x.circuitOpen(u, "retries")
+				x.flags |= flagOverflow
+				break
+			}
 		}
 		x.retries++
 		if m := x.p.opts.Metrics; m != nil {
 			m.Retry(u.name, class.reason)
 		}
-		if !backoff(ctx, retry, attempt) {
+		// After a connect failure, retry at once (the same reason: a
+		// dead zone, nothing to back off from).
+		if !connectFailure && !backoff(ctx, retry, attempt) {
 			break
 		}
 	}

@@ -77,6 +77,16 @@ func startListener(p *Proxy, l *config.Listener) (*listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listener %q: cannot bind %s: %w; pick a free port or stop what holds it", l.Name, l.Address, err)
 	}
+	ln := newListener(p, l, sock)
+	ln.wg.Go(ln.acceptLoop)
+	p.log.Info("listener started", "listener", l.Name, "address", sock.Addr().String())
+	return ln, nil
+}
+
+// newListener serves connections accepted from sock, by startListener's
+// accept loop or, for a virtual listener, by the capture sockets
+// (capturemode.go).
+func newListener(p *Proxy, l *config.Listener, sock net.Listener) *listener {
 	ln := &listener{
 		p:        p,
 		ln:       sock,
@@ -88,9 +98,7 @@ func startListener(p *Proxy, l *config.Listener) (*listener, error) {
 	ln.cfg.Store(l)
 	ln.tlsConfig = ln.serverTLS()
 	ln.http.Store(ln.serve(serverKeyOf(l)))
-	ln.wg.Go(ln.acceptLoop)
-	p.log.Info("listener started", "listener", l.Name, "address", sock.Addr().String())
-	return ln, nil
+	return ln
 }
 
 // sameSocket reports whether l can reuse this listener's socket.

@@ -60,6 +60,9 @@ type Proxy struct {
 	// bg tracks goroutines that outlive a request (mirrors).
 	bg  sync.WaitGroup
 	obs *lbObserver
+	// capture is set by StartCapture (capturemode.go): listeners are then
+	// virtual, fed by the capture sockets. Guarded by applyMu.
+	capture *Capture
 }
 
 // state is one immutable configuration, published atomically.
@@ -199,12 +202,15 @@ func (p *Proxy) Apply(s *config.Snapshot) error {
 	}
 	sort.Strings(names)
 	for _, name := range names {
-		ln, err := startListener(p, want[name])
+		ln, err := p.startListenerFor(want[name]) // capturemode.go
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		p.listeners[name] = ln
+	}
+	if p.capture != nil {
+		p.capture.publish(p.listeners, s) // capturemode.go
 	}
 	for _, u := range retired {
 		u.close()
@@ -251,6 +257,7 @@ func (p *Proxy) Drain(ctx context.Context) error {
 		lns = append(lns, ln)
 	}
 	p.applyMu.Unlock()
+	p.closeCapture() // capturemode.go: accept no more captured connections
 	ctx, cancel := context.WithTimeout(ctx, p.opts.DrainTimeout)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -281,6 +288,7 @@ func (p *Proxy) Close() error {
 	p.retiring = nil
 	p.upstreams = map[string]*upstream{}
 	p.applyMu.Unlock()
+	p.closeCapture() // capturemode.go
 	for _, ln := range lns {
 		ln.stop(0)
 		ln.abort()

@@ -22,6 +22,8 @@ type upstream struct {
 	lb   *lb.Cluster
 	cfg  atomic.Pointer[config.Cluster]
 	tr   atomic.Pointer[transport]
+	// dl fires the route timeouts of the cluster's requests (deadline.go).
+	dl deadlines
 	// scheme is "http" or "https", matching tr.
 }
 
@@ -76,6 +78,7 @@ func (u *upstream) update(c *config.Cluster, la *config.LoadAssignment) {
 }
 
 func (u *upstream) close() {
+	u.dl.close()
 	u.lb.Close()
 	u.tr.Load().closeIdle(true)
 }

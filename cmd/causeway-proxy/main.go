@@ -5,6 +5,12 @@
 //	causeway-proxy sidecar --bootstrap bootstrap.yaml
 //	causeway-proxy sidecar --xds 127.0.0.1:15010 --workload web --namespace shop
 //
+// In east-west mode it is its cluster's east-west gateway: it passes other
+// clusters' mTLS connections through, by SNI, to local endpoints of
+// exported services (no SVID; docs/eastwest.md).
+//
+//	causeway-proxy east-west --xds 127.0.0.1:15010 --inbound-ip 10.0.0.5 --cluster east --network net-east
+//
 // SIGTERM or SIGINT drains gracefully: /ready fails, listeners close,
 // in-flight requests finish (up to --drain-timeout), then the process exits.
 package main
@@ -31,6 +37,7 @@ func main() {
 func run(args []string) int {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Fprintln(os.Stderr, "usage: causeway-proxy sidecar [flags]   (causeway-proxy sidecar -h lists the flags)")
+		fmt.Fprintln(os.Stderr, "       causeway-proxy east-west --inbound-ip <ip> [--eastwest-port 15443] [flags]")
 		fmt.Fprintln(os.Stderr, "       causeway-proxy version")
 		return 2
 	}
@@ -42,11 +49,21 @@ func run(args []string) int {
 	cfg.Mode = args[0]
 	fs := flag.NewFlagSet("causeway-proxy "+args[0], flag.ContinueOnError)
 	cfg.Flags(fs)
+	rt := runner.DefaultRuntimeConfig()
+	rt.Flags(fs)
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
 		return 2
+	}
+	if err := rt.Validate(); err != nil {
+		fmt.Fprintln(os.Stderr, "causeway-proxy:", err)
+		return 1
+	}
+	// Runtime tuning first: it may re-execute the process (same pid).
+	if err := rt.Apply(); err != nil {
+		fmt.Fprintln(os.Stderr, "causeway-proxy: going on untuned:", err)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"slices"
@@ -185,13 +186,24 @@ func anyKeys[K comparable](m map[K]bool) map[any]bool {
 
 // strip drops what Translate never reads before an informer stores an
 // object: metadata.managedFields everywhere, and a Secret's data (only its
-// metadata and type matter; keys are not kept in this process).
+// metadata and type matter; keys are not kept in these caches). Of a
+// kubernetes.io/tls Secret whose pair does not parse, empty tls.crt and
+// tls.key placeholders are kept, so Translate reports it malformed.
 func strip(obj any) (any, error) {
 	if s, ok := obj.(*corev1.Secret); ok {
+		bad := s.Type == corev1.SecretTypeTLS && !validPair(s.Data)
 		s.Data, s.StringData = nil, nil
+		if bad {
+			s.Data = map[string][]byte{corev1.TLSCertKey: {}, corev1.TLSPrivateKeyKey: {}}
+		}
 	}
 	if m, ok := obj.(metav1.Object); ok {
 		m.SetManagedFields(nil)
 	}
 	return obj, nil
+}
+
+func validPair(data map[string][]byte) bool {
+	_, err := tls.X509KeyPair(data[corev1.TLSCertKey], data[corev1.TLSPrivateKeyKey])
+	return err == nil
 }

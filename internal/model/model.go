@@ -58,6 +58,14 @@ type Service struct {
 	// here; its clusterset endpoints are then the peers' only (MCS: only
 	// exporting clusters back a ServiceImport).
 	Imported bool
+	// ClusterIP is the Service's virtual IP in this cluster (spec.clusterIP;
+	// vips.go); empty for a headless Service or when the source does not
+	// know it. Sidecars in capture mode route by it.
+	ClusterIP string
+	// ClustersetIP is the VIP of the ServiceImport of this service
+	// (<name>.<namespace>.svc.clusterset.local answers with it; vips.go);
+	// empty when none was assigned.
+	ClustersetIP string
 	// Endpoints sorted by cluster, address, ports, then workload.
 	Endpoints []Endpoint
 }
@@ -184,7 +192,7 @@ func (a *Snapshot) Equal(b *Snapshot) bool {
 // Equal reports whether two services (with their endpoints) are the same.
 func (a *Service) Equal(b *Service) bool {
 	return a.Namespace == b.Namespace && a.Name == b.Name && a.Exported == b.Exported && a.Imported == b.Imported &&
-		slices.Equal(a.Ports, b.Ports) &&
+		a.ClusterIP == b.ClusterIP && a.ClustersetIP == b.ClustersetIP && slices.Equal(a.Ports, b.Ports) &&
 		slices.EqualFunc(a.Endpoints, b.Endpoints, func(x, y Endpoint) bool { return x.Equal(&y) })
 }
 
@@ -256,6 +264,7 @@ func (sv *Service) validate(obj string) []error {
 	if !validLabel(sv.Name) {
 		add("name", sv.Name, "must be a DNS label (lower-case letters, digits, '-'; at most 63)")
 	}
+	errs = append(errs, sv.validateVIPs(obj)...) // vips.go
 	names := map[string]bool{}
 	for i, p := range sv.Ports {
 		f := fmt.Sprintf("ports[%d]", i)
@@ -357,6 +366,7 @@ func (s *Snapshot) String() string {
 		if sv.Imported {
 			b.WriteString(" imported")
 		}
+		writeVIPs(&b, sv) // vips.go
 		b.WriteByte('\n')
 		for _, p := range sv.Ports {
 			fmt.Fprintf(&b, "  port %s %d/%s app=%s\n", orDash(p.Name), p.Port, p.Protocol, orDash(p.AppProtocol))

@@ -41,6 +41,15 @@ type Node struct {
 	// "east-west"): the port it listens on at InboundIP (metadata
 	// eastwest_port, default 15443). See ParseEastWestNode.
 	EastWestPort uint32
+	// Gateways is set for an ingress proxy (metadata role "ingress"): "*"
+	// or the sorted "namespace/name,..." of the Gateways it serves
+	// (metadata "gateways"). See ParseIngressNode (ingress.go).
+	Gateways string
+	// Capture: the proxy runs in capture mode (metadata "interception_mode"
+	// "REDIRECT", as Istio names it): it binds no listener and serves each
+	// captured connection by the listener of its original destination, so
+	// outbound listeners are per service VIP (capture.go).
+	Capture bool
 }
 
 // mTLS modes of a node's inbound listeners.
@@ -73,12 +82,18 @@ func NodeFromProto(n *corev3.Node, cluster, network string) (Node, error) {
 	if out.Network == "" {
 		out.Network = network
 	}
+	out.Capture = strings.EqualFold(str("interception_mode"), "REDIRECT") // capture.go
 	out.Proxyless = strings.HasPrefix(n.GetUserAgentName(), "gRPC") || md["proxyless"].GetBoolValue() || str("proxyless") == "true"
 	var problems []string
 	ewPort, ewErr := ParseEastWestNode(n) // eastwest.go
 	out.EastWestPort = ewPort
 	if ewErr != nil {
 		problems = append(problems, ewErr.Error())
+	}
+	gws, igErr := ParseIngressNode(n) // ingress.go
+	out.Gateways = gws
+	if igErr != nil {
+		problems = append(problems, igErr.Error())
 	}
 	if out.ID == "" {
 		problems = append(problems, "node.id is empty: set a unique id per proxy (e.g. <pod>.<namespace>)")
@@ -132,6 +147,6 @@ func (n Node) Class() Node {
 // which every node of the class is served.
 func (n Node) Key() string {
 	c := n.Class()
-	return fmt.Sprintf("class|%s|%s|%s|%s|%s|%s|%t|%s|%s|%s|%s|%d", c.Namespace, c.Cluster, c.Network,
-		c.Locality.Region, c.Locality.Zone, c.Locality.SubZone, c.Proxyless, c.OutboundIP, c.InboundIP, c.InboundPorts, c.MTLSMode, c.EastWestPort)
+	return fmt.Sprintf("class|%s|%s|%s|%s|%s|%s|%t|%s|%s|%s|%s|%d|%s", c.Namespace, c.Cluster, c.Network,
+		c.Locality.Region, c.Locality.Zone, c.Locality.SubZone, c.Proxyless, c.OutboundIP, c.InboundIP, c.InboundPorts, c.MTLSMode, c.EastWestPort, c.Gateways) + captureKey(c) // capture.go
 }

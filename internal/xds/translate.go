@@ -39,6 +39,9 @@ type TranslateOptions struct {
 	Retry *Retry
 	// MTLS, when set, turns on mesh mutual TLS (see MTLS).
 	MTLS *MTLS
+	// Ingress feeds the translation of ingress proxies (ingress.go);
+	// nil: ingress nodes get no Gateway listeners.
+	Ingress *IngressOptions
 }
 
 // DefaultClusterOptions: outlier detection ejects an endpoint after 5
@@ -181,6 +184,9 @@ func translate(s *model.Snapshot, n Node, o TranslateOptions, memo *classMemo) (
 	if n.EastWestPort != 0 { // an east-west gateway: eastwest.go
 		return TranslateEastWest(s, n, n.EastWestPort)
 	}
+	if n.Gateways != "" { // an ingress proxy: ingress.go
+		return TranslateIngress(s, n, o)
+	}
 	co := DefaultClusterOptions
 	if o.Cluster != nil {
 		co = *o.Cluster
@@ -278,6 +284,11 @@ func translate(s *model.Snapshot, n Node, o TranslateOptions, memo *classMemo) (
 	if memo != nil {
 		memo.sweepPorts()
 	}
+	if n.Capture && !n.Proxyless {
+		// The per-port listeners become per-VIP ones (capture.go).
+		r.Listeners = append(dropPortListeners(r.Listeners, ports), captureListeners(s, ports)...)
+		sortByName(r.Listeners)
+	}
 	if mtls {
 		var bundles map[string][]*x509.Certificate
 		if o.MTLS.Bundles != nil {
@@ -328,6 +339,9 @@ func translateService(sv *model.Service, cluster string, n Node, co ClusterOptio
 	for _, p := range sv.Ports {
 		class := portClass(p)
 		if class == protoOther {
+			if n.Capture && !n.Proxyless && p.Protocol == model.TCP {
+				pc.captureTCP(sv, p, cluster, n, co, ids, keep) // capture.go
+			}
 			continue
 		}
 		local := ClusterName(sv.Namespace, sv.Name, p.Port)
@@ -365,9 +379,11 @@ func translateService(sv *model.Service, cluster string, n Node, co ClusterOptio
 			if sv.Namespace == n.Namespace {
 				domains = append(domains, sv.Name)
 			}
+			domains = append(domains, vipDomains(sv.ClusterIP, p.Port)...) // capture.go
 			pc.vhosts[p.Port] = append(pc.vhosts[p.Port], pc.host(local, domains, mr.table(model.ParentService, p.Port), retry))
 			if sv.Exported || sv.Imported || mr.clustersetHost(p.Port) {
 				domains := []string{sv.Name + "." + sv.Namespace + ".svc.clusterset.local"}
+				domains = append(domains, vipDomains(sv.ClustersetIP, p.Port)...) // capture.go
 				pc.vhosts[p.Port] = append(pc.vhosts[p.Port], pc.host(set, domains, mr.table(model.ParentServiceImport, p.Port), retry))
 			}
 		}

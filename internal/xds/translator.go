@@ -166,7 +166,8 @@ func (m *classMemo) sweepPorts() {
 // sameShape: everything but the endpoints is equal (clusters, virtual
 // hosts and api listeners depend on nothing else).
 func sameShape(a, b *model.Service) bool {
-	return a.Namespace == b.Namespace && a.Name == b.Name && a.Exported == b.Exported && a.Imported == b.Imported && slices.Equal(a.Ports, b.Ports)
+	return a.Namespace == b.Namespace && a.Name == b.Name && a.Exported == b.Exported && a.Imported == b.Imported && slices.Equal(a.Ports, b.Ports) &&
+		a.ClusterIP == b.ClusterIP && a.ClustersetIP == b.ClustersetIP // VIPs are virtual host domains
 }
 
 // sameEndpoints compares the endpoints, with a shortcut for slices that

@@ -68,7 +68,7 @@ type Cluster struct {
 	cfg    *config.Cluster
 	groups []group
 	of     float64               // overprovisioning factor, percent
-	states map[string]*hostState // by address
+	states map[string]*hostState // by hostKey
 	closed bool
 	// sweeper goroutine; stop is nil when none runs.
 	stop     chan struct{}
@@ -131,8 +131,9 @@ func (c *Cluster) Name() string {
 
 // Update swaps config and/or endpoints; a nil argument keeps the current
 // one (la == nil with a cfg carrying Static uses Static). Hosts with the
-// same address keep their outlier state, ejection and active-request
-// counts. Hosts that disappear are forgotten without an Unejected event.
+// same address in the same locality and cluster keep their outlier state,
+// ejection and active-request counts. Hosts that disappear are forgotten
+// without an Unejected event.
 func (c *Cluster) Update(cfg *config.Cluster, la *config.LoadAssignment) {
 	c.mu.Lock()
 	evs := c.updateLocked(cfg, la, false)
@@ -200,12 +201,16 @@ func (c *Cluster) setEndpointsLocked(la *config.LoadAssignment) {
 			}
 			g := group{priority: le.Priority, weight: max(le.Weight, 1)}
 			for _, ep := range le.Endpoints {
-				if _, dup := seen[ep.Address]; dup {
-					continue // first occurrence of an address wins
+				key := ep.Address
+				if _, dup := seen[key]; dup {
+					key = hostKey(ep.Address, le)
+					if _, dup := seen[key]; dup {
+						continue // first occurrence of an address in a locality wins
+					}
 				}
-				st := c.states[ep.Address]
+				st := c.states[key]
 				if st == nil {
-					st = &hostState{c: c, addr: ep.Address}
+					st = &hostState{c: c, addr: key}
 				}
 				h := &Host{
 					Address: ep.Address, Hostname: ep.Hostname, Locality: le.Locality,
@@ -214,7 +219,7 @@ func (c *Cluster) setEndpointsLocked(la *config.LoadAssignment) {
 					Health: ep.Health, st: st,
 				}
 				st.host = h
-				seen[ep.Address] = st
+				seen[key] = st
 				g.hosts = append(g.hosts, h)
 			}
 			if len(g.hosts) > 0 {
@@ -224,6 +229,17 @@ func (c *Cluster) setEndpointsLocked(la *config.LoadAssignment) {
 	}
 	c.states = seen
 	c.of = of
+}
+
+// hostKey names the second and later occurrences of an address, in other
+// localities, across updates (the first is keyed by its address alone, so
+// a host that moves to another locality keeps its state). One address may
+// stand for several localities: a peer's east-west gateway is advertised
+// once per locality behind it (federation), and each is a host of its
+// own, balanced by its locality's weight and ejected alone, never the
+// whole peer at once.
+func hostKey(addr string, le *config.LocalityEndpoints) string {
+	return addr + "|" + le.Cluster + "|" + le.Locality.Region + "/" + le.Locality.Zone + "/" + le.Locality.SubZone
 }
 
 // Close stops the background sweep goroutine, if any. It is idempotent; the

@@ -178,10 +178,11 @@ func TestStatus(t *testing.T) {
 	if !slices.Equal(st.Hosts, want) {
 		t.Errorf("hosts\n got %+v\nwant %+v", st.Hosts, want)
 	}
-	// P0: 1 of 2 usable, health 70; P1: 1 of 2, health 70. NTH 100.
+	// P0: 1 of 2 usable, health 70; P1: 1 of 2 hosts but capacity 3 of
+	// 4 (health counts host weights), health min(100, 105). NTH 100.
 	wantLevels := []LevelStatus{
 		{Priority: 0, Healthy: 1, Total: 2, HealthPercent: 70, LoadPercent: 70},
-		{Priority: 1, Healthy: 1, Total: 2, HealthPercent: 70, LoadPercent: 30},
+		{Priority: 1, Healthy: 1, Total: 2, HealthPercent: 100, LoadPercent: 30},
 	}
 	if !slices.Equal(st.Levels, wantLevels) {
 		t.Errorf("levels\n got %+v\nwant %+v", st.Levels, wantLevels)

@@ -25,7 +25,16 @@
 //     Maglev table built over all usable hosts of the level (all hosts in
 //     panic), not per locality.
 //
-// Panic (Envoy's semantics exactly): when the normalised total health is
+// Capacity: usable/total (health, locality availability, the panic share)
+// counts host weights, not hosts. With unit weights, as every pod has,
+// that is Envoy's host count; a peer's east-west gateway endpoint stands
+// for a whole locality behind it and carries that locality's healthy
+// weight, so a caller's failover sees the real capacity there, never one
+// opaque host per cluster. An address may appear in several localities
+// (one gateway, several localities behind it): each occurrence is a host
+// of its own, ejected alone.
+//
+// Panic (Envoy's semantics, in capacity): when the normalised total health is
 // below 100, a level whose usable share (usable/total, without OF) is below
 // PanicThreshold is in panic and balances over all its hosts, ejected and
 // unhealthy ones included, ignoring localities. If every level is in panic,

@@ -150,7 +150,13 @@ func hostOf(t testing.TB, c *Cluster, a string) *Host {
 	t.Helper()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	st := c.states[a]
+	var st *hostState
+	for _, s := range c.sortedStatesLocked() { // keyed by hostKey: find the address
+		if s.host.Address == a {
+			st = s
+			break
+		}
+	}
 	if st == nil {
 		t.Fatalf("no host %s", a)
 	}

@@ -124,11 +124,12 @@ func (h *Host) End(r Result) {
 	}
 }
 
-// hostState is the mutable state of one address, shared by every *Host
-// value describing it across Updates.
+// hostState is the mutable state of one host (its address; hostKey for
+// an address that is in several localities), shared by every *Host value
+// describing it across Updates.
 type hostState struct {
 	c    *Cluster
-	addr string
+	addr string // the key in Cluster.states
 
 	active  atomic.Int64
 	cons5xx atomic.Int32

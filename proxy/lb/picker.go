@@ -41,16 +41,23 @@ type picker struct {
 type level struct {
 	priority      uint32
 	total, usable int
-	health, load  uint32 // percent
-	panic         bool
-	all           *hostSet   // every host: the pick set in panic mode
-	usableSet     *hostSet   // usable hosts
-	locs          []*hostSet // usable hosts per locality with weight > 0
-	locW          []uint64   // scaled effective locality weights
-	locSum        uint64
-	hashHosts     []*Host // hosts of ring / mag
-	ring          *ring   // RING_HASH over the pick set (load > 0 only)
-	mag           *maglev // MAGLEV over the pick set (load > 0 only)
+	// totalW and usableW are the level's capacity: the sums of its hosts'
+	// weights. Health, a locality's availability and panic are counted in
+	// capacity rather than hosts. With unit weights (every pod) that is
+	// Envoy's host count; a peer's east-west gateway endpoint stands for
+	// a whole locality and carries its healthy weight, so the locality
+	// counts for the endpoints behind it, not as one host.
+	totalW, usableW uint64
+	health, load    uint32 // percent
+	panic           bool
+	all             *hostSet   // every host: the pick set in panic mode
+	usableSet       *hostSet   // usable hosts
+	locs            []*hostSet // usable hosts per locality with weight > 0
+	locW            []uint64   // scaled effective locality weights
+	locSum          uint64
+	hashHosts       []*Host // hosts of ring / mag
+	ring            *ring   // RING_HASH over the pick set (load > 0 only)
+	mag             *maglev // MAGLEV over the pick set (load > 0 only)
 }
 
 // hostSet is a set of hosts with a weighted schedule.
@@ -218,8 +225,10 @@ func (c *Cluster) buildLocked() *picker {
 				continue
 			}
 			var gu []*Host
+			var gAllW, gUsableW uint64
 			for _, h := range g.hosts {
 				all = append(all, h)
+				gAllW += uint64(h.Weight)
 				if h.st.ejected {
 					if u := h.st.ejectedUntil.UnixNano(); p.nextUneject == 0 || u < p.nextUneject {
 						p.nextUneject = max(u, 1)
@@ -227,12 +236,16 @@ func (c *Cluster) buildLocked() *picker {
 				}
 				if h.Health.Usable() && !h.st.ejected {
 					gu = append(gu, h)
+					gUsableW += uint64(h.Weight)
 				}
 			}
 			usable = append(usable, gu...)
+			L.totalW += gAllW
+			L.usableW += gUsableW
 			if len(gu) > 0 {
-				// Envoy: weight * min(1, OF * usable/total).
-				eff := float64(g.weight) * math.Min(1, of/100*float64(len(gu))/float64(len(g.hosts)))
+				// Envoy: weight * min(1, OF * usable/total), counted in
+				// capacity (host weights; see level.totalW).
+				eff := float64(g.weight) * math.Min(1, of/100*float64(gUsableW)/float64(gAllW))
 				locs = append(locs, newHostSet(gu, seed))
 				effs = append(effs, eff)
 			}
@@ -250,8 +263,8 @@ func (c *Cluster) buildLocked() *picker {
 			L.locW = append(L.locW, w)
 			L.locSum += w
 		}
-		if L.total > 0 {
-			L.health = uint32(min(100, math.Floor(of*float64(L.usable)/float64(L.total)+1e-9)))
+		if L.totalW > 0 {
+			L.health = uint32(min(100, math.Floor(of*float64(L.usableW)/float64(L.totalW)+1e-9)))
 		}
 		p.levels = append(p.levels, L)
 	}
@@ -283,7 +296,8 @@ func (c *Cluster) buildLocked() *picker {
 // (LoadBalancerBase::recalculatePriorityLoad, recalculatePerPriorityPanic,
 // recalculateLoadInTotalPanic):
 //
-//   - health(P) = min(100, OF * usable/total), in whole percent;
+//   - health(P) = min(100, OF * usable/total), in whole percent, usable
+//     and total counted in capacity (host weights; see level.totalW);
 //   - normalized total health NTH = min(100, Σ health);
 //   - if NTH > 0, load(P) = min(remaining, health(P)*100/NTH) in priority
 //     order, rounding leftovers going to the first level with health > 0;
@@ -323,8 +337,8 @@ func (c *Cluster) computeLoads(p *picker) {
 	allPanic := true
 	for _, L := range p.levels {
 		pct := 0.0
-		if L.total > 0 {
-			pct = 100 * float64(L.usable) / float64(L.total)
+		if L.totalW > 0 {
+			pct = 100 * float64(L.usableW) / float64(L.totalW)
 		}
 		L.panic = thr > 0 && nth < 100 && pct < thr
 		allPanic = allPanic && L.panic

@@ -31,7 +31,7 @@ type LevelStatus struct {
 	Priority      uint32 `json:"priority"`
 	Healthy       int    `json:"healthy"` // usable hosts (health and not ejected)
 	Total         int    `json:"total"`
-	HealthPercent uint32 `json:"health_percent"` // min(100, OF*healthy/total)
+	HealthPercent uint32 `json:"health_percent"` // min(100, OF*usable/total), in capacity (host weights)
 	LoadPercent   uint32 `json:"load_percent"`   // share of traffic this level receives
 	Panic         bool   `json:"panic"`          // the level ignores health
 }

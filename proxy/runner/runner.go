@@ -40,7 +40,7 @@ import (
 
 // Config is the whole configuration of a proxy process.
 type Config struct {
-	Mode      string // sidecar (ingress and east-west arrive with their issues)
+	Mode      string // sidecar, ingress (ingress.go) or east-west (eastwest.go)
 	Bootstrap string // Envoy v3 bootstrap file (YAML or JSON)
 	XDS       string // ADS server host:port; overrides the bootstrap
 	Admin     string // admin listener; overrides the bootstrap
@@ -84,6 +84,18 @@ type Config struct {
 	// AppProbes is the JSON of the application's health checks moved to
 	// the sidecar (admin.AppProbesEnv); empty: read that variable.
 	AppProbes string
+
+	// Gateways (ingress mode, ingress.go): "*" or namespace/name,... of
+	// the Gateways this proxy serves; sent as node metadata "gateways".
+	Gateways string
+
+	// EastWestPort (east-west mode, eastwest.go): the gateway's port on
+	// InboundIP; 0: eastwest.DefaultPort. Sent as node metadata eastwest_port.
+	EastWestPort uint
+
+	// Capture (sidecar mode, capture.go): serve the traffic causeway-init
+	// redirects; sent as node metadata interception_mode.
+	Capture CaptureConfig
 }
 
 // DefaultConfig returns the defaults of every flag.
@@ -122,13 +134,25 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.InboundIP, "inbound-ip", c.InboundIP, "the workload's endpoint IP, where inbound listeners bind")
 	fs.StringVar(&c.InboundPorts, "inbound-ports", c.InboundPorts, `inbound ports and the application's local addresses: "8080=127.0.0.1:18080,..."`)
 	fs.StringVar(&c.MTLSMode, "mtls-mode", c.MTLSMode, "inbound mTLS mode: STRICT (default) or PERMISSIVE (also accepts plaintext, for migration)")
+	fs.UintVar(&c.EastWestPort, "eastwest-port", c.EastWestPort, "east-west mode: the gateway's port on --inbound-ip (default 15443)")
+	fs.StringVar(&c.Gateways, "gateways", c.Gateways, `ingress mode: the Gateways served, "*" (every Gateway of Causeway's class) or "namespace/name,..."`)
+	c.captureFlags(fs) // capture.go
 }
 
 // Validate checks c and names every bad field with its fix.
 func (c *Config) Validate() error {
 	var errs []error
-	if c.Mode != "sidecar" {
-		errs = append(errs, fmt.Errorf("mode %q: only \"sidecar\" is available in this build (ingress and east-west modes are not built yet)", c.Mode))
+	if c.Mode != "sidecar" && c.Mode != ingressRole && c.Mode != eastWestMode {
+		errs = append(errs, fmt.Errorf("mode %q: want \"sidecar\", \"ingress\" or \"east-west\"", c.Mode))
+	}
+	if err := c.validateEastWest(); err != nil { // eastwest.go
+		errs = append(errs, err)
+	}
+	if err := c.validateIngress(); err != nil { // ingress.go
+		errs = append(errs, err)
+	}
+	if err := c.validateCapture(); err != nil { // capture.go
+		errs = append(errs, err)
 	}
 	if c.Bootstrap == "" && c.XDS == "" {
 		errs = append(errs, errors.New("--bootstrap or --xds: one is required; give a bootstrap file or the ADS server address"))
@@ -254,6 +278,10 @@ func Start(ctx context.Context, c Config, logw io.Writer) (*Process, error) {
 	}
 	px := proxy.New(proxy.Options{Self: self, Metrics: metrics, AccessLog: al, Logger: log, DrainTimeout: c.DrainTimeout})
 	p := &Process{Proxy: px, cfg: c, log: log, done: make(chan struct{}), logOut: closer}
+	if err := startCapture(px, c, log); err != nil { // capture.go
+		px.Close()
+		return nil, err
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	p.cancel = cancel
@@ -384,6 +412,15 @@ func fillNode(n *corev3.Node, c Config, loc config.Locality) {
 	set("inbound_ip", c.InboundIP)
 	set("inbound_ports", c.InboundPorts)
 	set("mtls_mode", c.MTLSMode)
+	for k, v := range c.ingressMetadata() { // ingress.go
+		set(k, v)
+	}
+	for k, v := range c.eastWestMetadata() { // eastwest.go
+		set(k, v)
+	}
+	for k, v := range c.captureMetadata() { // capture.go
+		set(k, v)
+	}
 }
 
 // ready is the proxy's readiness and, with mesh mTLS, having an SVID: a

@@ -1,0 +1,132 @@
+package runner
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"runtime/debug"
+	"strings"
+	"syscall"
+)
+
+// Runtime tuning of a causeway-proxy process: what the Go runtime does by
+// default costs a sidecar more than its own work at the request rates
+// sidecars see. docs/benchmarks.md has the profiles behind each setting.
+//
+// Sysmon. The runtime's system monitor thread goes into a deep sleep
+// whenever every P is idle, and the next syscall of any goroutine wakes it
+// (a futex wake-up), after which it polls every 20 µs until the process
+// is idle again. A sidecar at 1,000 req/s is idle between most requests,
+// so every request pays a futex wake-up and a dozen 20 µs sleeps of the
+// monitor: a quarter of the proxy's CPU on a 2-core VM (49 of 216 µs per
+// request). The runtime keeps the monitor out of the deep sleep only when
+// GODEBUG schedtrace is set, and reads GODEBUG only at start, so the
+// process re-executes itself once with schedtrace set to its largest value
+// (2^31-1 ms, 24.8 days). Side effect: the runtime prints one "SCHED"
+// line to stderr when the host's monotonic clock (time since boot) passes
+// a multiple of 24.8 days. The monitor then backs off to one wake-up per
+// 10 ms when there is nothing for it to do.
+//
+// GC. GCPercent and MemoryLimit set debug.SetGCPercent and
+// debug.SetMemoryLimit when given (the GOGC and GOMEMLIMIT environment
+// variables still apply when they are not).
+
+// sysmonGODEBUG is the GODEBUG setting that keeps sysmon out of deep sleep.
+const sysmonGODEBUG = "schedtrace=2147483647"
+
+// RuntimeConfig is the runtime tuning of a proxy process.
+type RuntimeConfig struct {
+	// Sysmon re-executes the process with GODEBUG schedtrace set, unless
+	// GODEBUG already sets schedtrace.
+	Sysmon bool
+	// GCPercent is debug.SetGCPercent's argument; 0 keeps GOGC (or 100).
+	GCPercent int
+	// MemoryLimit is debug.SetMemoryLimit's argument in bytes; 0 keeps
+	// GOMEMLIMIT (or no limit).
+	MemoryLimit int64
+}
+
+// DefaultRuntimeConfig returns the defaults of the runtime flags.
+func DefaultRuntimeConfig() RuntimeConfig {
+	return RuntimeConfig{Sysmon: true}
+}
+
+// Flags registers the runtime flags on fs.
+func (r *RuntimeConfig) Flags(fs *flag.FlagSet) {
+	fs.BoolVar(&r.Sysmon, "runtime-sysmon-tuning", r.Sysmon, "re-execute once with GODEBUG=schedtrace=2147483647, which keeps the Go runtime's monitor thread from a deep sleep that every request would end (a quarter of the CPU at 1,000 req/s); false leaves GODEBUG alone")
+	fs.IntVar(&r.GCPercent, "gc-percent", r.GCPercent, "garbage collector target percentage, as GOGC (0: GOGC or 100)")
+	fs.Int64Var(&r.MemoryLimit, "memory-limit-bytes", r.MemoryLimit, "soft memory limit of the Go runtime in bytes, as GOMEMLIMIT (0: GOMEMLIMIT or none)")
+}
+
+// Validate checks the runtime flags.
+func (r *RuntimeConfig) Validate() error {
+	if r.GCPercent < 0 {
+		return fmt.Errorf("runtime config: -gc-percent %d: must be 0 (keep GOGC) or more", r.GCPercent)
+	}
+	if r.MemoryLimit < 0 {
+		return fmt.Errorf("runtime config: -memory-limit-bytes %d: must be 0 (keep GOMEMLIMIT) or more", r.MemoryLimit)
+	}
+	return nil
+}
+
+// Apply tunes the running process. It must be called first thing in main,
+// before any goroutine of the program starts: with Sysmon set and GODEBUG
+// not yet carrying schedtrace, it replaces the process with a new run of
+// the same binary, same arguments and environment plus the GODEBUG
+// setting (the pid stays the same), and returns only if that fails; the
+// error says why and the caller may go on untuned. Never call it from a
+// test binary or a library: it execs.
+func (r *RuntimeConfig) Apply() error {
+	if r.GCPercent > 0 {
+		debug.SetGCPercent(r.GCPercent)
+	}
+	if r.MemoryLimit > 0 {
+		debug.SetMemoryLimit(r.MemoryLimit)
+	}
+	if !r.Sysmon {
+		return nil
+	}
+	env, changed := withSysmonGODEBUG(os.Environ())
+	if !changed {
+		return nil
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("runtime tuning: find the executable to re-execute with GODEBUG=%s: %w (run with -runtime-sysmon-tuning=false to skip)", sysmonGODEBUG, err)
+	}
+	err = syscall.Exec(exe, os.Args, env)
+	return fmt.Errorf("runtime tuning: re-execute %s with GODEBUG=%s: %w (run with -runtime-sysmon-tuning=false to skip)", exe, sysmonGODEBUG, err)
+}
+
+// withSysmonGODEBUG returns env with schedtrace added to GODEBUG, and
+// whether it changed anything: a GODEBUG that already sets schedtrace
+// (by the user, or by an earlier exec) is left alone.
+func withSysmonGODEBUG(env []string) ([]string, bool) {
+	out := make([]string, 0, len(env)+1)
+	found := false
+	for _, kv := range env {
+		v, ok := strings.CutPrefix(kv, "GODEBUG=")
+		if !ok {
+			out = append(out, kv)
+			continue
+		}
+		if found {
+			continue // a duplicate: the runtime reads the first one
+		}
+		found = true
+		for field := range strings.SplitSeq(v, ",") {
+			if strings.HasPrefix(strings.TrimSpace(field), "schedtrace=") {
+				return env, false
+			}
+		}
+		if v == "" {
+			out = append(out, "GODEBUG="+sysmonGODEBUG)
+		} else {
+			out = append(out, "GODEBUG="+v+","+sysmonGODEBUG)
+		}
+	}
+	if !found {
+		out = append(out, "GODEBUG="+sysmonGODEBUG)
+	}
+	return out, true
+}
