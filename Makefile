@@ -56,7 +56,7 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) $$pkg; \
 	done
 
-test: lint unit fuzz
+test: lint unit fuzz conformance
 
 bench: build
 	bash bench/run.sh
@@ -94,3 +94,5 @@ testbins:
 unit: testbins
 unit: export CAUSEWAY_REQUIRE_TESTBINS := 1
 include hack/manifests/manifests.mk
+include hack/dashboard/dashboard.mk
+include hack/conformance/conformance.mk

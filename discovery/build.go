@@ -10,6 +10,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
 
+	"github.com/causewaymesh/causeway/federation/peerapi"
 	"github.com/causewaymesh/causeway/internal/model"
 	"github.com/causewaymesh/causeway/trust/policy"
 )
@@ -36,6 +37,10 @@ type Objects struct {
 	// AuthorizationPolicies are already validated (policy.ToModel
 	// succeeds for each).
 	AuthorizationPolicies []*policy.AuthorizationPolicy
+	// Peers are federation links (folder mode), validated
+	// (peerapi.Peer.Validate). Build does not use them: the control
+	// plane's federation does (FolderOptions.OnPeers).
+	Peers []*peerapi.Peer
 }
 
 // MTLSModeAnnotation on a Namespace sets its workloads' inbound mTLS mode:
@@ -67,7 +72,8 @@ type BuildOptions struct {
 //   - Cluster and Network: o.Cluster and o.Network. Weight: 1.
 //
 // FQDN EndpointSlices and slices of unknown Services are skipped; a Service
-// without slices has no endpoints.
+// without slices has no endpoints. A Service's ClusterIP is spec.clusterIP
+// when it is an IP literal (not "None", not empty; see serviceVIP).
 func Build(objs *Objects, o BuildOptions) *model.Snapshot {
 	s := &model.Snapshot{Cluster: o.Cluster, Network: o.Network, TrustDomain: o.TrustDomain}
 	for _, ns := range objs.Namespaces {
@@ -98,7 +104,7 @@ func Build(objs *Objects, o BuildOptions) *model.Snapshot {
 	index := make(map[[2]string]int, len(objs.Services))
 	for _, svc := range objs.Services {
 		key := [2]string{svc.Namespace, svc.Name}
-		ms := model.Service{Namespace: svc.Namespace, Name: svc.Name, Exported: exported[key]}
+		ms := model.Service{Namespace: svc.Namespace, Name: svc.Name, Exported: exported[key], ClusterIP: serviceVIP(svc)}
 		for _, p := range svc.Spec.Ports {
 			proto := model.Protocol(p.Protocol)
 			if proto == "" {
@@ -240,4 +246,14 @@ func deref[T any](p *T) T {
 		return z
 	}
 	return *p
+}
+
+// serviceVIP is a Service's spec.clusterIP in canonical form, or "" for a
+// headless Service ("None") or one without an IP yet.
+func serviceVIP(svc *corev1.Service) string {
+	ip, err := netip.ParseAddr(svc.Spec.ClusterIP)
+	if err != nil || ip.Zone() != "" {
+		return ""
+	}
+	return ip.Unmap().String()
 }

@@ -25,6 +25,7 @@ import (
 	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/causewaymesh/causeway/federation/peerapi"
 	"github.com/causewaymesh/causeway/internal/model"
 	"github.com/causewaymesh/causeway/trust/policy"
 )
@@ -57,6 +58,7 @@ type Folder struct {
 
 	files    map[string]*fileState // by path relative to Dir; owned by Run/Scan
 	last     *model.Snapshot
+	peers    []*peerapi.Peer // last given to OnPeers; nil before the first
 	lastScan time.Time
 
 	mu       sync.Mutex
@@ -73,6 +75,10 @@ type FolderOptions struct {
 	Tick <-chan time.Time
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// OnPeers, when set, is called on Run's (or Scan's) goroutine with the
+	// folder's valid Peer documents (federation links, sorted by name) on
+	// the first scan and each time they change. Invalid ones are Problems.
+	OnPeers func([]*peerapi.Peer)
 	// OnProblems, when set, is called on Run's goroutine with the complete
 	// current problem list each time it changes (empty when all is well).
 	OnProblems func([]Problem)
@@ -247,6 +253,7 @@ func (f *Folder) Scan() (*model.Snapshot, bool) {
 		return cmp.Or(cmp.Compare(a.File, b.File), cmp.Compare(a.Document, b.Document))
 	})
 	f.setProblems(problems)
+	f.setPeers(all.Peers)
 
 	s := Build(&all, f.o.BuildOptions)
 	if err := s.Validate(); err != nil {
@@ -425,6 +432,10 @@ func decodeDoc(file string, doc int, raw []byte, out *fileObjects) []Problem {
 		target, validate, add = o, func() []FieldProblem { return validateAuthorizationPolicy(o) }, func() {
 			out.objs.AuthorizationPolicies = append(out.objs.AuthorizationPolicies, o)
 		}
+	case peerapi.APIVersion + "/" + peerapi.Kind:
+		o := &peerapi.Peer{}
+		namespaced = false
+		target, validate, add = o, func() []FieldProblem { return validatePeer(o) }, func() { out.objs.Peers = append(out.objs.Peers, o) }
 	default:
 		return nil // not ours (Deployments, Gateway API objects, ...)
 	}
@@ -498,6 +509,11 @@ func appendObjects(dst, src *Objects, skip map[objKey]bool) {
 	for _, o := range src.AuthorizationPolicies {
 		if keep(policy.Kind, o) {
 			dst.AuthorizationPolicies = append(dst.AuthorizationPolicies, o)
+		}
+	}
+	for _, o := range src.Peers {
+		if keep(peerapi.Kind, &metav1.ObjectMeta{Name: o.Name}) {
+			dst.Peers = append(dst.Peers, o)
 		}
 	}
 }

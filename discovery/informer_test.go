@@ -113,6 +113,9 @@ func onlyShop(s *model.Snapshot) *model.Snapshot {
 	c := *s
 	c.Namespaces = slices.DeleteFunc(slices.Clone(s.Namespaces), func(n string) bool { return n != "shop" })
 	c.Services = slices.DeleteFunc(slices.Clone(s.Services), func(v model.Service) bool { return v.Namespace != "shop" })
+	for i := range c.Services {
+		c.Services[i].ClusterIP = "" // allocated by the apiserver; the folder has none
+	}
 	return &c
 }
 

@@ -46,7 +46,12 @@
 //     wait on the state's next channel. Each stream runs on its own gRPC
 //     handler goroutine, so a slow or refused peer never delays another.
 //     Wire messages of a service are built once per change and shared by
-//     every stream (read-only).
+//     every stream (read-only). SetPeers (peers.go) swaps the peers with one
+//     atomic store from any goroutine and ends the streams of peers removed
+//     or changed; a peer added or changed gets a full resync on its next
+//     stream, never a resumption of what was sent under another filter.
+//   - MergeImports merges the Imports of several Importers (one per peer,
+//     as internal/controlplane runs them) as one Importer would.
 //   - Importer: each peer's state is owned by its goroutine; it publishes an
 //     immutable view and its status with atomic stores. The merge and every
 //     OnImports call run on the goroutine that called Run, serially; views

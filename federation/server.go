@@ -35,7 +35,8 @@ const envelope = 64
 // snapshots given to Update.
 type Server struct {
 	cfg     ServerConfig
-	peers   map[spiffeid.TrustDomain]map[string]*ExportPeer
+	peers   atomic.Pointer[peerIndex] // replaced whole by SetPeers
+	live    liveStreams
 	metrics *serverMetrics
 
 	mu    sync.Mutex // serialises Update
@@ -58,14 +59,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		_, _ = rand.Read(b[:])
 		cfg.Epoch = hex.EncodeToString(b[:])
 	}
-	s := &Server{cfg: cfg, peers: map[spiffeid.TrustDomain]map[string]*ExportPeer{}, metrics: m}
-	for i := range cfg.Peers {
-		p := &cfg.Peers[i]
-		if s.peers[p.TrustDomain] == nil {
-			s.peers[p.TrustDomain] = map[string]*ExportPeer{}
-		}
-		s.peers[p.TrustDomain][p.Cluster] = p
-	}
+	s := &Server{cfg: cfg, metrics: m}
+	s.peers.Store(indexPeers(cfg.Peers))
 	s.state.Store(&exportState{epoch: cfg.Epoch, services: map[NamespacedName]*exportEntry{}, next: make(chan struct{})})
 	return s, nil
 }
@@ -174,7 +169,7 @@ func authenticate(ctx context.Context) (spiffeid.ID, error) {
 // admit checks the client's ID and subscription against the configured
 // peers.
 func (s *Server) admit(id spiffeid.ID, sub *pb.Subscribe) (*ExportPeer, codes.Code, *RefusedError) {
-	byCluster, ok := s.peers[id.TrustDomain()]
+	byCluster, ok := (*s.peers.Load())[id.TrustDomain()]
 	if !ok {
 		return nil, codes.PermissionDenied, refused(id.String(), ReasonWrongTrustDomain,
 			"trust domain %q is not a federation peer of cluster %s; add it to the exporter's peers", id.TrustDomain().Name(), s.cfg.Cluster)
@@ -211,7 +206,7 @@ func (s *Server) sync(stream pb.Federation_SyncServer) error {
 		return s.refuse("", codes.Unauthenticated, refused("unknown", ReasonWrongTrustDomain, "%v", err))
 	}
 	td := id.TrustDomain().Name()
-	if _, ok := s.peers[id.TrustDomain()]; !ok { // refuse before reading anything
+	if _, ok := (*s.peers.Load())[id.TrustDomain()]; !ok { // refuse before reading anything
 		_, code, r := s.admit(id, nil)
 		return s.refuse(td, code, r)
 	}
@@ -250,6 +245,8 @@ func (s *Server) sync(stream pb.Federation_SyncServer) error {
 	if r != nil {
 		return s.refuse(td, code, r)
 	}
+	ctx, untrack := s.live.track(ctx, p, &s.peers) // SetPeers ends it if p goes
+	defer untrack()
 	mode := pb.Mode_MODE_DIRECT
 	if sub.GetNetwork() != s.cfg.Network {
 		if !s.cfg.Gateway.Address.IsValid() {
@@ -269,7 +266,8 @@ func (s *Server) sync(stream pb.Federation_SyncServer) error {
 	st := s.state.Load()
 	var names []NamespacedName
 	resumed := false
-	if sub.GetEpoch() == st.epoch && sub.GetRevision() > 0 {
+	mustResync := s.live.takeResync(p) // added or changed by SetPeers since its last stream
+	if sub.GetEpoch() == st.epoch && sub.GetRevision() > 0 && !mustResync {
 		names, resumed = st.changedSince(sub.GetRevision())
 	}
 	s.cfg.Logger.Debug("federation: importer subscribed", "peer", p.Cluster, "trust_domain", td, "mode", mode, "resumed", resumed, "from_revision", sub.GetRevision(), "revision", st.rev)

@@ -36,6 +36,11 @@ func TestMain(m *testing.M) {
 		goleak.IgnoreAnyFunction("internal/poll.runtime_pollWait"),
 		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
 		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+		goleak.Cleanup(func(int) {
+			if causewayBinary.dir != "" {
+				_ = os.RemoveAll(causewayBinary.dir)
+			}
+		}),
 	)
 }
 
@@ -271,6 +276,8 @@ func checkWorkloads(ctx context.Context, t *testing.T, c *testcluster.Cluster, o
 		"control-plane", "--source=kubernetes", "--cluster=$(CAUSEWAY_CLUSTER)", "--mtls",
 		"--ca-secret=causeway-system/causeway-ca",
 		"--xds=:15010", "--admin=:15011", "--svid-listen=:15012", "--bundle-listen=:15013",
+		"--injector-listen=:15017", "--injector-proxy-image=$(CAUSEWAY_PROXY_IMAGE)",
+		"--injector-control-plane=causeway.causeway-system.svc:15010",
 	} {
 		if !slices.Contains(ctr.Args, arg) {
 			t.Errorf("control plane args %q lack %q", ctr.Args, arg)
@@ -488,6 +495,8 @@ func checkRBACObjects(ctx context.Context, t *testing.T, c *testcluster.Cluster)
 	add("discovery.k8s.io", []string{"endpointslices"}, lw)
 	add("multicluster.x-k8s.io", []string{"serviceexports", "serviceimports"}, lw)
 	add("security.causeway.dev", []string{"authorizationpolicies"}, lw)
+	add("federation.causeway.dev", []string{"peers"}, lw)
+	add("federation.causeway.dev", []string{"peers/status"}, []string{"update"})
 	routes := []string{"gatewayclasses", "gateways", "httproutes", "grpcroutes", "tlsroutes"}
 	add("gateway.networking.k8s.io", routes, []string{"get", "list", "watch"})
 	add("gateway.networking.k8s.io", []string{"referencegrants"}, lw)
@@ -496,6 +505,8 @@ func checkRBACObjects(ctx context.Context, t *testing.T, c *testcluster.Cluster)
 		status = append(status, r+"/status")
 	}
 	add("gateway.networking.k8s.io", status, []string{"get", "update"})
+	add("events.k8s.io", []string{"events"}, []string{"create", "patch"})
+	want = append(want, "admissionregistration.k8s.io/mutatingwebhookconfigurations patch causeway-injector")
 	sort.Slice(want, func(i, j int) bool { return want[i] < want[j] })
 
 	cr, err := rbac.ClusterRoles().Get(ctx, "causeway-control-plane", metav1.GetOptions{})
@@ -575,6 +586,8 @@ func checkCanI(ctx context.Context, t *testing.T, k kubectl) {
 		{controlPlaneSA, []string{"update", "gateways.gateway.networking.k8s.io", "--subresource=status", "-n", "shop"}, true},
 		{controlPlaneSA, []string{"create", "tokenreviews.authentication.k8s.io"}, true},
 		{controlPlaneSA, []string{"get", "secret/causeway-ca", "-n", namespace}, true},
+		{controlPlaneSA, []string{"patch", "mutatingwebhookconfigurations.admissionregistration.k8s.io/causeway-injector"}, true},
+		{controlPlaneSA, []string{"create", "events.events.k8s.io", "-n", "shop"}, true},
 		// What it must not do.
 		{controlPlaneSA, []string{"delete", "pods", "-n", "default"}, false},
 		{controlPlaneSA, []string{"create", "pods", "-n", namespace}, false},
@@ -591,6 +604,11 @@ func checkCanI(ctx context.Context, t *testing.T, k kubectl) {
 		{controlPlaneSA, []string{"patch", "deployments.apps", "-n", namespace}, false},
 		{controlPlaneSA, []string{"get", "configmaps", "-n", "kube-system"}, false},
 		{controlPlaneSA, []string{"update", "mutatingwebhookconfigurations.admissionregistration.k8s.io"}, false},
+		{controlPlaneSA, []string{"patch", "mutatingwebhookconfigurations.admissionregistration.k8s.io/other"}, false},
+		{controlPlaneSA, []string{"create", "mutatingwebhookconfigurations.admissionregistration.k8s.io"}, false},
+		{controlPlaneSA, []string{"delete", "mutatingwebhookconfigurations.admissionregistration.k8s.io/causeway-injector"}, false},
+		{controlPlaneSA, []string{"patch", "validatingwebhookconfigurations.admissionregistration.k8s.io/causeway-injector"}, false},
+		{controlPlaneSA, []string{"create", "events", "-n", "shop"}, false},
 		{controlPlaneSA, []string{"escalate", "clusterroles.rbac.authorization.k8s.io"}, false},
 		{controlPlaneSA, []string{"*", "*"}, false},
 		// The gateways need no API access at all.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -170,23 +171,32 @@ func TestWriteSection(t *testing.T) {
 }
 
 // TestRunSmall runs the whole bench on a tiny model: real ADS streams on
-// 127.0.0.1, every change ACKed by every client, EDS pushes only.
+// 127.0.0.1, every change ACKed by every client, EDS pushes only; state of
+// the world and delta, the clients in this process (a test binary cannot
+// re-execute itself as the client runner).
 func TestRunSmall(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	c := config{services: 5, eps: 3, clients: 3, changes: 4, debounce: 0,
-		setupTimeout: 20 * time.Second, changeTimeout: 5 * time.Second, budget: 25 * time.Second, connectParallel: 2}
-	r, err := run(ctx, c, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(r.converged) != c.changes || r.timeouts != 0 || len(r.acks) != c.changes*c.clients || r.extraAcks != 0 || len(r.clientErrs) != 0 {
-		t.Fatalf("converged %d timeouts %d acks %d extra %d errs %v", len(r.converged), r.timeouts, len(r.acks), r.extraAcks, r.clientErrs)
-	}
-	if r.pushes["eds"] != float64(c.changes*c.clients) || r.pushes["lds"]+r.pushes["rds"]+r.pushes["cds"] != 0 {
-		t.Errorf("pushes %v: want only eds, one per client per change", r.pushes)
-	}
-	if md := r.markdown(c); !strings.Contains(md, "## Control plane convergence") || !strings.Contains(md, "4 / 0 / 0") {
-		t.Errorf("markdown:\n%s", md)
+	for _, delta := range []bool{false, true} {
+		t.Run(fmt.Sprintf("delta=%v", delta), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			c := config{services: 5, eps: 3, clients: 3, changes: 4, debounce: 0, delta: delta, clientBDP: delta,
+				setupTimeout: 20 * time.Second, changeTimeout: 5 * time.Second, budget: 25 * time.Second, connectParallel: 2, inProcess: true}
+			r, err := run(ctx, c, io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(r.converged) != c.changes || r.timeouts != 0 || len(r.acks) != c.changes*c.clients || r.extraAcks != 0 || len(r.clientErrs) != 0 {
+				t.Fatalf("converged %d timeouts %d acks %d extra %d errs %v", len(r.converged), r.timeouts, len(r.acks), r.extraAcks, r.clientErrs)
+			}
+			if r.pushes["eds"] != float64(c.changes*c.clients) || r.pushes["lds"]+r.pushes["rds"]+r.pushes["cds"] != 0 {
+				t.Errorf("pushes %v: want only eds, one per client per change", r.pushes)
+			}
+			if r.recvd[3] != int64(c.changes*c.clients) || r.recvd[0]+r.recvd[1]+r.recvd[2] != 0 {
+				t.Errorf("clients received %v during the changes: want one EDS response per client per change", r.recvd)
+			}
+			if md := r.markdown(c); !strings.Contains(md, "## Control plane convergence") || !strings.Contains(md, "4 / 0 / 0") {
+				t.Errorf("markdown:\n%s", md)
+			}
+		})
 	}
 }

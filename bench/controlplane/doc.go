@@ -1,6 +1,6 @@
 // Command controlplane benchmarks the control plane's convergence: with S
 // services of E endpoints each and C simulated xDS clients (real gRPC ADS
-// streams on 127.0.0.1, in this process), it changes one service's
+// streams on 127.0.0.1, in a second process), it changes one service's
 // endpoints at a time and measures, per change, the time from the new model
 // being offered to the control plane (controlplane.Offer) to every affected
 // client having ACKed an EDS response that contains the change.
@@ -22,8 +22,13 @@
 // debounce) pauses between changes so each arrives after a quiet period.
 // -cpuprofile and -memprofile write profiles of the change phase.
 //
-// CPU and memory are the whole process's: control plane and clients share
-// it, so they are upper bounds for the control plane alone.
+// The clients run in a second process (the bench re-executes itself with
+// -client-runner and commands it over stdin/stdout, fleet.go), so the
+// reported CPU, RSS and heap are the control plane's alone; the clients'
+// process CPU and RSS are reported apart. Convergence is timed on the wall
+// clock, which both processes read from the same kernel: the bench takes
+// it just before Offer, each client right after sending its ACK.
+// -in-process puts the clients back in the bench's process (the tests do).
 //
 // The whole run is bounded by -max-duration (default 170s): changes not
 // started by then are skipped and reported.

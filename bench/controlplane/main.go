@@ -9,10 +9,12 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"os/signal"
 	"runtime"
 	"runtime/metrics"
 	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -20,8 +22,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/causewaymesh/causeway/internal/controlplane"
 	"github.com/causewaymesh/causeway/internal/model"
@@ -35,7 +35,9 @@ type config struct {
 	budget                          time.Duration
 	out, cpuprofile, memprofile     string
 	connectParallel                 int
-	delta                           bool
+	delta, inProcess                bool
+	clientBDP                       bool
+	runner                          string // -client-runner: the ADS address to run the fleet against
 }
 
 func main() {
@@ -54,7 +56,19 @@ func main() {
 	flag.StringVar(&c.cpuprofile, "cpuprofile", "", "write a CPU profile of the change phase to this file")
 	flag.StringVar(&c.memprofile, "memprofile", "", "write a heap profile (live objects after the changes, before shutdown) to this file")
 	flag.BoolVar(&c.delta, "delta", false, "clients speak incremental xDS (DeltaAggregatedResources) instead of state of the world")
+	flag.BoolVar(&c.inProcess, "in-process", false, "run the simulated clients in this process (default: a second process, so CPU and memory are the control plane's alone)")
+	flag.BoolVar(&c.clientBDP, "client-bdp", true, "clients keep grpc-go's default dynamic flow-control window (BDP pings, as Causeway's sidecar does); false: a static 16 MiB window and no BDP pings, as Envoy behaves")
+	flag.StringVar(&c.runner, "client-runner", "", "internal: run only the simulated clients against this ADS address, commanded on stdin (see fleet.go)")
 	flag.Parse()
+	if c.runner != "" {
+		ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer cancel()
+		if err := runFleet(ctx, c, c.runner, os.Stdin, os.Stdout); err != nil && ctx.Err() == nil {
+			fmt.Fprintln(os.Stderr, "controlplane bench client runner:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if c.gap < 0 {
 		c.gap = c.debounce
 	}
@@ -140,6 +154,8 @@ type result struct {
 	wall              time.Duration
 	clientErrs        []string
 	extraAcks         int
+	fleetCPU          time.Duration // the clients' process during the changes (0 with -in-process: shared)
+	fleetHWM          uint64
 }
 
 func cpuTime() time.Duration {
@@ -202,7 +218,6 @@ func run(ctx context.Context, c config, logw io.Writer) (_ *result, err error) {
 	r := &result{gomaxprocs: runtime.GOMAXPROCS(0), nproc: runtime.NumCPU()}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	tr := &tracker{}
 	var hs heapSampler
 	var bg sync.WaitGroup
 	bg.Go(func() { hs.run(ctx) })
@@ -233,68 +248,34 @@ func run(ctx context.Context, c config, logw io.Writer) (_ *result, err error) {
 		bg.Wait()
 	}()
 
-	// Clients.
-	clients := make([]*client, c.clients)
-	zones := []string{"z1", "z2", "z3"}
-	var mu sync.Mutex
-	var conns []*grpc.ClientConn
+	// Clients: the fleet (fleet.go), in a second process unless -in-process.
+	fl, err := startFleet(ctx, c, cp.Addr(), logw)
+	if err != nil {
+		return nil, err
+	}
 	defer func() {
-		for _, cc := range conns {
-			cc.Close()
+		if e := fl.stop(); e != nil && ctx.Err() == nil && err == nil && !c.inProcess {
+			err = fmt.Errorf("client runner: %w", e)
 		}
 	}()
-	sem := make(chan struct{}, c.connectParallel)
-	for i := range clients {
-		cl := newClient(i, clusterName, "ns-00", zones[i%3])
-		clients[i] = cl
-		cc, err := grpc.NewClient(cp.Addr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			return nil, fmt.Errorf("client %d: dial %s: %w", i, cp.Addr(), err)
-		}
-		conns = append(conns, cc)
-		sem <- struct{}{}
-		bg.Go(func() {
-			runClient := cl.run
-			if c.delta {
-				runClient = cl.runDelta
-			}
-			if err := runClient(ctx, cc, tr); err != nil {
-				mu.Lock()
-				r.clientErrs = append(r.clientErrs, err.Error())
-				mu.Unlock()
-			}
-		})
-		// The connect limiter: released when this client is ready.
-		bg.Go(func() {
-			select {
-			case <-cl.ready:
-			case <-ctx.Done():
-			}
-			<-sem
-		})
-	}
-	setupCtx, setupCancel := context.WithTimeout(ctx, min(c.setupTimeout, c.budget))
-	defer setupCancel()
-	readyN := 0
-	for _, cl := range clients {
-		select {
-		case <-cl.ready:
-			readyN++
-		case <-setupCtx.Done():
-			return nil, fmt.Errorf("setup: %d of %d clients ACKed a complete EDS within %s (raise -setup-timeout or lower -clients); client errors: %v",
-				readyN, c.clients, c.setupTimeout, firstN(r.clientErrs, 3))
-		}
+	if _, err := fl.next(ctx, "ready", min(c.setupTimeout, c.budget)+5*time.Second); err != nil {
+		return nil, err
 	}
 	r.setup = time.Since(start)
 	r.setupCPU = cpuTime()
-	logf("setup: %d services x %d endpoints, %d clients ready in %s (CPU %s)", c.services, c.eps, c.clients, r.setup.Round(time.Millisecond), r.setupCPU.Round(time.Millisecond))
+	logf("setup: %d services x %d endpoints, %d clients ready in %s (control plane CPU %s)", c.services, c.eps, c.clients, r.setup.Round(time.Millisecond), r.setupCPU.Round(time.Millisecond))
 
 	pushes0 := gatherPushes(reg)
-	var recvd0 [5]int64
-	for _, cl := range clients {
-		for t := range cl.recvd {
-			recvd0[t] += cl.recvd[t].Load()
-		}
+	if err := fl.send("stats"); err != nil {
+		return nil, fmt.Errorf("fleet: %w", err)
+	}
+	l, err := fl.next(ctx, "stats", 10*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	stats0, err := parseStats(l)
+	if err != nil {
+		return nil, err
 	}
 
 	if c.cpuprofile != "" {
@@ -308,7 +289,6 @@ func run(ctx context.Context, c config, logw io.Writer) (_ *result, err error) {
 		}
 	}
 	cur := snap
-	affected := make([]bool, c.clients)
 	deadline := start.Add(c.budget)
 	for k := range c.changes {
 		if k > 0 && c.gap > 0 {
@@ -328,36 +308,37 @@ func run(ctx context.Context, c config, logw io.Writer) (_ *result, err error) {
 		sv := cur.Services[svc]
 		name := xds.ClusterName(sv.Namespace, sv.Name, 80)
 		addr := addrOf(c, svc, c.eps+k)
-		n := 0
-		for i, cl := range clients {
-			affected[i] = cl.subscribed(name)
-			if affected[i] {
-				n++
-			}
-		}
-		next := withChange(cur, svc, addr)
-		ch := newChange(k, name, addr, time.Now(), affected)
-		tr.set(ch)
-		ch.start = time.Now()
-		cp.Offer(next)
-		cur = next
 		wait := c.changeTimeout
 		if c.budget > 0 {
 			wait = min(wait, max(time.Until(deadline), time.Second))
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ch.done:
-		case <-t.C:
-		case <-ctx.Done():
+		if err := fl.send("arm %d %s %s %d", k, name, addr, int64(wait)); err != nil {
+			return nil, fmt.Errorf("fleet: %w", err)
 		}
-		t.Stop()
-		conv, lat, missing := ch.result()
+		l, err := fl.next(ctx, "armed", 10*time.Second)
+		if err != nil {
+			return nil, err
+		}
+		n, _ := strconv.Atoi(l[2])
+		next := withChange(cur, svc, addr)
+		t0 := time.Now().UnixNano() // wall clock: the fleet's ACK times are wall clock too
+		cp.Offer(next)
+		cur = next
+		l, err = fl.next(ctx, "result", wait+10*time.Second)
+		if err != nil {
+			return nil, err
+		}
+		missing, _ := strconv.Atoi(l[2])
+		extra, _ := strconv.Atoi(l[3])
+		var conv time.Duration
+		for _, v := range l[4:] {
+			at, _ := strconv.ParseInt(v, 10, 64)
+			d := time.Duration(at - t0)
+			r.acks = append(r.acks, d)
+			conv = max(conv, d)
+		}
 		r.affected += n
-		r.acks = append(r.acks, lat...)
-		ch.mu.Lock()
-		r.extraAcks += ch.extra
-		ch.mu.Unlock()
+		r.extraAcks += extra
 		if missing > 0 {
 			r.timeouts++
 			logf("change %d (%s): %d of %d clients did not ACK within %s", k, name, missing, n, wait)
@@ -365,7 +346,6 @@ func run(ctx context.Context, c config, logw io.Writer) (_ *result, err error) {
 		}
 		r.converged = append(r.converged, conv)
 	}
-	tr.set(nil)
 	if c.cpuprofile != "" {
 		pprof.StopCPUProfile()
 	}
@@ -375,13 +355,22 @@ func run(ctx context.Context, c config, logw io.Writer) (_ *result, err error) {
 	for k, v := range p1 {
 		r.pushes[k] = v - pushes0[k]
 	}
-	for _, cl := range clients {
-		for t := range cl.recvd {
-			r.recvd[t] += cl.recvd[t].Load()
-		}
+	if err := fl.send("stats"); err != nil {
+		return nil, fmt.Errorf("fleet: %w", err)
+	}
+	if l, err = fl.next(ctx, "stats", 10*time.Second); err != nil {
+		return nil, err
+	}
+	stats1, err := parseStats(l)
+	if err != nil {
+		return nil, err
 	}
 	for t := range r.recvd {
-		r.recvd[t] -= recvd0[t]
+		r.recvd[t] = stats1.recvd[t] - stats0.recvd[t]
+	}
+	r.fleetCPU, r.fleetHWM = stats1.cpu-stats0.cpu, stats1.hwm
+	if stats1.errs > 0 {
+		r.clientErrs = append(r.clientErrs, fmt.Sprintf("%d client errors, the first: %s", stats1.errs, stats1.first))
 	}
 	r.peakHeap = hs.get()
 	r.peakRSS = vmHWM()

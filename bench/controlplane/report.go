@@ -37,6 +37,12 @@ func (r *result) markdown(c config) string {
 	if c.delta {
 		mode, flagDelta = "delta", " -delta"
 	}
+	if c.inProcess {
+		flagDelta += " -in-process"
+	}
+	if !c.clientBDP {
+		flagDelta += " -client-bdp=false"
+	}
 	p("Command: `go run ./bench/controlplane -services %d -endpoints-per-service %d -clients %d -changes %d -debounce %s -gap %s%s`  \n",
 		c.services, c.eps, c.clients, c.changes, c.debounce, c.gap, flagDelta)
 	p("Machine: %s, %d CPUs (GOMAXPROCS %d), %s, %s, %s.\n\n", cpuModel(), r.nproc, r.gomaxprocs, runtime.GOOS+"/"+runtime.GOARCH, runtime.Version(), time.Now().UTC().Format("2006-01-02 15:04 UTC"))
@@ -55,8 +61,19 @@ func (r *result) markdown(c config) string {
 	if n := c.changes - r.skipped; n > 0 {
 		perChange = r.chgCPU / time.Duration(n)
 	}
-	p("| process CPU during the changes | %s (%s per change) |\n", r.chgCPU.Round(time.Millisecond), perChange.Round(100*time.Microsecond))
-	p("| peak RSS (VmHWM) / peak live heap / live heap after GC | %s / %s / %s |\n", mib(r.peakRSS), mib(r.peakHeap), mib(r.heapAfter))
+	who := "control plane alone (clients in a second process)"
+	if c.inProcess {
+		who = "control plane and clients (-in-process)"
+	}
+	p("| CPU during the changes, %s | %s (%s per change) |\n", who, r.chgCPU.Round(time.Millisecond), perChange.Round(100*time.Microsecond))
+	p("| peak RSS (VmHWM) / peak live heap / live heap after GC, %s | %s / %s / %s |\n", who, mib(r.peakRSS), mib(r.peakHeap), mib(r.heapAfter))
+	if !c.inProcess {
+		fleetPer := time.Duration(0)
+		if n := c.changes - r.skipped; n > 0 {
+			fleetPer = r.fleetCPU / time.Duration(n)
+		}
+		p("| the clients' process: CPU during the changes / peak RSS | %s (%s per change) / %s |\n", r.fleetCPU.Round(time.Millisecond), fleetPer.Round(100*time.Microsecond), mib(r.fleetHWM))
+	}
 	if len(r.clientErrs) > 0 || r.extraAcks > 0 {
 		p("| client errors / unexpected ACKs | %d / %d: %s |\n", len(r.clientErrs), r.extraAcks, strings.Join(firstN(r.clientErrs, 2), "; "))
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/causewaymesh/causeway/federation"
 	"github.com/causewaymesh/causeway/gateway/controller"
 	"github.com/causewaymesh/causeway/internal/controlplane"
+	"github.com/causewaymesh/causeway/internal/inject"
 	"github.com/causewaymesh/causeway/internal/model"
 	"github.com/causewaymesh/causeway/internal/trustplane"
 	"github.com/causewaymesh/causeway/internal/xds"
@@ -52,6 +53,12 @@ type controlPlaneConfig struct {
 	Peers             peerFlags
 	Staleness         time.Duration
 	GatewayController bool
+	GatewayAddresses  string // CIDR pool of Gateway addresses (ingress.go)
+	// EastWestAddress is this cluster's east-west gateway (ip:port) as
+	// peers on other networks reach it (federation.Gateway).
+	EastWestAddress string
+	// The sidecar injection webhook (internal/inject.Server; injector.go).
+	Injector inject.WebhookConfig
 }
 
 func (c *controlPlaneConfig) flags(fs *flag.FlagSet) {
@@ -59,7 +66,7 @@ func (c *controlPlaneConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Dir, "dir", "", "folder of Kubernetes YAML (with --source folder)")
 	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "kubeconfig file (with --source kubernetes; default: in-cluster config, else $KUBECONFIG or ~/.kube/config)")
 	fs.StringVar(&c.XDS, "xds", "127.0.0.1:15010", "ADS (xDS) listen address")
-	fs.StringVar(&c.Admin, "admin", "127.0.0.1:15011", "admin listener: /metrics, /model, /problems, /federation, /status, /ready")
+	fs.StringVar(&c.Admin, "admin", "127.0.0.1:15011", "admin listener: /metrics, /model, /problems, /federation, /status, /ready, /link, /dashboard/")
 	fs.StringVar(&c.Cluster, "cluster", "", "name of this cluster (required)")
 	fs.StringVar(&c.Network, "network", "", "name of this cluster's network")
 	fs.StringVar(&c.TrustDomain, "trust-domain", "", "SPIFFE trust domain (default <cluster>.local)")
@@ -75,7 +82,11 @@ func (c *controlPlaneConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.FederationListen, "federation-listen", "", "serve this cluster's exported services to the --peer control planes on this address (mutual TLS; with --mtls)")
 	fs.Var(&c.Peers, "peer", "a peer control plane, repeatable: cluster=<name>,trust-domain=<td>[,federation=<host:port>][,bundle=<https url>][,bundle-file=<PEM of the peer's roots>]; federation= imports from it, bundle= keeps its trust bundle fresh (https_spiffe bootstrapped from bundle-file, else https_web) (with --mtls)")
 	fs.DurationVar(&c.Staleness, "staleness", federation.DefaultStalenessWindow, "how long a disconnected peer's imports keep serving (marked stale) before they are withdrawn")
+	fs.StringVar(&c.EastWestAddress, "eastwest-address", "", "this cluster's east-west gateway, ip:port, as peers on other networks reach it: they import per-locality endpoint summaries behind it instead of pod IPs (with --federation-listen)")
 	fs.BoolVar(&c.GatewayController, "gateway-controller", false, "run the Gateway API controller and serve its routes (with --source kubernetes)")
+	fs.StringVar(&c.GatewayAddresses, "gateway-addresses", "", `CIDR the Gateway controller assigns Gateway addresses from, one per Gateway, bound by "causeway-proxy ingress" (e.g. 127.50.0.0/16 on one machine); empty: none (Programmed=False AddressNotAssigned)`)
+	c.Injector = inject.DefaultWebhookConfig()
+	c.Injector.Flags(fs)
 }
 
 func (c *controlPlaneConfig) validate() error {
@@ -105,6 +116,7 @@ func (c *controlPlaneConfig) validate() error {
 		errs = append(errs, errors.New("--tokens-file: required with --mtls --source folder; give the workloads' bootstrap tokens"))
 	}
 	errs = append(errs, c.validateFederation()...)
+	errs = append(errs, c.validateInjector()...)
 	return errors.Join(errs...)
 }
 
@@ -128,6 +140,16 @@ func runControlPlane(args []string) int {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	bo := discovery.BuildOptions{Cluster: c.Cluster, Network: c.Network, TrustDomain: c.TrustDomain}
+	// With --mtls the federation's links are the --peer flags and the
+	// Peer objects (the folder's, or the apiserver's): peers.go.
+	var links *peerLinks
+	if c.MTLS {
+		var err error
+		if links, err = newPeerLinks(&c, log); err != nil {
+			fmt.Fprintln(os.Stderr, "causeway control-plane:", err)
+			return 2
+		}
+	}
 	var (
 		src      discovery.Source
 		problems func() []discovery.Problem
@@ -148,12 +170,20 @@ func runControlPlane(args []string) int {
 		}
 		src, problems = k, k.Problems
 	default:
-		folder, err := discovery.NewFolder(discovery.FolderOptions{Dir: c.Dir, BuildOptions: bo, Interval: c.Interval, Logger: log})
+		fo := discovery.FolderOptions{Dir: c.Dir, BuildOptions: bo, Interval: c.Interval, Logger: log}
+		if links != nil {
+			fo.OnPeers = links.setObjects // peers.go
+		}
+		folder, err := discovery.NewFolder(fo)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "causeway control-plane:", err)
 			return 2
 		}
 		src, problems = folder, folder.Problems
+	}
+	if links != nil { // Peers not applied are problems of the source (/problems, /status)
+		srcProblems := problems
+		problems = func() []discovery.Problem { return append(srcProblems(), links.sourceProblems()...) }
 	}
 	var plane *trustplane.Plane
 	to := xds.TranslateOptions{ListenerIP: c.ListenerIP}
@@ -173,7 +203,7 @@ func runControlPlane(args []string) int {
 		fed    *controlplane.Federation
 		gw     *controller.Controller
 	)
-	if len(c.Peers) > 0 || c.GatewayController {
+	if links != nil || c.GatewayController {
 		var err error
 		merger, err = controlplane.NewMerger(controlplane.MergerOptions{Local: src, Cluster: c.Cluster, Registerer: reg, Logger: log,
 			OnLocal: func(s *model.Snapshot) {
@@ -187,16 +217,31 @@ func runControlPlane(args []string) int {
 		}
 		src = merger
 	}
-	if len(c.Peers) > 0 {
+	if links != nil {
 		var err error
 		if fed, err = newFederation(&c, plane, merger, reg, log); err != nil {
 			fmt.Fprintln(os.Stderr, "causeway control-plane:", err)
 			return 1
 		}
+		links.attach(fed)
 	}
+	var ing *gatewayIngress // ingress.go
 	if c.GatewayController {
 		var err error
-		if gw, err = controller.New(controller.Options{Config: rc, Cluster: c.Cluster, OnRoutes: merger.SetRoutes, Registerer: reg, Logger: log}); err != nil {
+		if ing, err = newGatewayIngress(c.GatewayAddresses, rc); err != nil {
+			fmt.Fprintln(os.Stderr, "causeway control-plane:", err)
+			return 2
+		}
+		to.Ingress = ing.options()
+		if gw, err = controller.New(controller.Options{Config: rc, Cluster: c.Cluster, OnRoutes: merger.SetRoutes, Addresses: ing.addresses, Registerer: reg, Logger: log}); err != nil {
+			fmt.Fprintln(os.Stderr, "causeway control-plane:", err)
+			return 1
+		}
+	}
+	var inj *inject.Server
+	if c.Injector.Listen != "" {
+		var err error
+		if inj, err = startInjector(&c, reg, log); err != nil {
 			fmt.Fprintln(os.Stderr, "causeway control-plane:", err)
 			return 1
 		}
@@ -241,8 +286,16 @@ func runControlPlane(args []string) int {
 			return
 		}
 		writeFederationStatus(w, fed)
+		links.writeLinks(w)
 	})
 	mux.Handle("/status", cp.StatusHandler(controlplane.StatusSources{TrustDomain: c.TrustDomain, Federation: fed, Merger: merger, Problems: problems}))
+	dash, err := controlPlaneDashboard(c.Cluster, c.Admin)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "causeway control-plane:", err)
+		return 2
+	}
+	mux.Handle("/dashboard/", dash)
+	mux.Handle("/link", linkHandler(&c, plane, fed))
 	admin := &http.Server{Addr: c.Admin, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	adminErr := make(chan error, 1)
 	go func() { adminErr <- admin.ListenAndServe() }()
@@ -259,7 +312,7 @@ func runControlPlane(args []string) int {
 	}
 	var (
 		side    sync.WaitGroup
-		sideErr = make(chan error, 2)
+		sideErr = make(chan error, 4) // federation, gateway controller, gateway TLS secrets, injector
 	)
 	if fed != nil {
 		side.Go(func() {
@@ -269,14 +322,37 @@ func runControlPlane(args []string) int {
 			}
 		})
 		log.Info("federation started", "listen", fed.Addr(), "peers", c.Peers.String(), "staleness", c.Staleness)
+		if c.Source == "kubernetes" {
+			side.Go(func() {
+				if err := watchPeers(ctx, rc, links, 5*time.Second, log); err != nil {
+					log.Error("federation: watching Peers", "err", err)
+				}
+			})
+		}
 	}
 	if gw != nil {
+		ing.cp.Store(cp)
 		side.Go(func() {
 			if err := gw.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 				sideErr <- fmt.Errorf("gateway controller: %w", err)
 				stop()
 			}
 		})
+		side.Go(func() {
+			if err := ing.run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				sideErr <- fmt.Errorf("gateway TLS secrets: %w", err)
+				stop()
+			}
+		})
+	}
+	if inj != nil {
+		side.Go(func() {
+			if err := inj.Run(ctx); err != nil {
+				sideErr <- err
+				stop()
+			}
+		})
+		log.Info("injector webhook started", "listen", inj.Addr(), "webhook_configuration", c.Injector.WebhookConfiguration)
 	}
 	runErr := cp.Run(ctx, src)
 	stop()

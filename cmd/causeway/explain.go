@@ -13,12 +13,15 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/causewaymesh/causeway/internal/up"
 	"github.com/causewaymesh/causeway/proxy"
 )
 
 // explainConfig is `causeway explain`'s flags.
 type explainConfig struct {
 	Admin    string
+	Pod      string // --pod: the sidecar of a `causeway up` pod
+	State    string
 	Listener string
 	Method   string
 	Headers  headerFlags
@@ -41,6 +44,8 @@ func (h *headerFlags) Set(v string) error {
 
 func (c *explainConfig) flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Admin, "admin", "", "admin address of the sidecar to ask, host:port or http://host:port (`causeway up` prints it as http://<pod-ip>:15000); required")
+	fs.StringVar(&c.Pod, "pod", "", "instead of --admin: a pod of the `causeway up` running here, by name (checkout-0) or cluster/name (west/checkout-0)")
+	fs.StringVar(&c.State, "state", up.StatePath(), "state file of the running `causeway up` (with --pod)")
 	fs.StringVar(&c.Listener, "listener", "", "sidecar listener the request arrives on, e.g. outbound_8080 (default: the proxy picks by the destination's port)")
 	fs.StringVar(&c.Method, "X", "GET", "request method")
 	fs.Var(&c.Headers, "H", "request header \"Name: value\" (repeatable)")
@@ -69,8 +74,20 @@ func runExplain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "causeway explain: want exactly one destination, e.g. reviews.default:8080/api or http://reviews.default:8080/api")
 		return 2
 	}
+	if c.Pod != "" && c.Admin != "" {
+		fmt.Fprintln(stderr, "causeway explain: --pod and --admin: give one")
+		return 2
+	}
+	if c.Pod != "" {
+		admin, err := podAdmin(c.State, c.Pod)
+		if err != nil {
+			fmt.Fprintln(stderr, "causeway explain:", err)
+			return 2
+		}
+		c.Admin = admin
+	}
 	if c.Admin == "" {
-		fmt.Fprintln(stderr, "causeway explain: --admin is required: the sidecar admin address of the source workload (http://<pod-ip>:15000 as `causeway up` prints it)")
+		fmt.Fprintln(stderr, "causeway explain: --admin is required: the sidecar admin address of the source workload (http://<pod-ip>:15000 as `causeway up` prints it), or --pod with a pod of the running `causeway up`")
 		return 2
 	}
 	if c.Output != "table" && c.Output != "json" {

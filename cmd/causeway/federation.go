@@ -1,11 +1,13 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/causewaymesh/causeway/federation/peerapi"
 	"github.com/causewaymesh/causeway/internal/controlplane"
 	"github.com/causewaymesh/causeway/internal/trustplane"
 )
@@ -132,9 +135,6 @@ func (c *controlPlaneConfig) validateFederation() []error {
 	if !c.MTLS && len(c.Peers) > 0 {
 		errs = append(errs, errors.New("--peer: requires --mtls; peers are authenticated by their trust bundles"))
 	}
-	if c.FederationListen != "" && len(c.Peers) == 0 {
-		errs = append(errs, errors.New("--federation-listen: no --peer; name the peers allowed to import from this cluster"))
-	}
 	if c.Staleness < 0 {
 		errs = append(errs, fmt.Errorf("--staleness %s: must not be negative", c.Staleness))
 	}
@@ -150,10 +150,36 @@ func (c *controlPlaneConfig) validateFederation() []error {
 			errs = append(errs, fmt.Errorf("--peer cluster=%s: bundle-file: only with bundle=", p.Cluster))
 		}
 	}
+	if c.EastWestAddress != "" {
+		if _, err := netip.ParseAddrPort(c.EastWestAddress); err != nil {
+			errs = append(errs, fmt.Errorf("--eastwest-address %q: want the gateway's ip:port as peers reach it, e.g. 10.0.0.5:15443 (%w)", c.EastWestAddress, err))
+		}
+		if c.FederationListen == "" {
+			errs = append(errs, errors.New("--eastwest-address: only with --federation-listen; the address is what this cluster's exporter advertises to peers on other networks"))
+		}
+	}
 	if c.GatewayController && c.Source != "kubernetes" {
 		errs = append(errs, errors.New("--gateway-controller: only with --source kubernetes; the controller watches Gateway API objects on the apiserver"))
 	}
 	return errs
+}
+
+// newPeerLinks loads the --peer flags for peerLinks.
+func newPeerLinks(c *controlPlaneConfig, log *slog.Logger) (*peerLinks, error) {
+	flags, err := federationPeers(c.Peers)
+	if err != nil {
+		return nil, err
+	}
+	td, err := spiffeid.TrustDomainFromString(cmp.Or(c.TrustDomain, c.Cluster+".local"))
+	if err != nil {
+		return nil, fmt.Errorf("--trust-domain %q: %w", c.TrustDomain, err)
+	}
+	where := "in " + c.Dir
+	if c.Source == "kubernetes" {
+		where = "on the apiserver"
+	}
+	return &peerLinks{cluster: c.Cluster, td: td, flags: flags, log: log,
+		origin: func(p *peerapi.Peer) string { return "Peer " + p.Name + " (" + where + ")" }}, nil
 }
 
 // newFederation builds the federation of --federation-listen and --peer
@@ -163,10 +189,15 @@ func newFederation(c *controlPlaneConfig, plane *trustplane.Plane, merger *contr
 	if err != nil {
 		return nil, err
 	}
+	var gw netip.AddrPort // validated by validateFederation
+	if c.EastWestAddress != "" {
+		gw = netip.MustParseAddrPort(c.EastWestAddress)
+	}
 	return controlplane.NewFederation(controlplane.FederationOptions{
 		Cluster: c.Cluster, Network: c.Network, TrustDomain: plane.Authority.TrustDomain(),
 		SVID: plane, Bundles: plane.Set, Listen: c.FederationListen, Peers: peers,
 		Staleness: c.Staleness, OnImports: merger.SetImports, Registerer: reg, Logger: log,
+		EastWest: gw,
 	})
 }
 

@@ -3,8 +3,9 @@
 // `causeway up` or of control planes by address), `control-plane`, `inject
 // -f` (offline sidecar injection), `demo` (a sidecar failing over between
 // localities, driven by a live xDS server), `explain` (a live sidecar's
-// routing and balancing decision for a destination) and `version`; `link`
-// arrives with its issue.
+// routing and balancing decision for a destination), `link` (the Peer
+// object of a running control plane's cluster), `check` (pre-flight and
+// post-install checks) and `version`.
 package main
 
 import (
@@ -25,7 +26,7 @@ func main() { os.Exit(run(os.Args[1:])) }
 
 func run(args []string) int {
 	if len(args) == 0 {
-		fmt.Fprintln(os.Stderr, "usage: causeway up [--traffic] | causeway status [-o json] | causeway explain --admin ADDR DEST | causeway control-plane ... | causeway inject -f FILE | causeway demo [--keep] | causeway version")
+		fmt.Fprintln(os.Stderr, "usage: causeway up [--traffic] | causeway status [-o json] | causeway explain --admin ADDR DEST | causeway link [--admin ADDR] | causeway check [--admin ADDR,...] | causeway control-plane ... | causeway inject -f FILE | causeway demo [--keep] | causeway version")
 		return 2
 	}
 	switch args[0] {
@@ -39,6 +40,10 @@ func run(args []string) int {
 		return runStatus(args[1:], os.Stdout, os.Stderr)
 	case "explain":
 		return runExplain(args[1:], os.Stdout, os.Stderr)
+	case "link":
+		return runLink(args[1:], os.Stdout, os.Stderr)
+	case "check":
+		return runCheck(args[1:], os.Stdout, os.Stderr)
 	case "version":
 		fmt.Println("causeway", version)
 		return 0
@@ -60,6 +65,6 @@ func run(args []string) int {
 		}
 		return 0
 	}
-	fmt.Fprintf(os.Stderr, "causeway: unknown command %q; try up, status, explain, control-plane, inject, demo or version\n", args[0])
+	fmt.Fprintf(os.Stderr, "causeway: unknown command %q; try up, status, explain, link, check, control-plane, inject, demo or version\n", args[0])
 	return 2
 }

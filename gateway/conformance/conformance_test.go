@@ -87,11 +87,19 @@ func TestGatewayAPIConformance(t *testing.T) {
 	}
 	start := time.Now()
 	proxyBin := buildProxy(t)
+	profile := profileFromEnv(t)
+	realPods := []testcluster.RealPod{{ImagePrefix: "registry.k8s.io/gateway-api/echo-basic", Command: []string{"echo-basic"}}}
+	var xdsFile string
+	if profile.Name == suite.MeshHTTPConformanceProfileName { // mesh_test.go
+		var mp testcluster.RealPod
+		mp, xdsFile = meshBinaries(t, proxyBin)
+		realPods = append(realPods, mp)
+	}
 
 	c := testcluster.Start(t, testcluster.Options{
 		Name:     clusterName,
 		Nodes:    testcluster.ZonalNodes("region-0", "a", "b"),
-		RealPods: []testcluster.RealPod{{ImagePrefix: "registry.k8s.io/gateway-api/echo-basic", Command: []string{"echo-basic"}}},
+		RealPods: realPods,
 	})
 	t.Logf("cluster up after %v", time.Since(start).Round(time.Millisecond))
 
@@ -105,8 +113,12 @@ func TestGatewayAPIConformance(t *testing.T) {
 	}
 	t.Cleanup(func() { logFile.Close() })
 	log := slog.New(slog.NewJSONHandler(logFile, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	t.Cleanup(startControlPlane(ctx, t, c, log))
-	t.Cleanup(startIngress(ctx, t, proxyBin, c.Dir))
+	xds := xdsAddr
+	if xdsFile != "" {
+		xds = startMesh(ctx, t, c, xdsFile)
+	}
+	t.Cleanup(startControlPlane(ctx, t, c, log, xds))
+	t.Cleanup(startIngress(ctx, t, proxyBin, c.Dir, xds))
 
 	// The suite polls from many parallel tests through one client:
 	// client-go's default rate limit (5 QPS) starves them.
@@ -127,7 +139,6 @@ func TestGatewayAPIConformance(t *testing.T) {
 
 	timeouts := conformanceconfig.DefaultTimeoutConfig()
 	timeouts.NamespacesMustBeReady = 3 * time.Minute
-	profile := profileFromEnv(t)
 	report, err := filepath.Abs("../../docs/conformance/" + strings.ToLower(string(profile.Name)) + "-report.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -171,7 +182,7 @@ func TestGatewayAPIConformance(t *testing.T) {
 // startControlPlane runs, in this process, what `causeway control-plane
 // --source kubernetes --gateway-controller` runs, plus the ingress
 // wiring: the address pool and the TLS secrets.
-func startControlPlane(ctx context.Context, t *testing.T, c *testcluster.Cluster, log *slog.Logger) (stop func()) {
+func startControlPlane(ctx context.Context, t *testing.T, c *testcluster.Cluster, log *slog.Logger, xdsAddr string) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(ctx)
 	var cp *controlplane.ControlPlane
@@ -231,7 +242,7 @@ func startControlPlane(ctx context.Context, t *testing.T, c *testcluster.Cluster
 
 // startIngress runs `causeway-proxy ingress` serving every Gateway and
 // waits until its admin listener answers.
-func startIngress(ctx context.Context, t *testing.T, bin, dir string) (stop func()) {
+func startIngress(ctx context.Context, t *testing.T, bin, dir, xdsAddr string) (stop func()) {
 	t.Helper()
 	logf, err := os.Create(filepath.Join(dir, "logs", "causeway-proxy-ingress.log"))
 	if err != nil {
@@ -322,8 +333,10 @@ func profileFromEnv(t *testing.T) suite.ConformanceProfile {
 		return suite.GatewayGRPCConformanceProfile
 	case string(suite.GatewayTLSConformanceProfileName):
 		return suite.GatewayTLSConformanceProfile
+	case string(suite.MeshHTTPConformanceProfileName):
+		return suite.MeshHTTPConformanceProfile
 	default:
-		t.Fatalf("CAUSEWAY_CONFORMANCE_PROFILE %q: want GATEWAY-HTTP, GATEWAY-GRPC or GATEWAY-TLS", v)
+		t.Fatalf("CAUSEWAY_CONFORMANCE_PROFILE %q: want GATEWAY-HTTP, GATEWAY-GRPC, GATEWAY-TLS or MESH-HTTP", v)
 		return suite.ConformanceProfile{}
 	}
 }
@@ -331,7 +344,8 @@ func profileFromEnv(t *testing.T) suite.ConformanceProfile {
 // supportedFeatures are the features the suite tests: with
 // CAUSEWAY_CONFORMANCE_FEATURES=core the profile's core features only,
 // else (default) every feature the GatewayClass claims
-// (gateway.SupportedFeatures) that belongs to profile p.
+// (gateway.SupportedFeatures) or the mesh claims
+// (gateway.SupportedMeshFeatures) that belongs to profile p.
 func supportedFeatures(t *testing.T, p suite.ConformanceProfile) []features.FeatureName {
 	if os.Getenv("CAUSEWAY_CONFORMANCE_FEATURES") == "core" {
 		return p.CoreFeatures.UnsortedList()
@@ -339,6 +353,12 @@ func supportedFeatures(t *testing.T, p suite.ConformanceProfile) []features.Feat
 	var out []features.FeatureName
 	for _, f := range gateway.SupportedFeatures() {
 		n := features.FeatureName(f.Name)
+		if p.CoreFeatures.Has(n) || p.ExtendedFeatures.Has(n) {
+			out = append(out, n)
+		}
+	}
+	for _, f := range gateway.SupportedMeshFeatures() { // a GatewayClass does not list them
+		n := features.FeatureName(f)
 		if p.CoreFeatures.Has(n) || p.ExtendedFeatures.Has(n) {
 			out = append(out, n)
 		}

@@ -4,13 +4,14 @@
 # cluster each). Needs root (the echo-basic backends run in network
 # namespaces) and the test binaries (make testbins). Writes
 # docs/conformance/<profile>-report.yaml. Included from the Makefile.
-#   CONFORMANCE_PROFILES  profiles to run (GATEWAY-HTTP, GATEWAY-GRPC, GATEWAY-TLS)
+#   CONFORMANCE_PROFILES  profiles to run (GATEWAY-HTTP, GATEWAY-GRPC, GATEWAY-TLS;
+#                         MESH-HTTP on request: mesh pods with capture-mode sidecars)
 #   CONFORMANCE_FEATURES  "core" for core features only; default: every
 #                         claimed feature of the profile
 #   CONFORMANCE_RUN       one test by name (e.g. HTTPRouteExactPathMatching)
 .PHONY: conformance
 
-CONFORMANCE_PROFILES ?= GATEWAY-HTTP GATEWAY-GRPC GATEWAY-TLS
+CONFORMANCE_PROFILES ?= GATEWAY-HTTP GATEWAY-GRPC GATEWAY-TLS MESH-HTTP
 CONFORMANCE_FEATURES ?=
 CONFORMANCE_RUN ?=
 

@@ -14,7 +14,7 @@ ROOT="$(cd "$HERE/../.." && pwd)"
 CONTROLLER_GEN="${CONTROLLER_GEN:-$ROOT/bin/controller-gen}"
 OUT="$ROOT/manifests/crds/causeway"
 # API packages, relative to the repository root.
-PACKAGES=(trust/policy)
+PACKAGES=(trust/policy federation/peerapi)
 
 check=false
 case "${1:-}" in

@@ -24,6 +24,6 @@ manifests-check: $(CONTROLLER_GEN)
 	CONTROLLER_GEN=$(CONTROLLER_GEN) bash hack/manifests/crds.sh --check
 
 manifests-test: testbins
-	CAUSEWAY_REQUIRE_TESTBINS=1 $(GO) test -count=1 -timeout 5m ./manifests/...
+	CAUSEWAY_REQUIRE_TESTBINS=1 $(GO) test -count=1 -timeout 10m ./manifests/...
 
 lint: manifests-check

@@ -26,10 +26,15 @@
 // time an input changes and the merge differs. Federation (federation.go)
 // is one control plane's federation side on the trust plane: the exporter
 // fed with local snapshots (MergerOptions.OnLocal = Federation.Update),
-// the importer (OnImports = Merger.SetImports) and the fetcher of peers'
-// trust bundles. `causeway control-plane` wires them from --peer,
-// --federation-listen, --staleness and --gateway-controller
-// (docs/control-plane.md, "Federation").
+// one importer per peer (their imports merged, then OnImports =
+// Merger.SetImports) and one fetcher per peer trust domain. SetPeers
+// changes the links at runtime, restarting only those that changed;
+// peers.go turns Peer objects (federation/peerapi) into peers
+// (PeerFromObject, CombinePeers) and link state into Peer status
+// (PeerLinks, PeerObjectStatus). `causeway control-plane` wires them from
+// --peer, the Peer objects, --federation-listen, --staleness and
+// --gateway-controller (docs/control-plane.md, "Federation";
+// docs/federation.md, "Links").
 //
 // Status (status.go) is the report behind the admin endpoint /status and
 // `causeway status`: model size, federation links, trust bundles,

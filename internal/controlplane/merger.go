@@ -162,6 +162,9 @@ func (m *Merger) merge(last *model.Snapshot) *model.Snapshot {
 		in.Routes = *p
 	}
 	s, conflicts := merge.Merge(in)
+	// ServiceImport VIPs, which capture-mode sidecars answer
+	// <svc>.<ns>.svc.clusterset.local with (model/vips.go).
+	s = model.WithClustersetIPs(s, model.DefaultClustersetPrefix)
 	if old := m.Conflicts(); !slices.Equal(old, conflicts) {
 		for _, c := range conflicts {
 			if !slices.Contains(old, c) {

@@ -172,16 +172,15 @@ func TestNewFederationRefuses(t *testing.T) {
 	}{
 		{"no cluster", func(o *FederationOptions) { o.Cluster = "" }, "FederationOptions.Cluster: required"},
 		{"no trust plane", func(o *FederationOptions) { o.SVID = nil }, "run with --mtls"},
-		{"no peers", func(o *FederationOptions) { o.Peers = nil }, "Peers: none"},
-		{"itself", func(o *FederationOptions) { o.Peers[0].Cluster = "east" }, `Peers[0].Cluster: "east" is this cluster`},
-		{"twice", func(o *FederationOptions) { o.Peers = append(o.Peers, o.Peers[0]) }, `Peers[1].Cluster: peer "west" is named twice`},
-		{"no bundle endpoint", func(o *FederationOptions) { o.Peers[0].BundleURL = "" }, "Peers[0].BundleURL: required for peer \"west\""},
+		{"itself", func(o *FederationOptions) { o.Peers[0].Cluster = "east" }, `Peers[0].Cluster (--peer): "east" is this cluster`},
+		{"twice", func(o *FederationOptions) { o.Peers = append(o.Peers, o.Peers[0]) }, `Peers[1].Cluster (--peer): peer "west" is named twice`},
+		{"no bundle endpoint", func(o *FederationOptions) { o.Peers[0].BundleURL = "" }, "Peers[0].BundleURL (--peer): required for peer \"west\""},
 		{"two bundle endpoints for one trust domain", func(o *FederationOptions) {
 			o.Peers = append(o.Peers, FederationPeer{Cluster: "north", TrustDomain: west, BundleURL: "https://127.0.0.1:3/"})
 		}, "one bundle endpoint per trust domain"},
 		{"bootstrap of another trust domain", func(o *FederationOptions) {
 			o.Peers[0].Bootstrap = spiffebundle.FromX509Authorities(td, auth.X509Bundle().X509Authorities())
-		}, "Peers[0].Bootstrap: is a bundle of trust domain east.local"},
+		}, "Peers[0].Bootstrap (--peer): is a bundle of trust domain east.local"},
 		{"negative staleness", func(o *FederationOptions) { o.Staleness = -time.Second }, "Staleness: -1s is negative"},
 	}
 	for _, tt := range tests {
@@ -200,7 +199,7 @@ func TestNewFederationRefuses(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if f.Addr() != "" || f.fetcher != nil || f.importer == nil {
+		if f.Addr() != "" || len(f.fetchers) != 0 || len(f.imports) != 1 {
 			t.Fatalf("federation %+v: want an importer only", f)
 		}
 		f.Update(localSnap()) // no exporter: nothing happens

@@ -16,9 +16,20 @@
 //   - Manifests injects the workloads of a multi-document YAML stream offline
 //     (`causeway inject -f`), copying every other document byte for byte.
 //
+// Server is the Handler as the control plane runs it (`causeway
+// control-plane --injector-listen`): HTTPS with a serving certificate signed
+// by the control plane's root CA and renewed after two thirds of its life,
+// the caBundle of the MutatingWebhookConfiguration kept equal to the roots
+// that signed it (server-side apply of that one field, at start, after each
+// renewal and every Resync), and a Warning Event for each pod admitted
+// without injection because of an error.
+//
 // The shape of the injected pod, the annotations and the probe rewrite are
 // documented in docs/injection.md; update it with the code.
 //
 // Concurrency: Pod and Manifests hold no state. A Handler is immutable after
-// NewHandler apart from its metrics, and serves concurrent requests.
+// NewHandler apart from its metrics, and serves concurrent requests. A
+// Server's certificate is an atomic pointer swapped by its renewal
+// goroutine; Run starts the HTTP server, the renewal and the caBundle
+// goroutines and returns after all have stopped.
 package inject

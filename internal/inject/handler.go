@@ -14,6 +14,7 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 )
 
 // MaxRequestBytes bounds an AdmissionReview body: kube-apiserver objects
@@ -45,7 +46,23 @@ type HandlerOptions struct {
 	// Logger receives one line per pod not injected because of an error;
 	// nil discards.
 	Logger *slog.Logger
+	// Events receives a Warning Event (reason EventReasonNotInjected) for
+	// every pod admitted without injection because of an error, about the
+	// pod's controller (a ReplicaSet, Job, ...), else the pod, else its
+	// namespace: a pod being created may have neither a name nor a UID yet.
+	// client-go's events.EventRecorder fits; nil records none.
+	Events EventRecorder
 }
+
+// EventRecorder records Kubernetes Events (client-go's
+// k8s.io/client-go/tools/events.EventRecorder has this method).
+type EventRecorder interface {
+	Eventf(regarding, related runtime.Object, eventtype, reason, action, note string, args ...any)
+}
+
+// EventReasonNotInjected is the reason of the Warning Event recorded when a
+// pod is admitted without injection because of an error.
+const EventReasonNotInjected = "SidecarNotInjected"
 
 // Handler is the mutating admission webhook for pods (admission/v1). It
 // never denies: whatever goes wrong, the pod is admitted unchanged with a
@@ -54,6 +71,7 @@ type Handler struct {
 	in      *injector
 	ns      NamespaceGetter
 	log     *slog.Logger
+	events  EventRecorder
 	metrics *handlerMetrics
 	now     func() time.Time
 }
@@ -78,7 +96,7 @@ func NewHandler(cfg Config, opts HandlerOptions) (*Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &Handler{in: in, ns: opts.Namespaces, log: opts.Logger, now: time.Now}
+	h := &Handler{in: in, ns: opts.Namespaces, log: opts.Logger, events: opts.Events, now: time.Now}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
 	}
@@ -131,9 +149,17 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // review decides the response to r; it always allows.
 func (h *Handler) review(r *http.Request, review *admissionv1.AdmissionReview) (resp *admissionv1.AdmissionResponse, result, reason string) {
 	resp = &admissionv1.AdmissionResponse{Allowed: true}
+	var (
+		pod    corev1.Pod
+		nsName string // the request's namespace, once known: events need it
+	)
 	admitWith := func(code string, err error, attrs ...any) (*admissionv1.AdmissionResponse, string, string) {
 		resp.Warnings = append(resp.Warnings, "causeway: sidecar not injected: "+err.Error())
 		h.log.Warn("admitted without injection", append([]any{"reason", code, "err", err}, attrs...)...)
+		if h.events != nil && nsName != "" {
+			h.events.Eventf(eventRegarding(&pod, nsName), nil, corev1.EventTypeWarning, EventReasonNotInjected, "Inject",
+				"%s", truncate(podLabel(&pod, nsName)+" admitted without the Causeway sidecar: "+err.Error(), maxEventNote))
+		}
 		return resp, resultError, code
 	}
 	defer func() {
@@ -161,11 +187,11 @@ func (h *Handler) review(r *http.Request, review *admissionv1.AdmissionReview) (
 	if req.Operation != admissionv1.Create {
 		return resp, resultIgnored, "not_create"
 	}
-	var pod corev1.Pod
+	nsName = req.Namespace
 	if err := json.Unmarshal(req.Object.Raw, &pod); err != nil {
+		pod = corev1.Pod{}
 		return admitWith("malformed_pod", fmt.Errorf("request.object does not decode as a v1 Pod: %w", err), "namespace", req.Namespace)
 	}
-	nsName := req.Namespace
 	if nsName == "" {
 		nsName = pod.Namespace
 	}
@@ -212,4 +238,39 @@ func podPatch(before, after *corev1.Pod) ([]byte, error) {
 		return nil, fmt.Errorf("encoding the injected pod: %w", err)
 	}
 	return json.Marshal(diffJSON(a, b))
+}
+
+// maxEventNote bounds an Event's note (the apiserver refuses more than 1 kB).
+const maxEventNote = 1000
+
+// eventRegarding is what an Event about pod is attached to: its controller,
+// else the pod itself when it has a name, else its namespace (a pod made
+// with generateName has no name at admission).
+func eventRegarding(pod *corev1.Pod, ns string) *corev1.ObjectReference {
+	if c := metav1.GetControllerOf(pod); c != nil && c.Name != "" {
+		return &corev1.ObjectReference{APIVersion: c.APIVersion, Kind: c.Kind, Name: c.Name, UID: c.UID, Namespace: ns}
+	}
+	if pod.Name != "" {
+		return &corev1.ObjectReference{APIVersion: "v1", Kind: "Pod", Name: pod.Name, Namespace: ns}
+	}
+	return &corev1.ObjectReference{APIVersion: "v1", Kind: "Namespace", Name: ns, Namespace: ns}
+}
+
+// podLabel names a pod in messages: "pod ns/name", or "pod ns/prefix*"
+// for one made with generateName.
+func podLabel(pod *corev1.Pod, ns string) string {
+	switch {
+	case pod.Name != "":
+		return "pod " + ns + "/" + pod.Name
+	case pod.GenerateName != "":
+		return "pod " + ns + "/" + pod.GenerateName + "*"
+	}
+	return "pod in namespace " + ns
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-3] + "..."
 }

@@ -28,6 +28,16 @@
 // Real pods' IPs are the ones kwok assigned; they live on the pod side of a
 // veth pair inside the pod's namespace, with a /32 route on the host whose
 // source address is the link-local 169.254.1.1. No packet leaves the machine.
+// Forwarding is on for those host veths only, so pods reach each other.
+// RealPod.Containers runs a pod's init containers and native sidecars too,
+// and Cluster.HostIP is a host address the pods reach (realcontainers.go).
+//
+// # pods/exec
+//
+// With RealPods, kwok runs exec'd commands on the host for pods that have a
+// kwok Exec object; Cluster.StartPodExec keeps one per running real pod,
+// whose env names the pod's network namespace (podexec.go). The command
+// must enter it itself (internal/testcluster/echoclient/client does).
 //
 // # Binaries
 //

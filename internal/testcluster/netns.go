@@ -53,7 +53,8 @@ func ipCmd(stdin string, args ...string) error {
 }
 
 // setupPodNet creates namespace ns holding ip on eth0, a veth to the host
-// (hostVeth, address 169.254.1.1/32) and a /32 route to ip on the host.
+// (hostVeth, address 169.254.1.1/32, forwarding on) and a /32 route to ip
+// on the host.
 func setupPodNet(ns, hostVeth string, ip netip.Addr) (*podNet, error) {
 	if !ip.Is4() {
 		return nil, fmt.Errorf("pod IP %s: only IPv4 is supported", ip)
@@ -83,6 +84,13 @@ route add default via %[2]s dev eth0
 	if err := ipCmd("", "route", "add", ip.String()+"/32", "dev", hostVeth, "src", hostSideIP); err != nil {
 		pn.teardown()
 		return nil, err
+	}
+	// Pods reach each other through the host, as on a node: IPv4
+	// forwarding is decided by the interface a packet comes in on, so
+	// this forwards what the pod sends and nothing else.
+	if err := os.WriteFile("/proc/sys/net/ipv4/conf/"+hostVeth+"/forwarding", []byte("1"), 0o644); err != nil {
+		pn.teardown()
+		return nil, fmt.Errorf("enable forwarding from pod %s (veth %s): %w", ip, hostVeth, err)
 	}
 	return pn, nil
 }

@@ -41,6 +41,9 @@ type RealPod struct {
 	// the binary directory first (e.g. "echo-basic"), then in $PATH.
 	Command []string
 	Env     []string
+	// Containers run the pod's init containers and native sidecars
+	// (realcontainers.go) before Command.
+	Containers []RealContainer
 }
 
 type realPodMatcher struct {
@@ -73,6 +76,7 @@ type runningPod struct {
 	uid      string
 	net      *podNet
 	proc     *process
+	sidecars []*process // stopped after proc
 }
 
 func startPodRunner(c *Cluster) (*podRunner, error) {
@@ -188,6 +192,9 @@ func (r *podRunner) sync(ctx context.Context, key string) error {
 func (r *podRunner) stopPod(key string, rp *runningPod) {
 	close(rp.stopping)
 	rp.proc.stop(5 * time.Second)
+	for _, p := range rp.sidecars {
+		p.stop(5 * time.Second)
+	}
 	if err := rp.net.teardown(); err != nil {
 		r.c.logf("testcluster %s: real pod %s: teardown: %v", r.c.Name, key, err)
 	}
@@ -236,14 +243,22 @@ func (r *podRunner) startPod(ctx context.Context, key string, pod *corev1.Pod, m
 	if err != nil {
 		return err
 	}
-	logPath := podDir + ".log"
-	full := append([]string{"ip", "netns", "exec", nsName}, argv...)
-	proc, err := startProcess("pod "+key, logPath, full, env)
+	sidecars, err := r.startContainers(ctx, pod, m, nsName, podDir)
 	if err != nil {
 		pn.teardown()
 		return err
 	}
-	rp := &runningPod{stopping: make(chan struct{}), uid: string(pod.UID), net: pn, proc: proc}
+	logPath := podDir + ".log"
+	full := append([]string{"ip", "netns", "exec", nsName}, argv...)
+	proc, err := startProcess("pod "+key, logPath, full, env)
+	if err != nil {
+		for _, p := range sidecars {
+			p.stop(5 * time.Second)
+		}
+		pn.teardown()
+		return err
+	}
+	rp := &runningPod{stopping: make(chan struct{}), uid: string(pod.UID), net: pn, proc: proc, sidecars: sidecars}
 	r.mu.Lock()
 	r.running[key] = rp
 	r.mu.Unlock()
@@ -347,6 +362,9 @@ func (r *podRunner) close() error {
 		rp := r.running[k]
 		r.mu.Unlock()
 		rp.proc.stop(5 * time.Second)
+		for _, p := range rp.sidecars {
+			p.stop(5 * time.Second)
+		}
 		errs = append(errs, rp.net.teardown())
 		r.mu.Lock()
 		delete(r.running, k)

@@ -292,6 +292,9 @@ func New(ctx context.Context, opts Options) (c *Cluster, err error) {
 		return c, fmt.Errorf("cluster %s: %w", opts.Name, err)
 	}
 	if len(opts.RealPods) > 0 {
+		if err := setupHostLink(c.Slot); err != nil { // realcontainers.go
+			return c, fmt.Errorf("cluster %s: real pods: host address: %w", opts.Name, err)
+		}
 		if c.pods, err = startPodRunner(c); err != nil {
 			return c, fmt.Errorf("cluster %s: real pods: %w", opts.Name, err)
 		}
@@ -519,7 +522,13 @@ func (c *Cluster) startNodeComponents(ctx context.Context) error {
 	if err := writeKwokConfig(kwokConfig); err != nil {
 		return err
 	}
-	kwokProc, err := startProcess("kwok", c.LogPath("kwok"), []string{kwok,
+	var kwokExtra []string
+	if len(c.opts.RealPods) > 0 { // pods/exec (podexec.go)
+		if kwokExtra, err = c.kwokExecArgs(ctx); err != nil {
+			return err
+		}
+	}
+	kwokProc, err := startProcess("kwok", c.LogPath("kwok"), append([]string{kwok,
 		"--kubeconfig=" + c.Kubeconfig,
 		"--config=" + kwokConfig,
 		"--manage-all-nodes=false",
@@ -531,7 +540,7 @@ func (c *Cluster) startNodeComponents(ctx context.Context) error {
 		// Without leases kube-controller-manager marks the nodes NotReady
 		// (and their pods not Ready) every node-monitor-grace-period.
 		"--node-lease-duration-seconds=40",
-	}, c.env())
+	}, kwokExtra...), c.env())
 	if err != nil {
 		return err
 	}

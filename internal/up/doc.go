@@ -8,10 +8,13 @@
 // writes a root CA (trust domain <cluster>.local), bootstrap tokens (one
 // per service account) and a folder of Kubernetes YAML (Nodes, Services,
 // Pods, EndpointSlices, ServiceExports); starts `causeway control-plane
-// --source folder --mtls` federated with every other cluster (--peer with
-// federation, bundle endpoint and the peer's root as bundle-file); then for
-// each pod a demo app (internal/up/demoapp) and a `causeway-proxy sidecar`
-// that gets its SVID from its cluster's issuer. Start returns once every
+// --source folder --mtls` federated with every other cluster (a Peer
+// object per peer in the folder's peers.yaml, peers.go: federation, bundle
+// endpoint and the peer's roots as the bootstrap bundle, the same YAML a
+// Kubernetes user applies; and --eastwest-address naming its gateway); its east-west gateway
+// (`causeway-proxy east-west`, gateway.go); then for each pod a demo app
+// (internal/up/demoapp) and a `causeway-proxy sidecar` that gets its SVID
+// from its cluster's issuer. Start returns once every
 // control plane and sidecar is ready, every import holds its peer's
 // exported endpoints and the client reaches every exported service by its
 // clusterset name.
@@ -24,8 +27,11 @@
 // endpoint 15013, federation 15014); pod n of cluster i on 127.20.<i+1>.<n>
 // (sidecar inbound 8080, sidecar admin 15000, app 18080), its sidecar's
 // outbound listeners on 127.30.<i+1>.<n> (node metadata outbound_ip, via a
-// one-line bootstrap file). The network is flat: federation sends direct
-// endpoints; there is no east-west gateway yet.
+// one-line bootstrap file); cluster i's east-west gateway on 127.40.<i+1>.1
+// (SNI passthrough 15443, admin 15000). Each cluster is a network of its
+// own (named after it): peers import per-locality summaries behind its
+// gateway, never pod IPs, and reach its pods through the gateway with mTLS
+// end to end.
 //
 // Once the control planes are started, Start writes State (pid, work dir,
 // each cluster's admin URL) to <work dir>/status.json and to the pointer
@@ -39,13 +45,18 @@
 //
 // Kill SIGKILLs pods (app and sidecar) and marks their endpoints not ready
 // in the folder, as Kubernetes would; KillProcesses leaves the endpoints
-// advertised, so only the data plane can fail over; Restore restarts them.
-// Drive and Walk send bounded traffic through the client's sidecar and
-// count every request.
+// advertised, so only the data plane can fail over; Restore restarts them
+// (pods killed by KillProcesses are first marked not ready until the
+// client's sidecar dropped them, as Kubernetes does while it restarts
+// containers). KillGateway SIGKILLs a cluster's gateway (still advertised)
+// and RestoreGateway restarts it. Drive, StartTraffic and Walk send
+// bounded traffic through the client's sidecar and count every request.
 //
 // # Concurrency
 //
-// A Federation's methods are safe for concurrent use: the pods' processes
-// and ready flags and the folder writes are under one mutex. Each child
+// A Federation's methods are safe for concurrent use: the pods' and
+// gateways' processes, the ready flags and the folder writes are under one
+// mutex. A Traffic's sender goroutine and one goroutine per request end
+// by Stop (or its context). Each child
 // process has one goroutine waiting for it, which ends when it exits.
 package up

@@ -86,7 +86,10 @@ func (f *Federation) waitReady(ctx context.Context) error {
 	if err := f.waitPods(ctx, f.pods); err != nil {
 		return err
 	}
-	f.say("all %d sidecars ready, each with its SVID (%s)", len(f.pods), time.Since(f.started).Round(10*time.Millisecond))
+	if err := f.waitGateways(ctx, nil); err != nil { // gateway.go
+		return err
+	}
+	f.say("all %d sidecars ready, each with its SVID, and %d east-west gateways (%s)", len(f.pods), len(f.gws), time.Since(f.started).Round(10*time.Millisecond))
 	if err := f.waitFederation(ctx); err != nil {
 		return err
 	}

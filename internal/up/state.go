@@ -23,6 +23,17 @@ type StateCluster struct {
 	Name string `json:"name"`
 	// Admin is the control plane's admin URL (http://127.10.<i>.1:15011).
 	Admin string `json:"admin"`
+	// Pods are the cluster's pods and their sidecars' admin URLs, for
+	// `causeway explain --pod`.
+	Pods []StatePod `json:"pods,omitempty"`
+}
+
+// StatePod is one pod of a `causeway up`.
+type StatePod struct {
+	Name string `json:"name"`
+	Zone string `json:"zone"`
+	// Admin is its sidecar's admin URL (http://127.20.<i>.<n>:15000).
+	Admin string `json:"admin"`
 }
 
 // StatePath is the well-known pointer file of this user's `causeway up`:
@@ -54,7 +65,13 @@ func ReadState(path string) (State, error) {
 func (f *Federation) state() State {
 	s := State{PID: os.Getpid(), WorkDir: f.o.WorkDir, Started: f.started.UTC()}
 	for i, c := range f.top.Clusters {
-		s.Clusters = append(s.Clusters, StateCluster{Name: c.Name, Admin: fmt.Sprintf("http://%s:%d", f.net().cpIP(i), portAdmin)})
+		sc := StateCluster{Name: c.Name, Admin: fmt.Sprintf("http://%s:%d", f.net().cpIP(i), portAdmin)}
+		for _, p := range f.pods {
+			if p.Cluster == c.Name {
+				sc.Pods = append(sc.Pods, StatePod{Name: p.Name, Zone: p.Zone, Admin: p.AdminURL()})
+			}
+		}
+		s.Clusters = append(s.Clusters, sc)
 	}
 	return s
 }

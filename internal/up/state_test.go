@@ -30,7 +30,7 @@ func TestStateFiles(t *testing.T) {
 					t.Fatal(err)
 				}
 				if s.PID != os.Getpid() || s.WorkDir != dir || len(s.Clusters) != 2 ||
-					s.Clusters[1] != (StateCluster{Name: "west", Admin: "http://127.10.2.1:15011"}) {
+					s.Clusters[1].Name != "west" || s.Clusters[1].Admin != "http://127.10.2.1:15011" {
 					t.Errorf("%s: %+v", p, s)
 				}
 			}

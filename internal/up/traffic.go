@@ -176,6 +176,7 @@ func (f *Federation) PrintWhere(out io.Writer) {
 	for i, c := range f.top.Clusters {
 		admin := fmt.Sprintf("http://%s:%d", f.net().cpIP(i), portAdmin)
 		fmt.Fprintf(out, "%-6s %s  control plane %s/federation /model /problems /metrics\n", c.Name, c.Region, admin)
+		fmt.Fprintf(out, "%-6s %s  east-west gateway %s (admin %s)\n", c.Name, c.Region, f.gatewayAddr(i), f.gatewayAdminURL(i)) // gateway.go
 	}
 	fmt.Fprintln(out)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
@@ -190,4 +191,5 @@ func (f *Federation) PrintWhere(out io.Writer) {
 		fmt.Fprintf(out, "  curl -H 'Host: %s' %s/\n", f.ClustersetHost(s), f.ClientURL())
 	}
 	fmt.Fprintf(out, "logs, folders, CAs and tokens: %s\n", f.WorkDir())
+	fmt.Fprintf(out, "dashboard (every cluster, live): %s\n", f.DashboardURL())
 }

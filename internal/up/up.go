@@ -53,6 +53,7 @@ type Federation struct {
 	tmp     bool // WorkDir is ours to remove
 	bins    binaries
 	cps     []*proc
+	gws     []*proc    // east-west gateways by cluster index (gateway.go); under mu once started
 	mu      sync.Mutex // pods' processes and ready flags, folder writes
 	pods    []*Pod
 	client  *Pod
@@ -61,6 +62,8 @@ type Federation struct {
 	wroteState bool
 	// Ready is how long Start took, from the first process to all ready.
 	Ready time.Duration
+	// dash is the dashboard (dashboard.go); nil until started.
+	dash *dashboardServer
 }
 
 // net is f's address block.
@@ -142,12 +145,20 @@ func Start(ctx context.Context, o Options) (_ *Federation, err error) {
 		return nil, err
 	}
 	f.say("`causeway status` finds this federation through %s", f.statePathShown())
+	if f.dash, err = f.startDashboard(); err != nil {
+		return nil, err
+	}
+	for i := range f.top.Clusters {
+		if err := f.startGateway(i); err != nil { // gateway.go
+			return nil, err
+		}
+	}
 	for _, p := range f.pods {
 		if err := f.startPod(p); err != nil {
 			return nil, err
 		}
 	}
-	f.say("started %d control planes and %d pods; waiting for readiness (at most %s)", len(f.cps), len(f.pods), o.ReadyTimeout)
+	f.say("started %d control planes, %d east-west gateways and %d pods; waiting for readiness (at most %s)", len(f.cps), len(f.gws), len(f.pods), o.ReadyTimeout)
 	rctx, cancel := context.WithTimeout(ctx, o.ReadyTimeout)
 	defer cancel()
 	if err := f.waitReady(rctx); err != nil {
@@ -174,6 +185,10 @@ func (f *Federation) preflight() error {
 		for port, name := range map[int]string{portXDS: "xDS", portAdmin: "admin", portSVID: "SVID issuer", portBundle: "bundle endpoint", portFederation: "federation"} {
 			check(fmt.Sprintf("%s:%d", f.net().cpIP(i), port), c.Name+" control plane "+name)
 		}
+	}
+	check(f.dashboardAddr(), "dashboard")
+	for addr, what := range f.gatewayChecks() { // gateway.go
+		check(addr, what)
 	}
 	for _, p := range f.pods {
 		what := fmt.Sprintf("%s pod %s", p.Cluster, p.Name)
@@ -261,16 +276,14 @@ func (f *Federation) startControlPlane(i int, c ClusterSpec) (*proc, error) {
 	ip := f.net().cpIP(i)
 	at := func(port int) string { return fmt.Sprintf("%s:%d", ip, port) }
 	args := []string{"control-plane", "--source", "folder", "--dir", f.clusterDir(c.Name, "folder"),
-		"--cluster", c.Name, "--network", "flat", "--trust-domain", c.Name + ".local", "--poll", "200ms",
+		"--cluster", c.Name, "--network", c.Name, "--eastwest-address", f.gatewayAddr(i), "--trust-domain", c.Name + ".local", "--poll", "200ms",
 		"--xds", at(portXDS), "--admin", at(portAdmin), "--mtls", "--ca-dir", f.clusterDir(c.Name, "ca"),
 		"--tokens-file", f.clusterDir(c.Name, "tokens.txt"), "--svid-listen", at(portSVID),
 		"--bundle-listen", at(portBundle), "--federation-listen", at(portFederation)}
-	for j, peer := range f.top.Clusters {
-		if j == i {
-			continue
-		}
-		args = append(args, "--peer", fmt.Sprintf("cluster=%s,trust-domain=%s.local,federation=%s:%d,bundle=https://%s:%d/,bundle-file=%s",
-			peer.Name, peer.Name, f.net().cpIP(j), portFederation, f.net().cpIP(j), portBundle, f.clusterDir(peer.Name, "ca", trust.CACertFile)))
+	// The links are Peer objects in the folder, as a Kubernetes user
+	// writes them (peers.go).
+	if err := f.writePeers(i, c); err != nil {
+		return nil, err
 	}
 	return startProc(c.Name+" control plane", filepath.Join(f.o.WorkDir, "logs", c.Name+"-control-plane.log"), f.bins.causeway, args...)
 }
@@ -293,7 +306,7 @@ func (f *Federation) startPod(p *Pod) error {
 	}
 	args := []string{"sidecar", "--bootstrap", boot, "--xds", fmt.Sprintf("%s:%d", f.net().cpIP(ci), portXDS),
 		"--admin", fmt.Sprintf("%s:%d", p.IP, portSidecar), "--node-id", p.Name + "." + f.top.Namespace + "." + p.Cluster,
-		"--workload", p.Service, "--namespace", f.top.Namespace, "--cluster", p.Cluster, "--network", "flat",
+		"--workload", p.Service, "--namespace", f.top.Namespace, "--cluster", p.Cluster, "--network", p.Cluster,
 		"--locality", p.Region + "/" + p.Zone, "--access-log", "off", "--log-level", "warn", "--drain-timeout", "2s",
 		"--svid-issuer", fmt.Sprintf("%s:%d", f.net().cpIP(ci), portSVID), "--svid-token-file", f.clusterDir(p.Cluster, "tokens", p.Service),
 		"--trust-domain", p.Cluster + ".local", "--trust-bundle", f.clusterDir(p.Cluster, "ca", trust.CACertFile)}
@@ -313,9 +326,13 @@ func (f *Federation) Close() {
 	for _, p := range f.pods {
 		procs = append(procs, p.app, p.sidecar)
 	}
+	procs = append(procs, f.gws...)
 	procs = append(procs, f.cps...)
 	f.removeState()
+	dash := f.dash
+	f.dash = nil
 	f.mu.Unlock()
+	dash.stop()
 	stopAll(procs, 3*time.Second)
 	if f.tmp {
 		_ = os.RemoveAll(f.o.WorkDir)
@@ -390,10 +407,16 @@ func (f *Federation) kill(match func(*Pod) bool, endpoints bool) ([]*Pod, error)
 }
 
 // Restore restarts every killed pod, waits until its sidecar is ready,
-// and marks its endpoint ready again.
+// and marks its endpoint ready again. Pods killed with their endpoints
+// still advertised (KillProcesses) are first marked not ready until the
+// client's sidecar drops them, as Kubernetes does while it restarts a
+// pod's containers (restore.go).
 func (f *Federation) Restore(ctx context.Context) ([]*Pod, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if err := f.unadvertiseDead(ctx); err != nil {
+		return nil, err
+	}
 	var back []*Pod
 	for _, p := range f.pods {
 		if p.dead {

@@ -147,7 +147,7 @@ func TestCloseLeavesNothingRunning(t *testing.T) {
 			}
 		}
 	}
-	for _, p := range f.cps {
+	for _, p := range append(f.cps, f.gws...) {
 		pids = append(pids, p.cmd.Process.Pid)
 	}
 	f.Close()

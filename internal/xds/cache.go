@@ -39,6 +39,11 @@ import (
 //     answered from the list of names that publish changed: O(changed),
 //     not O(resources), per client.
 //
+// Incremental ADS streams do not use the watches: delta.go serves them
+// from the cache's states with a cursor per stream and type (keyState.
+// streams); the watches below serve state-of-the-world streams and the
+// per-type delta services.
+//
 // Concurrency: mu guards everything. Responses are sent on the server's
 // per-stream channels while mu is held; those channels are buffered for
 // every type and a stream has at most one open watch per type, so the
@@ -53,8 +58,9 @@ import (
 // or after receiving the response, so the two never race.
 type resourceCache struct {
 	hash cachev3.NodeHash
+	subs *subTable // delta streams' subscriptions, shared by content (deltasub.go)
 
-	mu      sync.Mutex
+	mu      sync.RWMutex // delta streams compute their responses under RLock (delta.go)
 	keys    map[string]*keyState
 	nextID  int64
 	stateID uint64 // numbers typeStates
@@ -76,9 +82,14 @@ type keyState struct {
 	types [numTypes]*typeState
 	sotw  [numTypes]map[int64]*sotwWatch
 	delta [numTypes]map[int64]*deltaWatch
+	// streams are the incremental ADS streams of this key (delta.go).
+	streams map[*deltaConn]struct{}
 }
 
 func (k *keyState) idle() bool {
+	if len(k.streams) > 0 {
+		return false
+	}
 	for i := range numTypes {
 		if k.types[i] != nil || len(k.sotw[i]) > 0 || len(k.delta[i]) > 0 {
 			return false
@@ -93,6 +104,16 @@ type entry struct {
 	res     types.Resource // what was published: the same pointer again reuses the entry without marshalling
 	any     *anypb.Any     // shared by every response; never modified
 	version string         // SHA-256 of any.Value
+	dres    *discoverygrpc.Resource
+}
+
+// deltaResource is e as a delta response's resource, built with the
+// entry and shared by every response (read-only).
+func (e *entry) deltaResource() *discoverygrpc.Resource { return e.dres }
+
+func newEntry(name string, res types.Resource, a *anypb.Any, version string) *entry {
+	return &entry{name: name, res: res, any: a, version: version,
+		dres: &discoverygrpc.Resource{Name: name, Version: version, Resource: a}}
 }
 
 // typeState is one type's resources under one key.
@@ -133,7 +154,7 @@ type deltaWatch struct {
 const syncedKey = ""
 
 func newResourceCache(hash cachev3.NodeHash) *resourceCache {
-	return &resourceCache{hash: hash, keys: map[string]*keyState{}}
+	return &resourceCache{hash: hash, keys: map[string]*keyState{}, subs: newSubTable()}
 }
 
 func (c *resourceCache) keyLocked(key string) *keyState {
@@ -184,9 +205,9 @@ func buildTypeState(typeURL string, prev *typeState, rs []types.Resource) (*type
 			if old != nil && bytes.Equal(old.any.Value, b) {
 				// Same content, new pointer: keep the shared bytes and the
 				// version, remember the pointer so its next publish is free.
-				e = &entry{name: name, res: r, any: old.any, version: old.version}
+				e = &entry{name: name, res: r, any: old.any, version: old.version, dres: old.dres}
 			} else {
-				e = &entry{name: name, res: r, any: &anypb.Any{TypeUrl: typeURL, Value: b}, version: cachev3.HashResource(b)}
+				e = newEntry(name, r, &anypb.Any{TypeUrl: typeURL, Value: b}, cachev3.HashResource(b))
 			}
 		}
 		next.entries = append(next.entries, e)
@@ -276,6 +297,7 @@ func (c *resourceCache) setLocked(key string, next [numTypes]*typeState, version
 			}
 		}
 	}
+	k.wakeLocked()
 }
 
 // forgetLocked drops key's resources; open watches stay open (their
@@ -464,7 +486,7 @@ func deltaResponseFor(req *discoverygrpc.DeltaDiscoveryRequest, sub cachev3.Subs
 		prev, known := returned[name]
 		if e, ok := ts.byName[name]; ok {
 			if !known || prev != e.version {
-				r.resources = append(r.resources, &discoverygrpc.Resource{Name: e.name, Version: e.version, Resource: e.any})
+				r.resources = append(r.resources, e.deltaResource())
 				returned[name] = e.version
 			}
 		} else if known {

@@ -132,6 +132,13 @@ func parkedWithout(srv *Server, key, name string) bool {
 			return true
 		}
 	}
+	for st := range k.streams { // incremental ADS (delta.go)
+		if t := st.types[typeIndex(resourcev3.EndpointType)]; t.open && t.pending == "" {
+			if !t.sub.has(name) {
+				return true
+			}
+		}
+	}
 	return false
 }
 

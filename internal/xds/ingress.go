@@ -168,11 +168,13 @@ func TranslateIngress(s *model.Snapshot, n Node, o TranslateOptions) (Resources,
 			return // the route answers 503 for it: no such cluster
 		}
 		c := EDSCluster(name, co)
-		only := s.Cluster
+		only, skip := s.Cluster, ""
 		if b.Kind == model.BackendServiceImport {
-			only = ""
+			// The exporting clusters' endpoints: this one's only when
+			// exported here, as the sidecars' clusterset cluster.
+			only, skip = "", clustersetSkip(sv, s.Cluster)
 		}
-		cla := loadAssignment(name, sv, p, only, "", n)
+		cla := loadAssignment(name, sv, p, only, skip, n)
 		errs = append(errs, validate(c), validate(cla))
 		r.Clusters = append(r.Clusters, c)
 		r.Endpoints = append(r.Endpoints, cla)

@@ -14,7 +14,9 @@
 // Versions are per key and per type: Publish bumps only the types whose
 // resources changed (the same message, or equal marshalled bytes, is no
 // change), so a node gets no push for the others. go-control-plane's server
-// speaks the protocol; the cache behind it is this package's (cache.go):
+// speaks the state-of-the-world protocol and this package's delta server
+// (delta.go: a per-stream cursor instead of per-stream version maps) the
+// incremental ADS one; the cache behind both is this package's (cache.go):
 // every resource is marshalled once per publish that changes it, its
 // version is the hash of its bytes, state-of-the-world clients receive the
 // whole subscribed set of a changed type over shared marshalled values, and
@@ -101,12 +103,13 @@ func NewServer(o Options) (*Server, error) {
 		// The cache (cache.go) answers a request that names resources with
 		// the named subset: grpc-go asks for the one listener it needs.
 		cache: newResourceCache(hashOf(o.SnapshotKey)),
-		grpc:  grpc.NewServer(o.GRPCOptions...),
+		grpc:  grpc.NewServer(append(defaultGRPCOptions(), o.GRPCOptions...)...),
 		lis:   lis,
 		done:  make(chan struct{}),
 	}
 	srv := serverv3.NewServer(context.Background(), s.cache, o.Callbacks)
-	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(s.grpc, srv)
+	// Incremental ADS is Causeway's own (delta.go); the rest is go-control-plane's.
+	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(s.grpc, adsServer{Server: srv, delta: &deltaServer{cache: s.cache, callbacks: o.Callbacks}})
 	listenerservice.RegisterListenerDiscoveryServiceServer(s.grpc, srv)
 	routeservice.RegisterRouteDiscoveryServiceServer(s.grpc, srv)
 	clusterservice.RegisterClusterDiscoveryServiceServer(s.grpc, srv)
