@@ -56,7 +56,14 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) $$pkg; \
 	done
 
-test: lint unit fuzz conformance
+test: lint unit fuzz conformance e2e
+
+# e2e: end-to-end tests that assert timings (failover within 1 s, zero
+# failed requests at 500 req/s), run one at a time after everything else,
+# so no other test binary shares the 2 cores with them.
+.PHONY: e2e
+e2e:
+	CAUSEWAY_E2E=1 $(GO) test -count=1 -p 1 -timeout 10m -v -run '^TestFailoverThroughGateways$$' ./internal/up/
 
 bench: build
 	bash bench/run.sh

@@ -37,8 +37,10 @@ import (
 // "---". Each document is decoded strictly (unknown fields are errors) with
 // the real Kubernetes types: v1 Service, Pod, Node, Namespace,
 // discovery.k8s.io/v1 EndpointSlice and multicluster.x-k8s.io/v1alpha1
-// ServiceExport. Other kinds (Deployments, Gateway API objects, ...) are
-// skipped. A missing metadata.namespace means "default".
+// ServiceExport. Other kinds (Deployments, ...) are skipped; Gateway API
+// objects and ServiceImports (read by controlplane.GatewayFolder) are only
+// decoded strictly, so that a bad one rejects its file. A missing
+// metadata.namespace means "default".
 //
 // Errors: a file that does not parse, or holds an object that fails
 // validation, is rejected as a whole and reported as Problems naming the
@@ -436,8 +438,8 @@ func decodeDoc(file string, doc int, raw []byte, out *fileObjects) []Problem {
 		o := &peerapi.Peer{}
 		namespaced = false
 		target, validate, add = o, func() []FieldProblem { return validatePeer(o) }, func() { out.objs.Peers = append(out.objs.Peers, o) }
-	default:
-		return nil // not ours (Deployments, Gateway API objects, ...)
+	default: // not ours (Deployments, ...); Gateway API objects must decode (gatewayapi.go)
+		return checkGatewayAPI(file, doc, raw, head.APIVersion, head.Kind, head.Metadata.Name, ns)
 	}
 	if !namespaced {
 		obj = head.Kind + " " + head.Metadata.Name

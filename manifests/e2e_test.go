@@ -74,6 +74,7 @@ func TestTwoClustersEndToEnd(t *testing.T) {
 	bin := buildCauseway(ctx, t)
 	proxyBin := buildBinary(ctx, t, "causeway-proxy")
 	initBin := buildBinary(ctx, t, "causeway-init")
+	appBin := buildBinary(ctx, t, "demoapp", "./internal/up/demoapp")
 	// The sidecars run as the injected runAsUser (1337): they must reach
 	// the binaries and the trust bundles.
 	if err := os.Chmod(filepath.Dir(proxyBin), 0o755); err != nil {
@@ -124,7 +125,7 @@ func TestTwoClustersEndToEnd(t *testing.T) {
 			RealPods: []testcluster.RealPod{
 				{
 					Namespace: "shop", Selector: "app=echo",
-					Command:    []string{"demoapp", "-addr", "127.0.0.1:18080", "-service", "echo", "-where", m.name + "/a/echo"},
+					Command:    []string{appBin, "-addr", "127.0.0.1:18080", "-service", "echo", "-where", m.name + "/a/echo"},
 					Containers: []testcluster.RealContainer{capture, sidecar(true)},
 				},
 				{
@@ -463,17 +464,23 @@ type builtBinary struct {
 	err  error
 }
 
-func buildBinary(ctx context.Context, t *testing.T, name string) string {
+// buildBinary builds ./cmd/<name>, or the package pkg when given (its
+// binary is still called name), once per test binary.
+func buildBinary(ctx context.Context, t *testing.T, name string, pkg ...string) string {
 	t.Helper()
+	src := "./cmd/" + name
+	if len(pkg) > 0 {
+		src = pkg[0]
+	}
 	buildCauseway(ctx, t) // makes the directory
 	v, _ := builtBinaries.LoadOrStore(name, &builtBinary{})
 	b := v.(*builtBinary)
 	b.once.Do(func() {
 		b.path = filepath.Join(causewayBinary.dir, name)
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", b.path, "./cmd/"+name)
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", b.path, src)
 		cmd.Dir = ".."
 		if out, err := cmd.CombinedOutput(); err != nil {
-			b.err = fmt.Errorf("go build ./cmd/%s: %w\n%s", name, err, out)
+			b.err = fmt.Errorf("go build %s: %w\n%s", src, err, out)
 		}
 	})
 	if b.err != nil {

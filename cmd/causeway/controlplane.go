@@ -198,12 +198,15 @@ func runControlPlane(args []string) int {
 	// With federation or the Gateway API controller the control plane
 	// serves the merge of the source, the imports and the routes; the
 	// exporter gets the source's snapshots as they are.
+	// In local mode the folder's Gateway API objects feed the routes
+	// (controlplane.GatewayFolder), so the folder always goes through one.
 	var (
-		merger *controlplane.Merger
-		fed    *controlplane.Federation
-		gw     *controller.Controller
+		merger   *controlplane.Merger
+		fed      *controlplane.Federation
+		gw       *controller.Controller
+		gwFolder *controlplane.GatewayFolder
 	)
-	if links != nil || c.GatewayController {
+	if links != nil || c.GatewayController || c.Source == "folder" {
 		var err error
 		merger, err = controlplane.NewMerger(controlplane.MergerOptions{Local: src, Cluster: c.Cluster, Registerer: reg, Logger: log,
 			OnLocal: func(s *model.Snapshot) {
@@ -216,6 +219,15 @@ func runControlPlane(args []string) int {
 			return 1
 		}
 		src = merger
+	}
+	if c.Source == "folder" {
+		var err error
+		if gwFolder, err = controlplane.NewGatewayFolder(controlplane.GatewayFolderOptions{Dir: c.Dir, Interval: c.Interval, OnRoutes: merger.SetRoutes, Logger: log}); err != nil {
+			fmt.Fprintln(os.Stderr, "causeway control-plane:", err)
+			return 2
+		}
+		srcProblems := problems // the folder's Gateway API problems are the source's too
+		problems = func() []discovery.Problem { return append(srcProblems(), gwFolder.Problems()...) }
 	}
 	if links != nil {
 		var err error
@@ -314,6 +326,9 @@ func runControlPlane(args []string) int {
 		side    sync.WaitGroup
 		sideErr = make(chan error, 4) // federation, gateway controller, gateway TLS secrets, injector
 	)
+	if gwFolder != nil {
+		side.Go(func() { _ = gwFolder.Run(ctx) }) // ends with ctx; problems are on /problems
+	}
 	if fed != nil {
 		side.Go(func() {
 			if err := fed.Run(ctx); err != nil {

@@ -36,6 +36,11 @@
 // --gateway-controller (docs/control-plane.md, "Federation";
 // docs/federation.md, "Links").
 //
+// GatewayFolder (gatewayfolder.go) is local mode's Gateway API: it reads
+// the folder's Gateway API objects, runs gateway.Translate on each change
+// and feeds the route tables to Merger.SetRoutes; undecodable files and
+// routes or Gateways that are not Accepted are its Problems.
+//
 // Status (status.go) is the report behind the admin endpoint /status and
 // `causeway status`: model size, federation links, trust bundles,
 // exported and imported services, and proxies with the config version they

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -28,7 +29,16 @@ import (
 //     client's zone within 5s, zero failures.
 //
 // The measured times are logged.
+//
+// It asserts timings (1s, 5s) and zero failures at 500 req/s on 2 cores,
+// so it runs alone: `make e2e` (part of `make test`) sets CAUSEWAY_E2E=1
+// once every other test binary has finished. Inside `go test ./...`, with
+// other packages' -race binaries on the same cores, latencies reach
+// seconds and 500 req/s needs over a thousand concurrent connections.
 func TestFailoverThroughGateways(t *testing.T) {
+	if os.Getenv("CAUSEWAY_E2E") != "1" {
+		t.Skip("timing acceptance test: run alone by `make e2e` (CAUSEWAY_E2E=1)")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	top := &Topology{

@@ -1,0 +1,379 @@
+package controlplane
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/causewaymesh/causeway/discovery"
+	"github.com/causewaymesh/causeway/gateway"
+	"github.com/causewaymesh/causeway/internal/model"
+)
+
+// GatewayFolder is the Gateway API half of local mode: it reads the
+// Gateway API objects (GatewayClass, Gateway, HTTPRoute, GRPCRoute,
+// TLSRoute, ReferenceGrant), the MCS ServiceImports and the Services,
+// Namespaces and Secrets they refer to from the same folder of Kubernetes
+// YAML the discovery.Folder reads, runs gateway.Translate on them and hands
+// the route tables to OnRoutes (Merger.SetRoutes) whenever a file changes.
+//
+// Errors: a file that discovery.Folder rejects (discovery.CheckFile: it
+// also decodes the Gateway API documents strictly) or whose documents do
+// not decode (gateway.DecodeYAML) is rejected as a whole here too and its
+// last good contents keep serving; a route,
+// Gateway or GatewayClass whose status is not Accepted (routes: and
+// ResolvedRefs; Gateways: and Programmed) is reported with the file that
+// defines it and the condition's reason and message. Both are Problems;
+// everything else keeps serving. The problems discovery.Folder reports are
+// not repeated here.
+//
+// Concurrency: Run (or Scan) on one goroutine; Problems from any.
+type GatewayFolder struct {
+	o        GatewayFolderOptions
+	files    map[string]*gwFile // by path relative to Dir; owned by Run/Scan
+	lastScan time.Time
+	started  bool
+
+	mu       sync.Mutex
+	problems []discovery.Problem
+}
+
+// GatewayFolderOptions configure a GatewayFolder.
+type GatewayFolderOptions struct {
+	Dir string
+	// OnRoutes receives the route tables on the first scan and after each
+	// change of the folder's inputs. Required.
+	OnRoutes func([]model.RouteTable)
+	// Interval between scans; default 500ms. Ignored when Tick is set.
+	Interval time.Duration
+	// Tick, when set, drives the scans (tests).
+	Tick <-chan time.Time
+	// Now is the clock; default time.Now.
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+type gwFile struct {
+	size     int64
+	modTime  time.Time
+	hash     uint64
+	good     *gateway.Input // last good contents; nil if never good
+	problems []discovery.Problem
+}
+
+// NewGatewayFolder checks o; nothing is read until Run or Scan.
+func NewGatewayFolder(o GatewayFolderOptions) (*GatewayFolder, error) {
+	var errs []error
+	if o.Dir == "" {
+		errs = append(errs, errors.New("gateway folder: Dir: required; name the directory of Kubernetes YAML"))
+	}
+	if o.OnRoutes == nil {
+		errs = append(errs, errors.New("gateway folder: OnRoutes: required; pass the Merger's SetRoutes"))
+	}
+	if o.Interval < 0 {
+		errs = append(errs, fmt.Errorf("gateway folder: Interval %s: must not be negative", o.Interval))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if o.Interval == 0 {
+		o.Interval = 500 * time.Millisecond
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &GatewayFolder{o: o, files: map[string]*gwFile{}}, nil
+}
+
+// Run scans at once and then on every tick until ctx ends.
+func (g *GatewayFolder) Run(ctx context.Context) error {
+	tick := g.o.Tick
+	if tick == nil {
+		t := time.NewTicker(g.o.Interval)
+		defer t.Stop()
+		tick = t.C
+	}
+	g.Scan()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick:
+			g.Scan()
+		}
+	}
+}
+
+// Problems returns the current problems, sorted by file.
+func (g *GatewayFolder) Problems() []discovery.Problem {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return slices.Clone(g.problems)
+}
+
+// Scan reads the folder once; when an input changed (or on the first
+// scan) it translates and calls OnRoutes. It reports whether it did.
+func (g *GatewayFolder) Scan() bool {
+	start := g.o.Now()
+	changed := !g.started
+	seen := map[string]bool{}
+	var problems []discovery.Problem
+	err := filepath.WalkDir(g.o.Dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		name := d.Name()
+		if path != g.o.Dir && strings.HasPrefix(name, ".") {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		switch strings.ToLower(filepath.Ext(name)) {
+		case ".yaml", ".yml", ".json":
+		default:
+			return nil
+		}
+		if d.IsDir() {
+			return nil
+		}
+		rel, _ := filepath.Rel(g.o.Dir, path)
+		seen[rel] = true
+		if g.refresh(rel, path, d) {
+			changed = true
+		}
+		return nil
+	})
+	if err != nil { // discovery.Folder reports the folder itself; keep all
+		for rel := range g.files {
+			seen[rel] = true
+		}
+	}
+	for rel := range g.files {
+		if !seen[rel] {
+			delete(g.files, rel)
+			changed = true
+		}
+	}
+	g.lastScan = start
+	if !changed {
+		return false
+	}
+	g.started = true
+
+	rels := slices.Sorted(func(yield func(string) bool) {
+		for rel := range g.files {
+			if !yield(rel) {
+				return
+			}
+		}
+	})
+	var in gateway.Input
+	owner := map[string]string{} // "Kind ns/name" -> file, for Gateway API kinds
+	claim := func(rel, kind string, m metav1.Object) bool {
+		k := kind + " " + m.GetNamespace() + "/" + m.GetName()
+		if first, ok := owner[k]; ok {
+			problems = append(problems, discovery.Problem{File: rel, Object: strings.Replace(k, " /", " ", 1), Message: "also defined in " + first + "; this copy is ignored"})
+			return false
+		}
+		owner[k] = rel
+		return true
+	}
+	for _, rel := range rels {
+		f := g.files[rel]
+		problems = append(problems, f.problems...)
+		if f.good == nil {
+			continue
+		}
+		appendInput(&in, f.good, func(kind string, m metav1.Object) bool { return claim(rel, kind, m) })
+	}
+	in.Now = start
+	out, err := gateway.Translate(in)
+	if err != nil {
+		problems = append(problems, discovery.Problem{File: g.o.Dir, Message: fmt.Sprintf("Gateway API translation failed: %v; routes not changed", err)})
+		g.setProblems(problems)
+		return false
+	}
+	fileOf := func(kind, ns, name string) string {
+		if ns != "" {
+			ns += "/"
+		}
+		return cmp.Or(owner[kind+" "+ns+name], g.o.Dir)
+	}
+	for _, s := range out.GatewayClasses {
+		problems = append(problems, conditionProblems(fileOf("GatewayClass", "", s.Name), "GatewayClass "+s.Name, "", s.Status.Conditions, gatewayv1.GatewayClassConditionStatusAccepted)...)
+	}
+	for _, s := range out.Gateways {
+		file, obj := fileOf("Gateway", s.Namespace, s.Name), "Gateway "+s.Namespace+"/"+s.Name
+		problems = append(problems, conditionProblems(file, obj, "", s.Status.Conditions, gatewayv1.GatewayConditionAccepted, gatewayv1.GatewayConditionProgrammed)...)
+		for _, l := range s.Status.Listeners {
+			problems = append(problems, conditionProblems(file, obj, "listener "+string(l.Name), l.Conditions, gatewayv1.ListenerConditionAccepted, gatewayv1.ListenerConditionResolvedRefs)...)
+		}
+	}
+	for kind, ss := range map[string][]gateway.RouteStatus{"HTTPRoute": out.HTTPRoutes, "GRPCRoute": out.GRPCRoutes, "TLSRoute": out.TLSRoutes} {
+		for _, s := range ss {
+			file, obj := fileOf(kind, s.Namespace, s.Name), kind+" "+s.Namespace+"/"+s.Name
+			for _, p := range s.Status.Parents {
+				problems = append(problems, conditionProblems(file, obj, "parentRef "+parentName(p.ParentRef), p.Conditions, gatewayv1.RouteConditionAccepted, gatewayv1.RouteConditionResolvedRefs)...)
+			}
+		}
+	}
+	slices.SortStableFunc(problems, func(a, b discovery.Problem) int {
+		return cmp.Or(cmp.Compare(a.File, b.File), cmp.Compare(a.Document, b.Document), cmp.Compare(a.Object, b.Object), cmp.Compare(a.Field, b.Field))
+	})
+	g.setProblems(problems)
+	g.o.OnRoutes(out.Routes)
+	return true
+}
+
+// conditionProblems reports each of types whose condition is not True.
+func conditionProblems[T ~string](file, obj, field string, conds []metav1.Condition, types ...T) []discovery.Problem {
+	var ps []discovery.Problem
+	for _, c := range conds {
+		if c.Status == metav1.ConditionTrue || !slices.Contains(types, T(c.Type)) {
+			continue
+		}
+		ps = append(ps, discovery.Problem{File: file, Object: obj, Field: field,
+			Message: fmt.Sprintf("%s=%s %s: %s", c.Type, c.Status, c.Reason, c.Message)})
+	}
+	return ps
+}
+
+func parentName(p gatewayv1.ParentReference) string {
+	kind := "Gateway"
+	if p.Kind != nil {
+		kind = string(*p.Kind)
+	}
+	s := kind + " " + string(p.Name)
+	if p.Port != nil {
+		s += fmt.Sprintf(":%d", *p.Port)
+	}
+	return s
+}
+
+func (g *GatewayFolder) setProblems(ps []discovery.Problem) {
+	g.mu.Lock()
+	same := slices.Equal(ps, g.problems)
+	g.problems = ps
+	g.mu.Unlock()
+	if same {
+		return
+	}
+	for _, p := range ps {
+		g.o.Logger.Warn("gateway folder: problem", "file", p.File, "object", p.Object, "field", p.Field, "problem", p.Message)
+	}
+}
+
+// refresh re-reads one file if it may have changed and reports whether
+// its contents (good or problems) changed.
+func (g *GatewayFolder) refresh(rel, path string, d fs.DirEntry) bool {
+	f := g.files[rel]
+	info, err := d.Info()
+	if err != nil {
+		return false // discovery.Folder reports it; keep the last good contents
+	}
+	if f != nil && f.size == info.Size() && f.modTime.Equal(info.ModTime()) &&
+		info.ModTime().Before(g.lastScan.Add(-2*time.Second)) {
+		return false
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	if f == nil {
+		f = &gwFile{}
+		g.files[rel] = f
+	}
+	f.size, f.modTime = info.Size(), info.ModTime()
+	h := xxhash.Sum64(data)
+	if h == f.hash && (f.good != nil || len(f.problems) > 0) {
+		return false
+	}
+	f.hash = h
+	if len(discovery.CheckFile(rel, data)) > 0 {
+		// discovery.Folder rejects the file (and reports why, Gateway API
+		// documents included): so does this, keeping the last good contents.
+		f.problems = nil
+		return true
+	}
+	in, err := gateway.DecodeYAML(data)
+	if err != nil { // what discovery.Folder does not read (Secrets)
+		keep := "it has no earlier good contents"
+		if f.good != nil {
+			keep = "its last good contents keep serving"
+		}
+		f.problems = f.problems[:0]
+		for _, e := range unjoin(err) {
+			f.problems = append(f.problems, discovery.Problem{File: rel, Message: e.Error() + " (file not applied; " + keep + ")"})
+		}
+		return true
+	}
+	f.good, f.problems = &in, nil
+	return true
+}
+
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// appendInput appends src's objects to dst; keep decides, for the Gateway
+// API kinds and ServiceImports, whether an object is the first of its name.
+func appendInput(dst, src *gateway.Input, keep func(kind string, m metav1.Object) bool) {
+	for i := range src.GatewayClasses {
+		if keep("GatewayClass", &src.GatewayClasses[i]) {
+			dst.GatewayClasses = append(dst.GatewayClasses, src.GatewayClasses[i])
+		}
+	}
+	for i := range src.Gateways {
+		if keep("Gateway", &src.Gateways[i]) {
+			dst.Gateways = append(dst.Gateways, src.Gateways[i])
+		}
+	}
+	for i := range src.HTTPRoutes {
+		if keep("HTTPRoute", &src.HTTPRoutes[i]) {
+			dst.HTTPRoutes = append(dst.HTTPRoutes, src.HTTPRoutes[i])
+		}
+	}
+	for i := range src.GRPCRoutes {
+		if keep("GRPCRoute", &src.GRPCRoutes[i]) {
+			dst.GRPCRoutes = append(dst.GRPCRoutes, src.GRPCRoutes[i])
+		}
+	}
+	for i := range src.TLSRoutes {
+		if keep("TLSRoute", &src.TLSRoutes[i]) {
+			dst.TLSRoutes = append(dst.TLSRoutes, src.TLSRoutes[i])
+		}
+	}
+	for i := range src.ReferenceGrants {
+		if keep("ReferenceGrant", &src.ReferenceGrants[i]) {
+			dst.ReferenceGrants = append(dst.ReferenceGrants, src.ReferenceGrants[i])
+		}
+	}
+	for i := range src.ServiceImports {
+		if keep("ServiceImport", &src.ServiceImports[i]) {
+			dst.ServiceImports = append(dst.ServiceImports, src.ServiceImports[i])
+		}
+	}
+	dst.Services = append(dst.Services, src.Services...)
+	dst.Namespaces = append(dst.Namespaces, src.Namespaces...)
+	dst.Secrets = append(dst.Secrets, src.Secrets...)
+}
