@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -145,8 +146,11 @@ func (l *eventLog) Eventf(regarding, _ runtime.Object, eventtype, reason, _ stri
 func TestServer(t *testing.T) {
 	roots := &rootSource{}
 	first := roots.rotate(t, 2*time.Hour)
-	now := time.Now()
-	clock := func() time.Time { return now }
+	// The clock is read by the server's renewal goroutine too.
+	var nowNs atomic.Int64
+	nowNs.Store(time.Now().UnixNano())
+	clock := func() time.Time { return time.Unix(0, nowNs.Load()) }
+	now := clock()
 	cfg := DefaultWebhookConfig()
 	cfg.Listen, cfg.Hosts, cfg.Inject = serverAddr, []string{"127.240.9.2", DefaultServingHost}, testConfig()
 	s, err := NewServer(ServerOptions{Config: cfg, Root: roots.get, Now: clock})
@@ -217,7 +221,7 @@ func TestServer(t *testing.T) {
 	if at := s.renewAt(); at.Before(now.Add(15*time.Hour)) || at.After(now.Add(17*time.Hour)) {
 		t.Errorf("renewAt %v, want two thirds into 24h", at.Sub(now))
 	}
-	now = now.Add(3 * time.Hour) // the first root has expired
+	nowNs.Add(int64(3 * time.Hour)) // the first root has expired
 	if err := s.renew(); err != nil {
 		t.Fatal(err)
 	}

@@ -454,5 +454,9 @@ func defaultGRPCOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.InitialWindowSize(1 << 20),
 		grpc.InitialConnWindowSize(16 << 20),
+		// Stop returns once every stream handler has returned, so the
+		// stream-closed callbacks (and the control plane's stream table)
+		// have run by then.
+		grpc.WaitForHandlers(true),
 	}
 }
