@@ -424,10 +424,17 @@ func fillNode(n *corev3.Node, c Config, loc config.Locality) {
 }
 
 // ready is the proxy's readiness and, with mesh mTLS, having an SVID: a
-// sidecar without one would fail every mTLS handshake.
+// sidecar without one would fail every mTLS handshake. A proxy that the
+// control plane has refused (bad node metadata) is not ready either,
+// although warming gives up and applies what it has.
 func (p *Process) ready() (bool, string) {
 	if p.sds != nil && !p.sds.hasSVID() {
 		return false, "waiting for the workload's SVID from the issuer"
+	}
+	if p.client != nil {
+		if r := p.client.Status().Refused; r != "" {
+			return false, "the control plane refused this proxy: " + r
+		}
 	}
 	return p.Proxy.Ready()
 }

@@ -13,6 +13,8 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/causewaymesh/causeway/proxy/config"
 )
@@ -61,6 +63,12 @@ type Observer interface {
 type Status struct {
 	Connected bool
 	Types     map[string]TypeStatus // by type URL
+	// Refused is the server's error when the last stream ended in a
+	// refusal (InvalidArgument, PermissionDenied, Unauthenticated or
+	// FailedPrecondition: bad node metadata, a wrong identity) and no
+	// response has ever arrived; empty otherwise. A proxy that the
+	// control plane refuses is not ready, even after warming expires.
+	Refused string
 }
 
 // TypeStatus is the state of one resource type.
@@ -146,10 +154,22 @@ func (c *Client) Run(ctx context.Context) error {
 	client := discoveryv3.NewAggregatedDiscoveryServiceClient(conn)
 	st.maybePublish() // starts the warming timer
 	c.status.Store(st.status())
+	var everProgressed bool
+	var refused string
+	publish := func() {
+		s := st.status()
+		s.Refused = refused
+		c.status.Store(s)
+	}
 	for attempt := 0; ; attempt++ {
 		progressed, err := c.stream(ctx, client, st)
 		st.onDisconnect()
-		c.status.Store(st.status())
+		everProgressed = everProgressed || progressed
+		refused = ""
+		if !everProgressed && isRefusal(err) {
+			refused = err.Error()
+		}
+		publish()
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -167,12 +187,22 @@ func (c *Client) Run(ctx context.Context) error {
 				return nil
 			case <-st.warmC():
 				st.expire()
-				c.status.Store(st.status())
+				publish()
 			case <-t.C:
 				break wait
 			}
 		}
 	}
+}
+
+// isRefusal reports whether err is the server refusing this client
+// rather than a transport failure.
+func isRefusal(err error) bool {
+	switch status.Code(err) {
+	case codes.InvalidArgument, codes.PermissionDenied, codes.Unauthenticated, codes.FailedPrecondition:
+		return true
+	}
+	return false
 }
 
 func (c *Client) backoff(attempt int) time.Duration {
