@@ -338,42 +338,27 @@ func unjoin(err error) []error {
 // appendInput appends src's objects to dst; keep decides, for the Gateway
 // API kinds and ServiceImports, whether an object is the first of its name.
 func appendInput(dst, src *gateway.Input, keep func(kind string, m metav1.Object) bool) {
-	for i := range src.GatewayClasses {
-		if keep("GatewayClass", &src.GatewayClasses[i]) {
-			dst.GatewayClasses = append(dst.GatewayClasses, src.GatewayClasses[i])
-		}
-	}
-	for i := range src.Gateways {
-		if keep("Gateway", &src.Gateways[i]) {
-			dst.Gateways = append(dst.Gateways, src.Gateways[i])
-		}
-	}
-	for i := range src.HTTPRoutes {
-		if keep("HTTPRoute", &src.HTTPRoutes[i]) {
-			dst.HTTPRoutes = append(dst.HTTPRoutes, src.HTTPRoutes[i])
-		}
-	}
-	for i := range src.GRPCRoutes {
-		if keep("GRPCRoute", &src.GRPCRoutes[i]) {
-			dst.GRPCRoutes = append(dst.GRPCRoutes, src.GRPCRoutes[i])
-		}
-	}
-	for i := range src.TLSRoutes {
-		if keep("TLSRoute", &src.TLSRoutes[i]) {
-			dst.TLSRoutes = append(dst.TLSRoutes, src.TLSRoutes[i])
-		}
-	}
-	for i := range src.ReferenceGrants {
-		if keep("ReferenceGrant", &src.ReferenceGrants[i]) {
-			dst.ReferenceGrants = append(dst.ReferenceGrants, src.ReferenceGrants[i])
-		}
-	}
-	for i := range src.ServiceImports {
-		if keep("ServiceImport", &src.ServiceImports[i]) {
-			dst.ServiceImports = append(dst.ServiceImports, src.ServiceImports[i])
-		}
-	}
+	dst.GatewayClasses = appendKept(dst.GatewayClasses, src.GatewayClasses, "GatewayClass", keep)
+	dst.Gateways = appendKept(dst.Gateways, src.Gateways, "Gateway", keep)
+	dst.HTTPRoutes = appendKept(dst.HTTPRoutes, src.HTTPRoutes, "HTTPRoute", keep)
+	dst.GRPCRoutes = appendKept(dst.GRPCRoutes, src.GRPCRoutes, "GRPCRoute", keep)
+	dst.TLSRoutes = appendKept(dst.TLSRoutes, src.TLSRoutes, "TLSRoute", keep)
+	dst.ReferenceGrants = appendKept(dst.ReferenceGrants, src.ReferenceGrants, "ReferenceGrant", keep)
+	dst.ServiceImports = appendKept(dst.ServiceImports, src.ServiceImports, "ServiceImport", keep)
 	dst.Services = append(dst.Services, src.Services...)
 	dst.Namespaces = append(dst.Namespaces, src.Namespaces...)
 	dst.Secrets = append(dst.Secrets, src.Secrets...)
+}
+
+// appendKept appends the objects of src that keep accepts to dst.
+func appendKept[T any, P interface {
+	*T
+	metav1.Object
+}](dst, src []T, kind string, keep func(kind string, m metav1.Object) bool) []T {
+	for i := range src {
+		if keep(kind, P(&src[i])) {
+			dst = append(dst, src[i])
+		}
+	}
+	return dst
 }
