@@ -61,6 +61,7 @@ type Folder struct {
 	files    map[string]*fileState // by path relative to Dir; owned by Run/Scan
 	last     *model.Snapshot
 	peers    []*peerapi.Peer // last given to OnPeers; nil before the first
+	given    []File          // last given to OnFiles; nil before the first
 	lastScan time.Time
 
 	mu       sync.Mutex
@@ -81,6 +82,12 @@ type FolderOptions struct {
 	// folder's valid Peer documents (federation links, sorted by name) on
 	// the first scan and each time they change. Invalid ones are Problems.
 	OnPeers func([]*peerapi.Peer)
+	// OnFiles, when set, is called on Run's (or Scan's) goroutine with
+	// every file the folder accepted (its last good contents, in path
+	// order) on the first scan and each time one of them changes, before
+	// the scan's snapshot is returned. controlplane.GatewayFolder reads the
+	// Gateway API objects from them, so one scan feeds both.
+	OnFiles func([]File)
 	// OnProblems, when set, is called on Run's goroutine with the complete
 	// current problem list each time it changes (empty when all is well).
 	OnProblems func([]Problem)
@@ -117,7 +124,17 @@ type fileState struct {
 	modTime  time.Time
 	hash     uint64
 	good     *fileObjects // last good contents; nil if never good
-	problems []Problem    // of the current contents
+	goodData []byte       // the bytes of good (OnFiles)
+	goodHash uint64
+	problems []Problem // of the current contents
+}
+
+// File is one file the Folder accepted, as OnFiles receives it: its last
+// good contents, which every later problem leaves in place.
+type File struct {
+	Path string // relative to Dir, with the OS's separators
+	Hash uint64 // xxhash of Data
+	Data []byte // must not be modified
 }
 
 type objKey struct{ kind, namespace, name string }
@@ -256,6 +273,7 @@ func (f *Folder) Scan() (*model.Snapshot, bool) {
 	})
 	f.setProblems(problems)
 	f.setPeers(all.Peers)
+	f.giveFiles(rels)
 
 	s := Build(&all, f.o.BuildOptions)
 	if err := s.Validate(); err != nil {
@@ -271,6 +289,26 @@ func (f *Folder) Scan() (*model.Snapshot, bool) {
 	}
 	f.last = s
 	return s, true
+}
+
+// giveFiles calls OnFiles when the accepted files differ from the last
+// call (or on the first).
+func (f *Folder) giveFiles(rels []string) {
+	if f.o.OnFiles == nil {
+		return
+	}
+	files := make([]File, 0, len(rels))
+	for _, rel := range rels {
+		if fst := f.files[rel]; fst.good != nil {
+			files = append(files, File{Path: rel, Hash: fst.goodHash, Data: fst.goodData})
+		}
+	}
+	same := f.given != nil && slices.EqualFunc(files, f.given, func(a, b File) bool { return a.Path == b.Path && a.Hash == b.Hash })
+	if same {
+		return
+	}
+	f.given = files
+	f.o.OnFiles(slices.Clone(files))
 }
 
 func (f *Folder) setProblems(ps []Problem) {
@@ -346,6 +384,9 @@ func (f *Folder) refresh(rel, path string, d fs.DirEntry) {
 		return
 	}
 	fst.good, fst.problems = objs, nil
+	if f.o.OnFiles != nil {
+		fst.goodData, fst.goodHash = data, h
+	}
 }
 
 // decodeFile decodes and validates every document of one manifest file. It

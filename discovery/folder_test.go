@@ -124,3 +124,66 @@ func TestFolderRun(t *testing.T) {
 	cancel()
 	<-done
 }
+
+// TestFolderOnFiles: OnFiles gets the accepted files' last good contents
+// on the first scan and only when one of them changes; a bad edit leaves
+// the last good contents (no call), a fix back to them changes nothing,
+// and a deleted file leaves the list.
+func TestFolderOnFiles(t *testing.T) {
+	dir := t.TempDir()
+	svc := "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec:\n  ports: [{port: 80}]\n"
+	write := func(name, s string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var calls [][]File
+	f, err := NewFolder(FolderOptions{Dir: dir, BuildOptions: BuildOptions{Cluster: "east"}, OnFiles: func(fs []File) { calls = append(calls, fs) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// contents renders one call as "path=data|path=data".
+	contents := func(fs []File) string {
+		var parts []string
+		for _, f := range fs {
+			parts = append(parts, f.Path+"="+string(f.Data))
+		}
+		return strings.Join(parts, "|")
+	}
+	f.Scan()
+	if len(calls) != 1 || len(calls[0]) != 0 {
+		t.Fatalf("first scan of an empty folder: %d calls %v, want one with no files", len(calls), calls)
+	}
+	route := "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: shop}\nspec: {}\n"
+	write("a.yaml", svc)
+	write("b.yaml", route)
+	f.Scan()
+	if want := "a.yaml=" + svc + "|b.yaml=" + route; len(calls) != 2 || contents(calls[1]) != want {
+		t.Fatalf("after writing two files: %d calls, last %q, want %q", len(calls), contents(calls[len(calls)-1]), want)
+	}
+	f.Scan()
+	if len(calls) != 2 {
+		t.Fatalf("a scan without a change called OnFiles: %q", contents(calls[len(calls)-1]))
+	}
+	write("b.yaml", strings.Replace(route, "spec: {}", "spec: {rulez: []}", 1)) // rejected
+	f.Scan()
+	if len(calls) != 2 || len(f.Problems()) != 1 {
+		t.Fatalf("a rejected edit: %d calls (want 2), problems %v (want 1)", len(calls), f.Problems())
+	}
+	write("b.yaml", route) // back to the last good contents
+	f.Scan()
+	if len(calls) != 2 || len(f.Problems()) != 0 {
+		t.Fatalf("back to the good contents: %d calls (want 2), problems %v", len(calls), f.Problems())
+	}
+	route2 := strings.Replace(route, "name: r,", "name: r2,", 1)
+	write("b.yaml", route2)
+	f.Scan()
+	if want := "a.yaml=" + svc + "|b.yaml=" + route2; len(calls) != 3 || contents(calls[2]) != want {
+		t.Fatalf("after a good edit: %d calls, last %q, want %q", len(calls), contents(calls[len(calls)-1]), want)
+	}
+	os.Remove(filepath.Join(dir, "a.yaml"))
+	f.Scan()
+	if want := "b.yaml=" + route2; len(calls) != 4 || contents(calls[3]) != want {
+		t.Fatalf("after deleting a.yaml: %d calls, last %q, want %q", len(calls), contents(calls[len(calls)-1]), want)
+	}
+}

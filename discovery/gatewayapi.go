@@ -10,9 +10,7 @@ import (
 )
 
 // CheckFile returns the problems the Folder finds in the manifest file
-// name with contents data (none: the Folder applies it). Another reader
-// of the same folder (controlplane.GatewayFolder) rejects the files the
-// Folder rejects, so no file is half-applied.
+// name with contents data (none: the Folder applies it).
 func CheckFile(name string, data []byte) []Problem {
 	_, problems := decodeFile(name, data)
 	return problems
@@ -21,8 +19,9 @@ func CheckFile(name string, data []byte) []Problem {
 // gatewayAPIObject returns, for a Gateway API kind (any
 // gateway.networking.k8s.io version) or an MCS ServiceImport, an object to
 // decode the document into, and whether the kind is namespaced. The Folder
-// does not model them (controlplane.GatewayFolder reads them) but checks
-// that they decode, so that a bad one rejects its file here too.
+// does not model them (controlplane.GatewayFolder reads them from the
+// files the Folder accepted, FolderOptions.OnFiles) but checks that they
+// decode, so that a bad one rejects its whole file.
 func gatewayAPIObject(apiVersion, kind string) (target any, namespaced, ok bool) {
 	group, _, _ := strings.Cut(apiVersion, "/")
 	switch {

@@ -154,6 +154,7 @@ func runControlPlane(args []string) int {
 		src      discovery.Source
 		problems func() []discovery.Problem
 		rc       *rest.Config
+		gwFolder *controlplane.GatewayFolder // local mode's Gateway API, fed by the folder's scans
 	)
 	switch c.Source {
 	case "kubernetes":
@@ -170,7 +171,10 @@ func runControlPlane(args []string) int {
 		}
 		src, problems = k, k.Problems
 	default:
-		fo := discovery.FolderOptions{Dir: c.Dir, BuildOptions: bo, Interval: c.Interval, Logger: log}
+		fo := discovery.FolderOptions{Dir: c.Dir, BuildOptions: bo, Interval: c.Interval, Logger: log,
+			// One scan feeds the model and the Gateway API (gwFolder, set
+			// below, before the folder's first scan).
+			OnFiles: func(files []discovery.File) { gwFolder.Feed(files) }}
 		if links != nil {
 			fo.OnPeers = links.setObjects // peers.go
 		}
@@ -201,10 +205,9 @@ func runControlPlane(args []string) int {
 	// In local mode the folder's Gateway API objects feed the routes
 	// (controlplane.GatewayFolder), so the folder always goes through one.
 	var (
-		merger   *controlplane.Merger
-		fed      *controlplane.Federation
-		gw       *controller.Controller
-		gwFolder *controlplane.GatewayFolder
+		merger *controlplane.Merger
+		fed    *controlplane.Federation
+		gw     *controller.Controller
 	)
 	if links != nil || c.GatewayController || c.Source == "folder" {
 		var err error
@@ -222,7 +225,7 @@ func runControlPlane(args []string) int {
 	}
 	if c.Source == "folder" {
 		var err error
-		if gwFolder, err = controlplane.NewGatewayFolder(controlplane.GatewayFolderOptions{Dir: c.Dir, Interval: c.Interval, OnRoutes: merger.SetRoutes, Logger: log}); err != nil {
+		if gwFolder, err = controlplane.NewGatewayFolder(controlplane.GatewayFolderOptions{Dir: c.Dir, OnRoutes: merger.SetRoutes, Logger: log}); err != nil {
 			fmt.Fprintln(os.Stderr, "causeway control-plane:", err)
 			return 2
 		}
@@ -326,9 +329,6 @@ func runControlPlane(args []string) int {
 		side    sync.WaitGroup
 		sideErr = make(chan error, 4) // federation, gateway controller, gateway TLS secrets, injector
 	)
-	if gwFolder != nil {
-		side.Go(func() { _ = gwFolder.Run(ctx) }) // ends with ctx; problems are on /problems
-	}
 	if fed != nil {
 		side.Go(func() {
 			if err := fed.Run(ctx); err != nil {

@@ -36,8 +36,9 @@
 // --gateway-controller (docs/control-plane.md, "Federation";
 // docs/federation.md, "Links").
 //
-// GatewayFolder (gatewayfolder.go) is local mode's Gateway API: it reads
-// the folder's Gateway API objects, runs gateway.Translate on each change
+// GatewayFolder (gatewayfolder.go) is local mode's Gateway API: fed by
+// discovery.Folder's scans (FolderOptions.OnFiles), it reads the folder's
+// Gateway API objects, runs gateway.Translate on each change
 // and feeds the route tables to Merger.SetRoutes; undecodable files and
 // routes or Gateways that are not Accepted are its Problems.
 //

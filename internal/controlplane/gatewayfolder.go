@@ -2,19 +2,15 @@ package controlplane
 
 import (
 	"cmp"
-	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
-	"os"
-	"path/filepath"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/cespare/xxhash/v2"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -26,26 +22,28 @@ import (
 // GatewayFolder is the Gateway API half of local mode: it reads the
 // Gateway API objects (GatewayClass, Gateway, HTTPRoute, GRPCRoute,
 // TLSRoute, ReferenceGrant), the MCS ServiceImports and the Services,
-// Namespaces and Secrets they refer to from the same folder of Kubernetes
-// YAML the discovery.Folder reads, runs gateway.Translate on them and hands
-// the route tables to OnRoutes (Merger.SetRoutes) whenever a file changes.
+// Namespaces and Secrets they refer to from the files of the folder that
+// discovery.Folder accepted, which the Folder hands to Feed
+// (FolderOptions.OnFiles) from the same scan that builds its snapshot. It
+// runs gateway.Translate on them and hands the route tables to OnRoutes
+// (Merger.SetRoutes) whenever a file changed.
 //
 // Errors: a file that discovery.Folder rejects (discovery.CheckFile: it
-// also decodes the Gateway API documents strictly) or whose documents do
-// not decode (gateway.DecodeYAML) is rejected as a whole here too and its
-// last good contents keep serving; a route,
-// Gateway or GatewayClass whose status is not Accepted (routes: and
-// ResolvedRefs; Gateways: and Programmed) is reported with the file that
-// defines it and the condition's reason and message. Both are Problems;
-// everything else keeps serving. The problems discovery.Folder reports are
-// not repeated here.
+// also decodes the Gateway API documents strictly) never reaches Feed; its
+// last good contents keep serving here as there. A file whose documents do
+// not decode here (gateway.DecodeYAML: Secrets, which the Folder skips) is
+// rejected as a whole, keeping its last good contents. A route, Gateway or
+// GatewayClass whose status is not Accepted (routes: and ResolvedRefs;
+// Gateways: and Programmed) is reported with the file that defines it and
+// the condition's reason and message. Both are Problems; everything else
+// keeps serving. The problems discovery.Folder reports are not repeated
+// here.
 //
-// Concurrency: Run (or Scan) on one goroutine; Problems from any.
+// Concurrency: Feed on one goroutine (the Folder's); Problems from any.
 type GatewayFolder struct {
-	o        GatewayFolderOptions
-	files    map[string]*gwFile // by path relative to Dir; owned by Run/Scan
-	lastScan time.Time
-	started  bool
+	o       GatewayFolderOptions
+	files   map[string]*gwFile // by path relative to Dir; owned by Feed
+	started bool
 
 	mu       sync.Mutex
 	problems []discovery.Problem
@@ -53,28 +51,23 @@ type GatewayFolder struct {
 
 // GatewayFolderOptions configure a GatewayFolder.
 type GatewayFolderOptions struct {
+	// Dir is the folder, named in problems that belong to no one file.
 	Dir string
-	// OnRoutes receives the route tables on the first scan and after each
+	// OnRoutes receives the route tables on the first Feed and after each
 	// change of the folder's inputs. Required.
 	OnRoutes func([]model.RouteTable)
-	// Interval between scans; default 500ms. Ignored when Tick is set.
-	Interval time.Duration
-	// Tick, when set, drives the scans (tests).
-	Tick <-chan time.Time
 	// Now is the clock; default time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
 }
 
 type gwFile struct {
-	size     int64
-	modTime  time.Time
-	hash     uint64
+	hash     uint64         // of the contents last fed
 	good     *gateway.Input // last good contents; nil if never good
 	problems []discovery.Problem
 }
 
-// NewGatewayFolder checks o; nothing is read until Run or Scan.
+// NewGatewayFolder checks o; nothing happens until Feed.
 func NewGatewayFolder(o GatewayFolderOptions) (*GatewayFolder, error) {
 	var errs []error
 	if o.Dir == "" {
@@ -83,14 +76,8 @@ func NewGatewayFolder(o GatewayFolderOptions) (*GatewayFolder, error) {
 	if o.OnRoutes == nil {
 		errs = append(errs, errors.New("gateway folder: OnRoutes: required; pass the Merger's SetRoutes"))
 	}
-	if o.Interval < 0 {
-		errs = append(errs, fmt.Errorf("gateway folder: Interval %s: must not be negative", o.Interval))
-	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
-	}
-	if o.Interval == 0 {
-		o.Interval = 500 * time.Millisecond
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -101,25 +88,6 @@ func NewGatewayFolder(o GatewayFolderOptions) (*GatewayFolder, error) {
 	return &GatewayFolder{o: o, files: map[string]*gwFile{}}, nil
 }
 
-// Run scans at once and then on every tick until ctx ends.
-func (g *GatewayFolder) Run(ctx context.Context) error {
-	tick := g.o.Tick
-	if tick == nil {
-		t := time.NewTicker(g.o.Interval)
-		defer t.Stop()
-		tick = t.C
-	}
-	g.Scan()
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-tick:
-			g.Scan()
-		}
-	}
-}
-
 // Problems returns the current problems, sorted by file.
 func (g *GatewayFolder) Problems() []discovery.Problem {
 	g.mu.Lock()
@@ -127,42 +95,17 @@ func (g *GatewayFolder) Problems() []discovery.Problem {
 	return slices.Clone(g.problems)
 }
 
-// Scan reads the folder once; when an input changed (or on the first
-// scan) it translates and calls OnRoutes. It reports whether it did.
-func (g *GatewayFolder) Scan() bool {
+// Feed takes the folder's accepted files (discovery.FolderOptions.OnFiles);
+// when one changed (or on the first call) it translates and calls
+// OnRoutes. It reports whether it did.
+func (g *GatewayFolder) Feed(files []discovery.File) bool {
 	start := g.o.Now()
 	changed := !g.started
-	seen := map[string]bool{}
-	var problems []discovery.Problem
-	err := filepath.WalkDir(g.o.Dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		name := d.Name()
-		if path != g.o.Dir && strings.HasPrefix(name, ".") {
-			if d.IsDir() {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		switch strings.ToLower(filepath.Ext(name)) {
-		case ".yaml", ".yml", ".json":
-		default:
-			return nil
-		}
-		if d.IsDir() {
-			return nil
-		}
-		rel, _ := filepath.Rel(g.o.Dir, path)
-		seen[rel] = true
-		if g.refresh(rel, path, d) {
+	seen := make(map[string]bool, len(files))
+	for _, file := range files {
+		seen[file.Path] = true
+		if g.decode(file) {
 			changed = true
-		}
-		return nil
-	})
-	if err != nil { // discovery.Folder reports the folder itself; keep all
-		for rel := range g.files {
-			seen[rel] = true
 		}
 	}
 	for rel := range g.files {
@@ -171,19 +114,13 @@ func (g *GatewayFolder) Scan() bool {
 			changed = true
 		}
 	}
-	g.lastScan = start
 	if !changed {
 		return false
 	}
 	g.started = true
 
-	rels := slices.Sorted(func(yield func(string) bool) {
-		for rel := range g.files {
-			if !yield(rel) {
-				return
-			}
-		}
-	})
+	rels := slices.Sorted(maps.Keys(g.files))
+	var problems []discovery.Problem
 	var in gateway.Input
 	owner := map[string]string{} // "Kind ns/name" -> file, for Gateway API kinds
 	claim := func(rel, kind string, m metav1.Object) bool {
@@ -280,39 +217,19 @@ func (g *GatewayFolder) setProblems(ps []discovery.Problem) {
 	}
 }
 
-// refresh re-reads one file if it may have changed and reports whether
-// its contents (good or problems) changed.
-func (g *GatewayFolder) refresh(rel, path string, d fs.DirEntry) bool {
-	f := g.files[rel]
-	info, err := d.Info()
-	if err != nil {
-		return false // discovery.Folder reports it; keep the last good contents
-	}
-	if f != nil && f.size == info.Size() && f.modTime.Equal(info.ModTime()) &&
-		info.ModTime().Before(g.lastScan.Add(-2*time.Second)) {
-		return false
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
+// decode decodes a file whose contents changed since the last Feed and
+// reports whether they did.
+func (g *GatewayFolder) decode(file discovery.File) bool {
+	f := g.files[file.Path]
+	if f != nil && f.hash == file.Hash {
 		return false
 	}
 	if f == nil {
 		f = &gwFile{}
-		g.files[rel] = f
+		g.files[file.Path] = f
 	}
-	f.size, f.modTime = info.Size(), info.ModTime()
-	h := xxhash.Sum64(data)
-	if h == f.hash && (f.good != nil || len(f.problems) > 0) {
-		return false
-	}
-	f.hash = h
-	if len(discovery.CheckFile(rel, data)) > 0 {
-		// discovery.Folder rejects the file (and reports why, Gateway API
-		// documents included): so does this, keeping the last good contents.
-		f.problems = nil
-		return true
-	}
-	in, err := gateway.DecodeYAML(data)
+	f.hash = file.Hash
+	in, err := gateway.DecodeYAML(file.Data)
 	if err != nil { // what discovery.Folder does not read (Secrets)
 		keep := "it has no earlier good contents"
 		if f.good != nil {
@@ -320,7 +237,7 @@ func (g *GatewayFolder) refresh(rel, path string, d fs.DirEntry) bool {
 		}
 		f.problems = f.problems[:0]
 		for _, e := range unjoin(err) {
-			f.problems = append(f.problems, discovery.Problem{File: rel, Message: e.Error() + " (file not applied; " + keep + ")"})
+			f.problems = append(f.problems, discovery.Problem{File: file.Path, Message: e.Error() + " (file not applied; " + keep + ")"})
 		}
 		return true
 	}

@@ -86,7 +86,9 @@ func TestGatewayAPIFromTheFolder(t *testing.T) {
 	// Wired as `causeway control-plane --source folder` does.
 	reg := prometheus.NewRegistry()
 	log := testLogger(t, "east")
+	var gf *GatewayFolder // set before the folder's first scan
 	folder, err := discovery.NewFolder(discovery.FolderOptions{Dir: dir, Interval: 20 * time.Millisecond, Logger: log,
+		OnFiles:      func(files []discovery.File) { gf.Feed(files) },
 		BuildOptions: discovery.BuildOptions{Cluster: "east", Network: "net1", TrustDomain: "east.local"}})
 	if err != nil {
 		t.Fatal(err)
@@ -95,7 +97,7 @@ func TestGatewayAPIFromTheFolder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gf, err := NewGatewayFolder(GatewayFolderOptions{Dir: dir, Interval: 20 * time.Millisecond, OnRoutes: merger.SetRoutes, Logger: log})
+	gf, err = NewGatewayFolder(GatewayFolderOptions{Dir: dir, OnRoutes: merger.SetRoutes, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,10 +107,9 @@ func TestGatewayAPIFromTheFolder(t *testing.T) {
 		t.Fatal(err)
 	}
 	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan struct{}, 2)
-	go func() { _ = gf.Run(runCtx); done <- struct{}{} }()
-	go func() { _ = cp.Run(runCtx, merger); done <- struct{}{} }()
-	defer func() { stop(); <-done; <-done }()
+	done := make(chan struct{})
+	go func() { _ = cp.Run(runCtx, merger); close(done) }()
+	defer func() { stop(); <-done }()
 
 	cfg := runner.DefaultConfig()
 	cfg.XDS, cfg.Admin, cfg.NodeID = cp.Addr(), gwFolderAdmin, "client.shop"
