@@ -52,6 +52,16 @@
 // clusterset.local names from the route configuration (capturedns.go).
 // See docs/capture.md and docs/xds.md.
 //
+// # Upstream connections
+//
+// Each cluster has one transport, rebuilt only when its protocol, TLS or
+// connect timeout changes. Plaintext HTTP/1.1 goes through the package's
+// own pool (h1client.go); HTTP/2 (h2c, or h2 over TLS: between sidecars
+// always) keeps h2Conns multiplexed connections per endpoint, used in turn
+// (h2.go). A try that fails because its connection was lost (reset or
+// closed under it) is retried like a connect failure: at once, in another
+// locality, without a retry-budget slot.
+//
 // # Authorization
 //
 // RBAC filters (package authz) are compiled with the state. HTTP listeners

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/causewaymesh/causeway/proxy/authz"
@@ -360,8 +361,11 @@ func (x *exchange) forward(vh *config.VirtualHost, route *config.Route, fa *conf
 		// never reached the upstream (no load to amplify) and the next
 		// one avoids the host. When a zone dies under load nearly every
 		// request needs one until outlier detection ejects the zone, and
-		// a budget of rate x try-time slots would fail them.
-		connectFailure := class.on == config.RetryConnectFailure
+		// a budget of rate x try-time slots would fail them. Nor does one
+		// after the connection died under the request (class.lost): the
+		// host went away, and on HTTP/2 every stream of the connection
+		// fails in the same instant, a burst the budget would refuse.
+		connectFailure := class.on == config.RetryConnectFailure || class.lost
 		if !connectFailure {
 			if retrySlot = u.lb.TryAcquireRetry(); !retrySlot {
 				x.circuitOpen(u, "retries")
@@ -391,6 +395,7 @@ type tryClass struct {
 	on     config.RetryOn // the condition that matched; 0: success
 	flag   telemetry.ResponseFlags
 	reason string
+	lost   bool // the connection itself failed under the request (a reset)
 }
 
 func (c tryClass) retriable(p *config.RetryPolicy, resp *http.Response) bool {
@@ -479,7 +484,7 @@ func (x *exchange) try(ctx context.Context, u *upstream, host *lb.Host, retry *c
 	if tr.h1 != nil && h1Usable(out) {
 		resp, err = tr.h1.RoundTrip(tctx, out, host.Address)
 	} else {
-		resp, err = tr.rt.RoundTrip(out)
+		resp, err = tr.roundTripper().RoundTrip(out)
 	}
 	u.lb.ReleasePending()
 	if perTry != nil {
@@ -532,6 +537,9 @@ func (x *exchange) try(ctx context.Context, u *upstream, host *lb.Host, retry *c
 			m.ConnectFailure(u.name, host.Cluster, host.Locality.String())
 		}
 		return nil, tryClass{on: config.RetryConnectFailure, flag: flagConnectFailure, reason: "connect_failure"}, err
+	case connectionLost(err):
+		host.End(lb.LocalOriginFailure)
+		return nil, tryClass{on: config.RetryReset, flag: flagUpstreamReset, reason: "reset", lost: true}, err
 	default:
 		host.End(lb.LocalOriginFailure)
 		return nil, tryClass{on: config.RetryReset, flag: flagUpstreamReset, reason: "reset"}, err
@@ -539,6 +547,21 @@ func (x *exchange) try(ctx context.Context, u *upstream, host *lb.Host, retry *c
 }
 
 var errPendingOverflow = errors.New("cluster pending-request limit reached (circuit breaker max_pending_requests)")
+
+// connectionLost reports whether err says the connection failed under the
+// request, rather than the upstream resetting this one stream: the peer
+// reset or closed it (the process died), or the HTTP/2 client closed it
+// because its read loop failed. net/http's HTTP/2 errors are unexported;
+// their text is what identifies them.
+func connectionLost(err error) bool {
+	if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return true
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "http2: client connection lost") ||
+		strings.Contains(msg, "http2: client connection force closed")
+}
 
 func isDialError(err error) bool {
 	var op *net.OpError
@@ -789,7 +812,7 @@ func (x *exchange) mirror(cluster string, target *url.URL, authority string, bod
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
 		host.Begin()
-		resp, err := tr.rt.RoundTrip(req.WithContext(ctx))
+		resp, err := tr.roundTripper().RoundTrip(req.WithContext(ctx))
 		if err != nil {
 			host.End(lb.LocalOriginFailure)
 			return

@@ -32,11 +32,28 @@ type transport struct {
 	h1     *h1Pool // plaintext HTTP/1.1 fast path; nil for other protocols
 	scheme string
 	key    transportKey
+	// h2, for HTTP/2 clusters, is rt and h2Conns-1 more transports like
+	// it, used in turn: each keeps one connection per endpoint, so an
+	// endpoint gets a few multiplexed connections (h2.go).
+	h2   []*http.Transport
+	next atomic.Uint32
+}
+
+// roundTripper is the transport a request uses: rt, or for HTTP/2 the next
+// of h2 in turn.
+func (t *transport) roundTripper() *http.Transport {
+	if len(t.h2) == 0 {
+		return t.rt
+	}
+	return t.h2[t.next.Add(1)%uint32(len(t.h2))]
 }
 
 // closeIdle closes idle connections; final: the transport is retired.
 func (t *transport) closeIdle(final bool) {
 	t.rt.CloseIdleConnections()
+	for _, rt := range t.h2 {
+		rt.CloseIdleConnections()
+	}
 	if t.h1 != nil {
 		t.h1.CloseIdleConnections(final)
 	}
@@ -133,6 +150,11 @@ func (u *upstream) newTransport(c *config.Cluster) *transport {
 			// peers: a ping after 30s of silence, dead after 15s more.
 			SendPingTimeout: 30 * time.Second,
 			PingTimeout:     15 * time.Second,
+		}
+		t.h2 = make([]*http.Transport, h2Conns)
+		t.h2[0] = rt
+		for i := 1; i < h2Conns; i++ {
+			t.h2[i] = rt.Clone()
 		}
 	}
 	return t

@@ -108,8 +108,8 @@ func TestFailoverThroughGateways(t *testing.T) {
 	ejectedAt := ejected()
 	if _, _, body, err := httpGet(ctx, readyClient, f.Client().AdminURL()+"/stats/prometheus", ""); err == nil {
 		for _, l := range strings.Split(body, "\n") {
-			if strings.HasPrefix(l, "causeway_proxy_retries_total") && strings.Contains(l, "clusterset") {
-				t.Logf("client sidecar: %s", l) // retries across the whole test, by reason
+			if (strings.HasPrefix(l, "causeway_proxy_retries_total") || strings.HasPrefix(l, "causeway_proxy_circuit_breaker_open_total")) && strings.Contains(l, "clusterset") {
+				t.Logf("client sidecar: %s", l) // retries (by reason) and circuit-breaker refusals across the whole test
 			}
 		}
 	}

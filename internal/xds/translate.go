@@ -351,7 +351,10 @@ func translateService(sv *model.Service, cluster string, n Node, co ClusterOptio
 		}
 		if !keep.clusters {
 			opts := co
-			opts.HTTP2 = class != protoHTTP1
+			// Between two sidecars (mTLS to the endpoints' identities)
+			// HTTP is multiplexed on HTTP/2 whatever the application
+			// speaks: the server's sidecar talks to it in its own protocol.
+			opts.HTTP2 = class != protoHTTP1 || len(ids) > 0
 			eds := func(name string) *clusterv3.Cluster {
 				c := EDSCluster(name, opts)
 				if len(ids) > 0 {
