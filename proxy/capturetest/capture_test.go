@@ -217,6 +217,8 @@ func listenIn(t *testing.T, ns, addr string) net.Listener {
 
 // endpoint is one pod of the service: HTTPS that requires a client
 // certificate from the trust domain and answers "<name> <peer SPIFFE ID>".
+// Like a sidecar's inbound listener it speaks HTTP/2 and HTTP/1.1 (ALPN):
+// callers' sidecars reach sidecars over HTTP/2.
 type endpoint struct {
 	srv  *http.Server
 	done chan struct{}
@@ -225,7 +227,7 @@ type endpoint struct {
 func startEndpoint(t *testing.T, ns, addr, name string, cert tls.Certificate, roots *x509.CertPool) *endpoint {
 	ln := listenIn(t, ns, addr)
 	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: roots,
-		NextProtos: []string{"http/1.1"}, MinVersion: tls.VersionTLS12}
+		NextProtos: []string{"h2", "http/1.1"}, MinVersion: tls.VersionTLS12}
 	e := &endpoint{done: make(chan struct{})}
 	e.srv = &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		peer := "no-peer-certificate"
