@@ -24,8 +24,11 @@ FUZZ_TARGETS := \
 
 all: build
 
+# The proxy is built lean (docs/benchmarks.md, "Sidecar hot path"): no cgo
+# (libc is not mapped) and grpc's x/net/trace left out (it links html/template,
+# whose reflect.MethodByName keeps every exported method of every type).
 build:
-	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/causeway-proxy ./cmd/causeway-proxy
+	CGO_ENABLED=0 $(GO) build -tags grpcnotrace -ldflags '$(LDFLAGS)' -o $(BIN)/causeway-proxy ./cmd/causeway-proxy
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/causeway ./cmd/causeway
 
 # tools: pinned, built from the Go module proxy into bin/ once; protoc from

@@ -26,6 +26,7 @@
 #   BENCH_KEEP=0            1 keeps the temp dir (configs, logs, raw JSON)
 #   BENCH_CAUSEWAY_BIN=     use this causeway-proxy instead of building bin/causeway-proxy
 #   BENCH_CAUSEWAY_FLAGS="-access-log off"   extra sidecar flags (nginx and haproxy log nothing either)
+#   BENCH_DATAPLANE_ONLY=0  1 skips the trust and federation sections (data plane only)
 #
 # Every process it starts is killed on exit, on failure and on Ctrl-C.
 set -euo pipefail
@@ -194,7 +195,8 @@ if [ -n "${BENCH_CAUSEWAY_BIN:-}" ]; then
 	fi
 elif wanted causeway-1hop || wanted causeway-2hop; then
 	log "building bin/causeway-proxy"
-	if go build -o bin/causeway-proxy ./cmd/causeway-proxy >"$LOGS/causeway-build.log" 2>&1; then
+	# Built as `make build` builds it (lean: no cgo, no grpc trace).
+	if CGO_ENABLED=0 go build -tags grpcnotrace -o bin/causeway-proxy ./cmd/causeway-proxy >"$LOGS/causeway-build.log" 2>&1; then
 		CAUSEWAY_OK=1
 	else
 		reason="causeway-proxy does not build yet: $(grep -v '^#' "$LOGS/causeway-build.log" | head -n 2 | tr '\n' ' ' | cut -c1-200)"
@@ -450,6 +452,8 @@ fi
 # ---- trust: SVID issuance rate and mTLS handshake cost (issue 5) -------------
 # Go benchmarks of trust/issuer over real gRPC/TLS on 127.0.0.1; their section
 # replaces "## Trust: SVID issuance and mTLS handshakes" in $BENCH_OUT.
+# BENCH_DATAPLANE_ONLY=1 stops here (the two sections below keep what the file has).
+if [ "${BENCH_DATAPLANE_ONLY:-0}" = 1 ]; then exit 0; fi
 log "trust: SVID issuance and mTLS handshakes"
 bash bench/trust/run.sh "${BENCH_OUT:-}"
 

@@ -1,22 +1,104 @@
 package main
 
 import (
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
 )
 
-// TestProxyStaysLean fails if the data-plane binary grows a dependency on
-// client-go (the control plane's business) or on package testing.
-func TestProxyStaysLean(t *testing.T) {
-	out, err := exec.Command("go", "list", "-deps", ".").CombinedOutput()
+// leanBuild is how make build and bench/run.sh build the proxy: no cgo and
+// no grpc request tracing (docs/benchmarks.md, "Sidecar hot path").
+var leanBuild = struct {
+	env  []string
+	tags string
+}{env: []string{"CGO_ENABLED=0"}, tags: "grpcnotrace"}
+
+// maxEnvoyPackages bounds how many Envoy and xDS proto packages the proxy
+// links. Every linked proto file registers its descriptor at start-up,
+// which makes the pages of its code and tables resident in every sidecar:
+// raise the bound only for a package the data plane decodes.
+const maxEnvoyPackages = 35
+
+func goListDeps(t *testing.T, env []string, args ...string) []string {
+	t.Helper()
+	cmd := exec.Command("go", append([]string{"list", "-deps"}, append(args, ".")...)...)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
 	if err != nil {
-		t.Fatalf("go list -deps: %v\n%s", err, out)
+		t.Fatalf("go list -deps %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
-	for _, dep := range strings.Fields(string(out)) {
-		switch {
-		case dep == "testing", strings.HasPrefix(dep, "k8s.io/client-go"), strings.HasPrefix(dep, "k8s.io/apimachinery"):
-			t.Errorf("cmd/causeway-proxy depends on %s; the proxy must not link it", dep)
+	return strings.Fields(string(out))
+}
+
+// TestProxyStaysLean fails if the data-plane binary grows a dependency on
+// client-go (the control plane's business), on package testing, on the
+// control plane's xDS server side, or, as make build builds it, on
+// packages that only cost resident memory.
+func TestProxyStaysLean(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		env  []string
+		args []string
+	}{
+		{"default build", nil, nil},
+		{"lean build", leanBuild.env, []string{"-tags", leanBuild.tags}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			envoy := 0
+			for _, dep := range goListDeps(t, tc.env, tc.args...) {
+				switch {
+				case dep == "testing", strings.HasPrefix(dep, "k8s.io/"):
+					t.Errorf("cmd/causeway-proxy depends on %s; the proxy must not link it", dep)
+				case strings.HasPrefix(dep, "github.com/envoyproxy/go-control-plane/pkg/"),
+					strings.HasPrefix(dep, "github.com/causewaymesh/causeway/internal/"),
+					strings.HasPrefix(dep, "github.com/causewaymesh/causeway/controlplane"),
+					strings.HasPrefix(dep, "github.com/causewaymesh/causeway/gateway"),
+					strings.HasPrefix(dep, "github.com/causewaymesh/causeway/federation"),
+					strings.HasPrefix(dep, "github.com/causewaymesh/causeway/discovery"):
+					t.Errorf("cmd/causeway-proxy depends on %s, control-plane code; move what the proxy needs behind a package of its own", dep)
+				case strings.HasPrefix(dep, "github.com/envoyproxy/go-control-plane/"), strings.HasPrefix(dep, "github.com/cncf/xds/"):
+					envoy++
+				}
+				if tc.env == nil {
+					continue
+				}
+				switch dep {
+				case "golang.org/x/net/trace", "text/template", "html/template":
+					// text/template calls reflect.Value.MethodByName, which makes
+					// the linker keep every exported method of every reachable
+					// type (4.7 MB of this binary once, mostly proto validators).
+					t.Errorf("the lean build of cmd/causeway-proxy links %s; it must not (it keeps every exported method in the binary)", dep)
+				case "runtime/cgo":
+					t.Errorf("the lean build of cmd/causeway-proxy links runtime/cgo although CGO_ENABLED=0")
+				}
+			}
+			if envoy > maxEnvoyPackages {
+				t.Errorf("cmd/causeway-proxy links %d Envoy/xDS proto packages, more than %d: each registers its descriptors at start-up and costs resident memory in every sidecar; link only what the data plane decodes, or raise maxEnvoyPackages on purpose", envoy, maxEnvoyPackages)
+			}
+		})
+	}
+}
+
+// TestLeanBuildIsUsed fails if make build or bench/run.sh stops building
+// the proxy the lean way.
+func TestLeanBuildIsUsed(t *testing.T) {
+	for _, f := range []string{"../../Makefile", "../../bench/run.sh"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for line := range strings.SplitSeq(string(b), "\n") {
+			if strings.Contains(line, "./cmd/causeway-proxy") && strings.Contains(line, " build ") {
+				found = true
+				if !strings.Contains(line, "CGO_ENABLED=0") || !strings.Contains(line, "-tags "+leanBuild.tags) {
+					t.Errorf("%s builds the proxy without CGO_ENABLED=0 -tags %s: %q", f, leanBuild.tags, strings.TrimSpace(line))
+				}
+			}
+		}
+		if !found {
+			t.Errorf("%s: no line builds ./cmd/causeway-proxy", f)
 		}
 	}
 }

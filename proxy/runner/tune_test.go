@@ -7,24 +7,34 @@ import (
 	"testing"
 )
 
-func TestWithSysmonGODEBUG(t *testing.T) {
+func TestWithTuningGODEBUG(t *testing.T) {
+	const both = "schedtrace=2147483647,memprofilerate=0"
 	for _, tc := range []struct {
 		name    string
 		env     []string
+		rate    int
 		want    []string
 		changed bool
 	}{
-		{"no GODEBUG", []string{"A=1"}, []string{"A=1", "GODEBUG=schedtrace=2147483647"}, true},
-		{"empty GODEBUG", []string{"GODEBUG=", "A=1"}, []string{"GODEBUG=schedtrace=2147483647", "A=1"}, true},
-		{"other settings kept", []string{"GODEBUG=http2debug=1"}, []string{"GODEBUG=http2debug=1,schedtrace=2147483647"}, true},
-		{"user's schedtrace wins", []string{"GODEBUG=schedtrace=1000"}, []string{"GODEBUG=schedtrace=1000"}, false},
-		{"already re-executed", []string{"GODEBUG=x=1,schedtrace=2147483647"}, []string{"GODEBUG=x=1,schedtrace=2147483647"}, false},
-		{"duplicate dropped", []string{"GODEBUG=a=1", "GODEBUG=b=1"}, []string{"GODEBUG=a=1,schedtrace=2147483647"}, true},
+		{"no GODEBUG", []string{"A=1"}, 0, []string{"A=1", "GODEBUG=" + both}, true},
+		{"empty GODEBUG", []string{"GODEBUG=", "A=1"}, 0, []string{"GODEBUG=" + both, "A=1"}, true},
+		{"other settings kept", []string{"GODEBUG=http2debug=1"}, 0, []string{"GODEBUG=http2debug=1," + both}, true},
+		{"heap profiling asked for", nil, 524288, []string{"GODEBUG=schedtrace=2147483647,memprofilerate=524288"}, true},
+		{"user's schedtrace wins", []string{"GODEBUG=schedtrace=1000"}, 0, []string{"GODEBUG=schedtrace=1000,memprofilerate=0"}, true},
+		{"user's memprofilerate wins", []string{"GODEBUG=memprofilerate=1"}, 0, []string{"GODEBUG=memprofilerate=1,schedtrace=2147483647"}, true},
+		{"user set both", []string{"GODEBUG=schedtrace=1000,memprofilerate=1"}, 0, []string{"GODEBUG=schedtrace=1000,memprofilerate=1"}, false},
+		{"already re-executed", []string{"GODEBUG=x=1," + both}, 0, []string{"GODEBUG=x=1," + both}, false},
+		{"duplicate dropped", []string{"GODEBUG=a=1", "GODEBUG=b=1"}, 0, []string{"GODEBUG=a=1," + both}, true},
+		{"only the first GODEBUG counts", []string{"GODEBUG=a=1", "GODEBUG=" + both}, 0, []string{"GODEBUG=a=1," + both}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, changed := withSysmonGODEBUG(tc.env)
+			got, changed := withTuningGODEBUG(tc.env, tc.rate)
 			if changed != tc.changed || !slices.Equal(got, tc.want) {
-				t.Errorf("withSysmonGODEBUG(%q) = %q, %v; want %q, %v", tc.env, got, changed, tc.want, tc.changed)
+				t.Errorf("withTuningGODEBUG(%q, %d) = %q, %v; want %q, %v", tc.env, tc.rate, got, changed, tc.want, tc.changed)
+			}
+			// Idempotent: the re-executed process must not exec again.
+			if again, changed := withTuningGODEBUG(got, tc.rate); changed {
+				t.Errorf("second pass changed %q to %q: the process would re-execute forever", got, again)
 			}
 		})
 	}
@@ -38,7 +48,8 @@ func TestRuntimeConfigFlags(t *testing.T) {
 		wantErr string
 	}{
 		{"defaults", nil, RuntimeConfig{Sysmon: true}, ""},
-		{"all set", []string{"-runtime-sysmon-tuning=false", "-gc-percent", "50", "-memory-limit-bytes", "16777216"}, RuntimeConfig{GCPercent: 50, MemoryLimit: 16 << 20}, ""},
+		{"all set", []string{"-runtime-sysmon-tuning=false", "-gc-percent", "50", "-memory-limit-bytes", "16777216", "-heap-profile-rate", "524288"}, RuntimeConfig{GCPercent: 50, MemoryLimit: 16 << 20, HeapProfileRate: 512 << 10}, ""},
+		{"negative heap profile rate", []string{"-heap-profile-rate", "-1"}, RuntimeConfig{Sysmon: true, HeapProfileRate: -1}, "-heap-profile-rate -1"},
 		{"negative gc", []string{"-gc-percent", "-1"}, RuntimeConfig{Sysmon: true, GCPercent: -1}, "-gc-percent -1"},
 		{"negative limit", []string{"-memory-limit-bytes", "-5"}, RuntimeConfig{Sysmon: true, MemoryLimit: -5}, "-memory-limit-bytes -5"},
 	} {
