@@ -16,6 +16,9 @@
 //   - Kubernetes (informer.go): client-go shared informers on a
 //     kube-apiserver. It fills the same Objects, applies the same checks
 //     and calls the same Build, so both sources produce the same model.
+//     PodLocality (podlocality.go) answers, from its caches, the locality
+//     of a pod as Build would give its endpoints: the control plane's
+//     xds.PodLocator for sidecars that send none.
 //
 // Build (build.go) is the pure function from typed Kubernetes objects to
 // the model; it is where locality, identity and readiness are decided.
@@ -25,7 +28,7 @@
 // A Folder's or a Kubernetes source's Run owns its state: emit and
 // OnProblems are called on Run's goroutine, in order, never concurrently.
 // Kubernetes informer callbacks run on client-go's goroutines and only
-// enqueue. Problems may be called from any goroutine.
+// enqueue. Problems and PodLocality may be called from any goroutine.
 package discovery
 
 import (

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -54,6 +55,9 @@ type Kubernetes struct {
 	o KubernetesOptions
 
 	poke chan struct{}
+	// located is set once Run's caches have synced (PodLocality,
+	// podlocality.go).
+	located atomic.Pointer[podNodeListers]
 
 	mu       sync.Mutex
 	problems []Problem
@@ -262,6 +266,8 @@ func (k *Kubernetes) Run(ctx context.Context, emit func(*model.Snapshot)) error 
 		return fmt.Errorf("kubernetes source: caches of %v not synced within %s; check the apiserver address and that the credentials may list and watch them", notSynced, k.o.SyncTimeout)
 	}
 
+	k.located.Store(&podNodeListers{pods: core.Pods().Lister(), nodes: core.Nodes().Lister()})
+	defer k.located.Store(nil)
 	var last *model.Snapshot
 	k.enqueue() // the first snapshot, even when empty
 	for {

@@ -34,13 +34,15 @@ import (
 // (an address of the host in the cluster's pod range, which pods reach).
 //
 // Pods in labelled namespaces are injected by the real webhook; the
-// harness runs them as real processes in network namespaces: the app, and
-// the injected causeway-proxy sidecar with the injected args, env and
-// projected service-account token (minted with the TokenRequest API). The
-// injected args do not (yet) carry the SVID issuer, trust domain, bundle,
-// locality, capture mode and inbound ports, and the injected init container
-// (the proxy image with args "init ...") names no program that exists:
-// the test adds the flags and runs causeway-init for it.
+// harness runs them as real processes in network namespaces, as a kubelet
+// would run the stored Pod spec: the app, the injected init container
+// (causeway-proxy init) and the injected causeway-proxy sidecar with
+// exactly the injected args and env, the projected service-account token
+// (minted with the TokenRequest API) and the trust bundle ConfigMap the
+// control plane publishes into the namespace. The harness supplies only
+// what a node would: the binary that stands for the image's entrypoint,
+// and the volumes' paths. The sidecars send no locality: the control
+// plane derives it from their pod's node's topology labels.
 //
 // Each cluster runs its east-west gateway (causeway-proxy east-west, on its
 // HostIP, port 15443, announced with --eastwest-address); the clusters are
@@ -73,7 +75,6 @@ func TestTwoClustersEndToEnd(t *testing.T) {
 	defer cancel()
 	bin := buildCauseway(ctx, t)
 	proxyBin := buildBinary(ctx, t, "causeway-proxy")
-	initBin := buildBinary(ctx, t, "causeway-init")
 	appBin := buildBinary(ctx, t, "demoapp", "./internal/up/demoapp")
 	// The sidecars run as the injected runAsUser (1337): they must reach
 	// the binaries and the trust bundles.
@@ -100,38 +101,25 @@ func TestTwoClustersEndToEnd(t *testing.T) {
 	var wg sync.WaitGroup
 	for _, m := range members {
 		m.rootFile = filepath.Join(shared, m.name+"-ca.crt")
-		sidecar := func(inbound bool) testcluster.RealContainer {
-			args := []string{
-				"--svid-issuer=$(" + testcluster.HostIPEnv + "):15012",
-				"--svid-token-file=$(" + inject.EnvTokenPath + ")",
-				"--trust-domain=" + m.name + ".local",
-				"--trust-bundle=" + m.rootFile,
-				"--drain-delay=0s", "--drain-timeout=1s", "--capture",
-				// The injected args have no locality; the control
-				// plane refuses a node without one. The node's.
-				"--locality=r1/a",
-			}
-			if inbound {
-				args = append(args, "--inbound-ip=$(POD_IP)", "--inbound-ports=8080=127.0.0.1:18080")
-			}
-			return testcluster.RealContainer{Name: inject.ProxyContainerName, Binary: proxyBin, ExtraArgs: args}
-		}
-		// The injected init container runs the proxy image with args
-		// "init ...": no image maps that to causeway-init yet, so the
-		// harness drops "init". The injected args have no DNS capture.
-		capture := testcluster.RealContainer{Name: inject.InitContainerName, Binary: initBin, TrimArgs: []string{"init"}, ExtraArgs: []string{"--capture-dns"}}
+		// Both injected containers run the proxy image; Binary stands
+		// for its entrypoint (causeway-proxy). Nothing else is added:
+		// the args, env and volumes are the stored Pod spec's.
+		sidecar := testcluster.RealContainer{Name: inject.ProxyContainerName, Binary: proxyBin}
+		capture := testcluster.RealContainer{Name: inject.InitContainerName, Binary: proxyBin}
 		opts := testcluster.Options{
 			Name: m.name, Nodes: testcluster.ZonalNodes("r1", "a"), GatewayAPIChannel: testcluster.ChannelNone,
 			RealPods: []testcluster.RealPod{
 				{
 					Namespace: "shop", Selector: "app=echo",
-					Command:    []string{appBin, "-addr", "127.0.0.1:18080", "-service", "echo", "-where", m.name + "/a/echo"},
-					Containers: []testcluster.RealContainer{capture, sidecar(true)},
+					// The app serves its declared containerPort, 8080
+					// (the injected --inbound-ports 8080=127.0.0.1:8080).
+					Command:    []string{appBin, "-addr", "127.0.0.1:8080", "-service", "echo", "-where", m.name + "/a/echo"},
+					Containers: []testcluster.RealContainer{capture, sidecar},
 				},
 				{
 					Namespace: "shop", Selector: "app=client",
 					Command:    []string{"sleep", "infinity"},
-					Containers: []testcluster.RealContainer{capture, sidecar(false)},
+					Containers: []testcluster.RealContainer{capture, sidecar},
 				},
 			},
 		}
@@ -174,6 +162,9 @@ func TestTwoClustersEndToEnd(t *testing.T) {
 			"--cluster="+m.name, "--network=net-"+m.name, "--trust-domain="+m.name+".local",
 			"--injector-hosts="+m.ip,
 			"--injector-control-plane="+m.ip+":15010",
+			// The sidecars reach the SVID issuer on the HostIP too,
+			// through their env ($(VAR) as the kubelet expands it).
+			"--injector-svid-issuer=$("+testcluster.HostIPEnv+"):15012",
 			"--federation-listen="+m.ip+":15014",
 			fmt.Sprintf("--peer=cluster=%s,trust-domain=%s.local,federation=%s:15014,bundle=https://%s:15013/,bundle-file=%s",
 				peer.name, peer.name, peer.ip, peer.ip, peer.rootFile),

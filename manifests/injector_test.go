@@ -88,16 +88,45 @@ func TestInjectorOnRealCluster(t *testing.T) {
 		if proxy.Image != "causeway-proxy:dev" {
 			t.Errorf("sidecar image %q, want the config map's proxy-image causeway-proxy:dev", proxy.Image)
 		}
-		for _, arg := range []string{"--xds=causeway.causeway-system.svc:15010", "--cluster=dev"} {
+		// Everything a real node needs (issue 9): no locality (the
+		// control plane derives it from the node's labels).
+		for _, arg := range []string{"--xds=causeway.causeway-system.svc:15010", "--cluster=dev",
+			"--svid-issuer=causeway.causeway-system.svc:15012", "--svid-token-file=$(" + inject.EnvTokenPath + ")",
+			"--trust-domain=dev.local", "--trust-bundle=$(" + inject.EnvTrustBundle + ")", "--capture",
+			"--inbound-ip=$(POD_IP)", "--inbound-ports=8080=127.0.0.1:8080"} {
 			if !slices.Contains(proxy.Args, arg) {
 				t.Errorf("sidecar args %q lack %q", proxy.Args, arg)
 			}
+		}
+		if init := p.Spec.InitContainers[0]; len(init.Args) == 0 || init.Args[0] != "init" || !slices.Contains(init.Args, "--capture-dns") {
+			t.Errorf("init container args %q: want causeway-proxy's init subcommand with --capture-dns", init.Args)
 		}
 		if p.Annotations[inject.AnnotationInjected] == "" {
 			t.Errorf("no %s annotation", inject.AnnotationInjected)
 		}
 		if plain := waitStoredPod(ctx, t, cs, "plain", "app=web"); isInjected(plain) || len(plain.Spec.InitContainers) != 0 {
 			t.Errorf("pod in the unlabelled namespace was injected: %v", containerNames(plain.Spec.InitContainers))
+		}
+	})
+
+	t.Run("trust bundle published", func(t *testing.T) {
+		// The injector, as the control plane's service account, keeps
+		// the ConfigMap the sidecars mount in every namespace.
+		want := string(trust.CertsPEM([]*x509.Certificate{root}))
+		for _, ns := range []string{"shop", "plain", "default"} {
+			waitFor(ctx, t, "the trust bundle ConfigMap in "+ns, func() error {
+				cm, err := cs.CoreV1().ConfigMaps(ns).Get(ctx, inject.DefaultTrustBundleConfigMap, metav1.GetOptions{})
+				if err != nil {
+					return err
+				}
+				if cm.Data[inject.TrustBundleKey] != want {
+					return fmt.Errorf("%s: %q, want the root CA", inject.TrustBundleKey, cm.Data[inject.TrustBundleKey])
+				}
+				return nil
+			})
+		}
+		if _, err := cs.CoreV1().ConfigMaps("kube-system").Get(ctx, inject.DefaultTrustBundleConfigMap, metav1.GetOptions{}); err == nil {
+			t.Error("the trust bundle was published into kube-system")
 		}
 	})
 

@@ -11,6 +11,11 @@
 //
 //	causeway-proxy east-west --xds 127.0.0.1:15010 --inbound-ip 10.0.0.5 --cluster east --network net-east
 //
+// In init mode it is causeway-init (proxy/capture/initcmd): the injected
+// init container runs the proxy image with args "init ...".
+//
+//	causeway-proxy init --proxy-uid 1337 --capture-dns
+//
 // SIGTERM or SIGINT drains gracefully: /ready fails, listeners close,
 // in-flight requests finish (up to --drain-timeout), then the process exits.
 package main
@@ -24,6 +29,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/causewaymesh/causeway/proxy/capture/initcmd"
 	"github.com/causewaymesh/causeway/proxy/runner"
 )
 
@@ -38,12 +44,16 @@ func run(args []string) int {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Fprintln(os.Stderr, "usage: causeway-proxy sidecar [flags]   (causeway-proxy sidecar -h lists the flags)")
 		fmt.Fprintln(os.Stderr, "       causeway-proxy east-west --inbound-ip <ip> [--eastwest-port 15443] [flags]")
+		fmt.Fprintln(os.Stderr, "       causeway-proxy init [flags]   (the traffic-capture installer, as causeway-init)")
 		fmt.Fprintln(os.Stderr, "       causeway-proxy version")
 		return 2
 	}
 	if args[0] == "version" {
 		fmt.Println("causeway-proxy", version)
 		return 0
+	}
+	if args[0] == "init" { // the injected init container: causeway-init's program
+		return initcmd.Run("causeway-proxy init", version, args[1:], os.Stdout, os.Stderr)
 	}
 	cfg := runner.DefaultConfig()
 	cfg.Mode = args[0]

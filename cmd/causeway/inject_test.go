@@ -51,6 +51,17 @@ func TestInjectCommand(t *testing.T) {
 	if !strings.Contains(docs[1], "causeway-proxy") || !strings.Contains(docs[1], "causeway-init") {
 		t.Errorf("the annotated Deployment was not injected:\n%s", docs[1])
 	}
+	// What a real node needs, from the flags: SVID issuer, trust domain
+	// and bundle, capture; the locality comes from the control plane.
+	for _, want := range []string{"--svid-issuer=causeway.causeway-system.svc:15012", "--trust-domain=corp.example",
+		"--trust-bundle=$(CAUSEWAY_TRUST_BUNDLE)", "--capture\n", "--capture-dns", "name: causeway-trust-bundle"} {
+		if !strings.Contains(docs[1], want) {
+			t.Errorf("the injected Deployment lacks %q:\n%s", want, docs[1])
+		}
+	}
+	if strings.Contains(docs[1], "--locality") {
+		t.Errorf("the injected Deployment sets --locality:\n%s", docs[1])
+	}
 	if strings.Contains(docs[2], "causeway-proxy") {
 		t.Errorf("the Deployment that opts out was injected:\n%s", docs[2])
 	}
@@ -66,6 +77,16 @@ func TestInjectCommand(t *testing.T) {
 	if code := runInject(nil, strings.NewReader(""), &out, &errOut); code != 2 || !strings.Contains(errOut.String(), "-f is required") {
 		t.Errorf("no -f: exit %d, %q", code, errOut.String())
 	}
+	// The trust domain defaults to <cluster>.local, else it is required.
+	out.Reset()
+	errOut.Reset()
+	if code := runInject(append(injectArgs[:len(injectArgs)-1:len(injectArgs)-1], "--cluster=east"), strings.NewReader(injectInput), &out, &errOut); code != 0 || !strings.Contains(out.String(), "--trust-domain=east.local") {
+		t.Errorf("--cluster east: exit %d, want --trust-domain=east.local: %s", code, errOut.String())
+	}
+	errOut.Reset()
+	if code := runInject(injectArgs[:len(injectArgs)-1], strings.NewReader(injectInput), &out, &errOut); code == 0 || !strings.Contains(errOut.String(), "Config.TrustDomain (--trust-domain) is empty") {
+		t.Errorf("neither --trust-domain nor --cluster: exit %d, %q", code, errOut.String())
+	}
 }
 
-var injectArgs = []string{"-f", "-", "--proxy-image", "causeway/proxy:dev", "--control-plane", "causeway.causeway-system:15010"}
+var injectArgs = []string{"-f", "-", "--proxy-image", "causeway/proxy:dev", "--control-plane", "causeway.causeway-system:15010", "--trust-domain=corp.example"}

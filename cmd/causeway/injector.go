@@ -54,5 +54,6 @@ func startInjector(c *controlPlaneConfig, reg prometheus.Registerer, log *slog.L
 	}
 	cfg := c.Injector
 	cfg.Inject.Cluster, cfg.Inject.Network, cfg.Inject.Version = c.Cluster, c.Network, version
+	cfg.Inject.TrustDomain = c.TrustDomain
 	return inject.NewServer(inject.ServerOptions{Config: cfg, Root: root, Client: cs, Registerer: reg, Logger: log})
 }

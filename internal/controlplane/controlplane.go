@@ -43,6 +43,10 @@ type Options struct {
 	// Registry receives the metrics; default a fresh registry.
 	Registry prometheus.Registerer
 	Logger   *slog.Logger
+	// Locate, when set, gives a proxy that sends no locality the locality
+	// of its pod's node (xds.NodeFromProtoLocating): in Kubernetes mode,
+	// discovery.Kubernetes. Nil: such a proxy is refused.
+	Locate xds.PodLocator
 }
 
 // Timer is the part of *time.Timer the debounce uses.
@@ -303,7 +307,7 @@ func (c *ControlPlane) onRequest(stream int64, pn *corev3.Node, typeURL, nackMsg
 	defer c.mu.Unlock()
 	id, known := c.streams[stream]
 	if !known {
-		n, err := xds.NodeFromProto(pn, c.o.Cluster, c.o.Network)
+		n, err := xds.NodeFromProtoLocating(pn, c.o.Cluster, c.o.Network, c.o.Locate)
 		if err != nil {
 			c.metrics.refused.Inc()
 			c.log.Warn("xds client refused", "stream", stream, "err", err)
@@ -377,7 +381,7 @@ func (c *ControlPlane) leaveClassLocked(n xds.Node) {
 // snapshotKey is the xDS cache's key for a node: its class, so nodes of a
 // class share one snapshot. A node that will be refused keeps its own id.
 func (c *ControlPlane) snapshotKey(pn *corev3.Node) string {
-	n, err := xds.NodeFromProto(pn, c.o.Cluster, c.o.Network)
+	n, err := xds.NodeFromProtoLocating(pn, c.o.Cluster, c.o.Network, c.o.Locate)
 	if err != nil {
 		return pn.GetId()
 	}

@@ -10,9 +10,12 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // Defaults of Config.
@@ -23,6 +26,13 @@ const (
 	DefaultInboundPort            = 15006
 	DefaultTokenAudience          = "causeway"
 	DefaultTokenExpirationSeconds = 3600
+	// DefaultSVIDIssuer is the SVID issuer port of the control plane's
+	// Service in manifests/base (causeway-system/causeway, grpc-svid).
+	DefaultSVIDIssuer = "causeway.causeway-system.svc:15012"
+	// DefaultTrustBundleConfigMap is the ConfigMap, in every namespace,
+	// that holds the trust domain's roots (key TrustBundleKey); the
+	// control plane's injector publishes it (bundle.go).
+	DefaultTrustBundleConfigMap = "causeway-trust-bundle"
 )
 
 // Config is what the injected containers are made of. Build it with
@@ -42,6 +52,19 @@ type Config struct {
 	// --cluster and --network); empty leaves them out.
 	Cluster string
 	Network string
+	// SVIDIssuer is the control plane's SVID issuer host:port (sidecar
+	// --svid-issuer); $(VAR) references to the sidecar's env are expanded
+	// by the kubelet. Default DefaultSVIDIssuer; empty: no SVID, no mesh
+	// mTLS (and no trust bundle volume).
+	SVIDIssuer string
+	// TrustDomain of the workloads (sidecar --trust-domain). The control
+	// plane sets its own; empty defaults to <Cluster>.local.
+	TrustDomain string
+	// TrustBundleConfigMap names the ConfigMap of the pod's namespace
+	// whose key TrustBundleKey holds the trust domain's roots (PEM): the
+	// sidecar's --trust-bundle, which authenticates the SVID issuer.
+	// Default DefaultTrustBundleConfigMap.
+	TrustBundleConfigMap string
 	// LogLevel of the sidecar: debug, info, warn or error.
 	LogLevel string
 	// ProxyUID is the user the sidecar runs as; causeway-init exempts its
@@ -69,12 +92,14 @@ type Config struct {
 // ControlPlane remain to be filled in.
 func DefaultConfig() Config {
 	return Config{
-		ImagePullPolicy: corev1.PullIfNotPresent,
-		LogLevel:        "info",
-		ProxyUID:        DefaultProxyUID,
-		AdminPort:       DefaultAdminPort,
-		InboundPort:     DefaultInboundPort,
-		OutboundPort:    DefaultOutboundPort,
+		ImagePullPolicy:      corev1.PullIfNotPresent,
+		SVIDIssuer:           DefaultSVIDIssuer,
+		TrustBundleConfigMap: DefaultTrustBundleConfigMap,
+		LogLevel:             "info",
+		ProxyUID:             DefaultProxyUID,
+		AdminPort:            DefaultAdminPort,
+		InboundPort:          DefaultInboundPort,
+		OutboundPort:         DefaultOutboundPort,
 		Resources: corev1.ResourceRequirements{
 			Requests: corev1.ResourceList{
 				corev1.ResourceCPU:    resource.MustParse("100m"),
@@ -100,6 +125,9 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ControlPlane, "control-plane", c.ControlPlane, "ADS server host:port the sidecars connect to")
 	fs.StringVar(&c.Cluster, "cluster", c.Cluster, "name of this Kubernetes cluster (sidecar --cluster)")
 	fs.StringVar(&c.Network, "network", c.Network, "name of this cluster's network (sidecar --network)")
+	fs.StringVar(&c.SVIDIssuer, "svid-issuer", c.SVIDIssuer, `SVID issuer host:port the sidecars get their certificates from ($(VAR) expands from the sidecar's env; "" for no mesh mTLS)`)
+	fs.StringVar(&c.TrustDomain, "trust-domain", c.TrustDomain, "SPIFFE trust domain of the workloads (sidecar --trust-domain; default <cluster>.local)")
+	fs.StringVar(&c.TrustBundleConfigMap, "trust-bundle-configmap", c.TrustBundleConfigMap, "ConfigMap, in each pod's namespace, whose key "+TrustBundleKey+" holds the trust domain's roots (the control plane publishes it)")
 	fs.StringVar(&c.LogLevel, "proxy-log-level", c.LogLevel, "sidecar log level: debug, info, warn or error")
 	fs.Int64Var(&c.ProxyUID, "proxy-uid", c.ProxyUID, "UID the sidecar runs as; its traffic is not captured")
 	fs.Func("proxy-admin-port", fmt.Sprintf("sidecar admin port, for /ready and rewritten app probes (default %d)", c.AdminPort), portFlag(&c.AdminPort))
@@ -165,6 +193,21 @@ func (c *Config) Validate() error {
 	} else if _, port, err := net.SplitHostPort(c.ControlPlane); err != nil || port == "" {
 		errs = append(errs, fmt.Errorf("inject: Config.ControlPlane %q: want host:port, e.g. causeway.causeway-system.svc:15010", c.ControlPlane))
 	}
+	if c.SVIDIssuer != "" {
+		if _, port, err := net.SplitHostPort(c.SVIDIssuer); err != nil || port == "" {
+			errs = append(errs, fmt.Errorf("inject: Config.SVIDIssuer %q (--svid-issuer): want host:port, e.g. %s", c.SVIDIssuer, DefaultSVIDIssuer))
+		}
+		if c.TrustBundleConfigMap == "" {
+			errs = append(errs, fmt.Errorf("inject: Config.TrustBundleConfigMap (--trust-bundle-configmap) is empty; the sidecar needs the trust bundle to authenticate the SVID issuer (default %s)", DefaultTrustBundleConfigMap))
+		} else if msgs := validation.IsDNS1123Subdomain(c.TrustBundleConfigMap); len(msgs) > 0 {
+			errs = append(errs, fmt.Errorf("inject: Config.TrustBundleConfigMap %q (--trust-bundle-configmap): not a ConfigMap name: %s", c.TrustBundleConfigMap, strings.Join(msgs, "; ")))
+		}
+	}
+	if c.TrustDomain != "" {
+		if _, err := spiffeid.TrustDomainFromString(c.TrustDomain); err != nil {
+			errs = append(errs, fmt.Errorf("inject: Config.TrustDomain %q (--trust-domain): %w", c.TrustDomain, err))
+		}
+	}
 	switch c.ImagePullPolicy {
 	case "", corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
 	default:
@@ -203,6 +246,15 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("inject: Config.TokenExpirationSeconds %d: Kubernetes requires at least 600", c.TokenExpirationSeconds))
 	}
 	return errors.Join(errs...)
+}
+
+// trustDomain is TrustDomain, else <Cluster>.local (the control plane's
+// default), else "".
+func (c *Config) trustDomain() string {
+	if c.TrustDomain == "" && c.Cluster != "" {
+		return c.Cluster + ".local"
+	}
+	return c.TrustDomain
 }
 
 // Hash identifies c: it is recorded in the causeway.dev/injected annotation

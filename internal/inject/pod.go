@@ -42,6 +42,13 @@ const (
 	EnvAppProbes = "CAUSEWAY_APP_PROBES"
 	// EnvTokenPath, on the sidecar, is the path of the projected token.
 	EnvTokenPath = "CAUSEWAY_TOKEN_PATH"
+	// The trust bundle: Config.TrustBundleConfigMap mounted as volume
+	// TrustBundleVolumeName at TrustBundleMountPath; EnvTrustBundle, on
+	// the sidecar, is the path of its key TrustBundleKey (the roots, PEM).
+	TrustBundleVolumeName = "causeway-trust-bundle"
+	TrustBundleMountPath  = "/var/run/secrets/causeway/bundle"
+	TrustBundleKey        = "ca.crt"
+	EnvTrustBundle        = "CAUSEWAY_TRUST_BUNDLE"
 	// AppHealthPrefix starts the admin path of a rewritten probe:
 	// /app-health/<container>/readyz, /livez or /startupz.
 	AppHealthPrefix = "/app-health/"
@@ -127,8 +134,12 @@ func newInjector(cfg Config) (*injector, error) {
 	if cfg.InitImage == "" {
 		cfg.InitImage = cfg.Image
 	}
+	cfg.TrustDomain = cfg.trustDomain()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if cfg.SVIDIssuer != "" && cfg.TrustDomain == "" {
+		return nil, errors.New("inject: Config.TrustDomain (--trust-domain) is empty and there is no Config.Cluster (--cluster) to default it from (<cluster>.local); set the control plane's trust domain, or --svid-issuer \"\" for sidecars without mesh mTLS")
 	}
 	st, _ := json.Marshal(injectedStatus{Version: cfg.Version, ConfigHash: cfg.Hash()})
 	return &injector{cfg: cfg, status: string(st)}, nil
@@ -238,6 +249,8 @@ func (in *injector) mutate(pod *corev1.Pod) error {
 		"--proxy-uid=" + strconv.FormatInt(c.ProxyUID, 10),
 		"--inbound-port=" + strconv.Itoa(int(c.InboundPort)),
 		"--outbound-port=" + strconv.Itoa(int(c.OutboundPort)),
+		// The sidecar answers clusterset.local names (ServiceImport VIPs).
+		"--capture-dns",
 		"--exclude-inbound-ports=" + joinPorts(inPorts),
 	}
 	if len(outPorts) > 0 {
@@ -280,7 +293,7 @@ func (in *injector) mutate(pod *corev1.Pod) error {
 	if c.Network != "" {
 		args = append(args, "--network="+c.Network)
 	}
-	args = append(args, "--log-level="+c.LogLevel)
+	mounts := []corev1.VolumeMount{{Name: TokenVolumeName, MountPath: TokenMountPath, ReadOnly: true}}
 	env := []corev1.EnvVar{
 		fieldEnv("POD_NAME", "metadata.name"),
 		fieldEnv("POD_NAMESPACE", "metadata.namespace"),
@@ -289,6 +302,30 @@ func (in *injector) mutate(pod *corev1.Pod) error {
 		fieldEnv("POD_IP", "status.podIP"),
 		{Name: EnvTokenPath, Value: TokenMountPath + "/" + TokenFile},
 	}
+	if c.SVIDIssuer != "" {
+		// Paths go through env so that the kubelet (and a harness that
+		// mounts volumes elsewhere) resolves them in one place.
+		args = append(args,
+			"--svid-issuer="+c.SVIDIssuer,
+			"--svid-token-file=$("+EnvTokenPath+")",
+			"--trust-domain="+c.TrustDomain,
+			"--trust-bundle=$("+EnvTrustBundle+")",
+		)
+		env = append(env, corev1.EnvVar{Name: EnvTrustBundle, Value: TrustBundleMountPath + "/" + TrustBundleKey})
+		mounts = append(mounts, corev1.VolumeMount{Name: TrustBundleVolumeName, MountPath: TrustBundleMountPath, ReadOnly: true})
+	}
+	// Capture mode, on causeway-init's ports; the app's declared ports are
+	// its inbound listeners (the control plane needs no locality: it reads
+	// the pod's node's topology labels).
+	args = append(args,
+		"--capture",
+		"--capture-outbound-port="+strconv.Itoa(int(c.OutboundPort)),
+		"--capture-inbound-port="+strconv.Itoa(int(c.InboundPort)),
+	)
+	if ports := inboundPorts(pod, inPorts); ports != "" {
+		args = append(args, "--inbound-ip=$(POD_IP)", "--inbound-ports="+ports)
+	}
+	args = append(args, "--log-level="+c.LogLevel)
 	if len(probes) > 0 {
 		b, err := json.Marshal(probes) // map keys are sorted: deterministic
 		if err != nil {
@@ -321,7 +358,7 @@ func (in *injector) mutate(pod *corev1.Pod) error {
 			{Name: "cw-admin", ContainerPort: c.AdminPort, Protocol: corev1.ProtocolTCP},
 		},
 		Resources:    *c.Resources.DeepCopy(),
-		VolumeMounts: []corev1.VolumeMount{{Name: TokenVolumeName, MountPath: TokenMountPath, ReadOnly: true}},
+		VolumeMounts: mounts,
 		// The app starts once the sidecar has its configuration (or after
 		// 10 minutes of failures the sidecar restarts).
 		StartupProbe:   adminProbe(1, 600),
@@ -351,6 +388,15 @@ func (in *injector) mutate(pod *corev1.Pod) error {
 			}}},
 		}},
 	})
+	if c.SVIDIssuer != "" {
+		pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{
+			Name: TrustBundleVolumeName,
+			VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+				LocalObjectReference: corev1.LocalObjectReference{Name: c.TrustBundleConfigMap},
+				Items:                []corev1.KeyToPath{{Key: TrustBundleKey, Path: TrustBundleKey}},
+			}},
+		})
+	}
 	if pod.Annotations == nil {
 		pod.Annotations = map[string]string{}
 	}
@@ -392,8 +438,11 @@ func checkConflicts(pod *corev1.Pod, c *Config) error {
 	check("initContainers", pod.Spec.InitContainers)
 	check("containers", pod.Spec.Containers)
 	for i, v := range pod.Spec.Volumes {
-		if v.Name == TokenVolumeName {
+		switch v.Name {
+		case TokenVolumeName:
 			errs = append(errs, fmt.Errorf("spec.volumes[%d].name %q is reserved for the sidecar's token; rename the volume", i, v.Name))
+		case TrustBundleVolumeName:
+			errs = append(errs, fmt.Errorf("spec.volumes[%d].name %q is reserved for the sidecar's trust bundle; rename the volume", i, v.Name))
 		}
 	}
 	return errors.Join(errs...)
@@ -424,6 +473,28 @@ func portList(ann map[string]string, key string) ([]int32, error) {
 		out = append(out, int32(n))
 	}
 	return out, nil
+}
+
+// inboundPorts is the sidecar's --inbound-ports: each TCP containerPort
+// the app containers declare, but those in excluded (which causeway-init
+// does not capture), as "<port>=127.0.0.1:<port>", sorted; "" for none.
+func inboundPorts(pod *corev1.Pod, excluded []int32) string {
+	var ports []int32
+	for _, ctr := range pod.Spec.Containers {
+		for _, p := range ctr.Ports {
+			if (p.Protocol == "" || p.Protocol == corev1.ProtocolTCP) && !slices.Contains(excluded, p.ContainerPort) {
+				ports = append(ports, p.ContainerPort)
+			}
+		}
+	}
+	var b strings.Builder
+	for i, n := range mergePorts(ports) {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, "%d=127.0.0.1:%d", n, n)
+	}
+	return b.String()
 }
 
 func mergePorts(p []int32) []int32 {

@@ -83,8 +83,8 @@ func DefaultWebhookConfig() WebhookConfig {
 
 // Flags registers c on fs, every name prefixed with "injector-": the
 // injection template's flags (Config.Flags) become --injector-proxy-image,
-// --injector-control-plane, ... except cluster and network, which the
-// control plane has already.
+// --injector-control-plane, ... except cluster, network and trust-domain,
+// which the control plane has already.
 func (c *WebhookConfig) Flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Listen, "injector-listen", c.Listen, `serve the sidecar injection webhook (HTTPS, path `+WebhookPath+`) on this address; "" for none (with --mtls: the serving certificate comes from the root CA)`)
 	fs.Func("injector-hosts", fmt.Sprintf("comma-separated DNS names and IPs of the webhook's serving certificate, what the apiserver dials (default %q)", strings.Join(c.Hosts, ",")), func(s string) error {
@@ -101,7 +101,7 @@ func (c *WebhookConfig) Flags(fs *flag.FlagSet) {
 	inner := flag.NewFlagSet("", flag.ContinueOnError)
 	c.Inject.Flags(inner)
 	inner.VisitAll(func(f *flag.Flag) {
-		if f.Name == "cluster" || f.Name == "network" {
+		if f.Name == "cluster" || f.Name == "network" || f.Name == "trust-domain" {
 			return
 		}
 		fs.Var(f.Value, "injector-"+f.Name, "injected sidecars: "+f.Usage)
@@ -169,6 +169,9 @@ type Server struct {
 	dns   []string
 	ips   []netip.Addr
 	kick  chan struct{} // asks the syncer to apply the caBundle now
+	// bundleKick asks bundleLoop (bundle.go) to publish the trust bundle
+	// ConfigMaps again.
+	bundleKick chan struct{}
 }
 
 // NewServer validates o, issues the first serving certificate and listens;
@@ -192,7 +195,7 @@ func NewServer(o ServerOptions) (*Server, error) {
 	if o.Resync <= 0 {
 		o.Resync = time.Minute
 	}
-	s := &Server{o: o, kick: make(chan struct{}, 1)}
+	s := &Server{o: o, kick: make(chan struct{}, 1), bundleKick: make(chan struct{}, 1)}
 	for _, h := range o.Config.Hosts {
 		if ip, err := netip.ParseAddr(h); err == nil {
 			s.ips = append(s.ips, ip)
@@ -302,6 +305,9 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.o.Client != nil && s.o.Config.WebhookConfiguration != "" {
 		wg.Go(func() { s.syncLoop(ctx) })
 	}
+	if s.o.Client != nil && s.o.Config.Inject.SVIDIssuer != "" {
+		wg.Go(func() { s.bundleLoop(ctx) }) // bundle.go
+	}
 	<-ctx.Done()
 	shutdownCtx, stop := context.WithTimeout(context.Background(), 5*time.Second)
 	defer stop()
@@ -341,9 +347,11 @@ func (s *Server) renewLoop(ctx context.Context) {
 			continue
 		}
 		s.o.Logger.Info("inject: renewed the webhook's serving certificate", "not_after", s.cert.Load().Leaf.NotAfter)
-		select {
-		case s.kick <- struct{}{}:
-		default:
+		for _, k := range []chan struct{}{s.kick, s.bundleKick} {
+			select {
+			case k <- struct{}{}:
+			default:
+			}
 		}
 	}
 }

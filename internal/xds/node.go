@@ -65,6 +65,10 @@ var ErrNodeRefused = errors.New("xds node refused")
 // own cluster: a node of another cluster is refused. network is the
 // default network.
 func NodeFromProto(n *corev3.Node, cluster, network string) (Node, error) {
+	return nodeFromProto(n, cluster, network, nil)
+}
+
+func nodeFromProto(n *corev3.Node, cluster, network string, loc PodLocator) (Node, error) {
 	if n == nil {
 		return Node{}, fmt.Errorf("%w: the first request of the stream carries no node; set node.id, node.locality and metadata namespace and cluster", ErrNodeRefused)
 	}
@@ -107,7 +111,9 @@ func NodeFromProto(n *corev3.Node, cluster, network string) (Node, error) {
 	case out.Cluster != cluster:
 		problems = append(problems, fmt.Sprintf("node cluster %q is not this control plane's cluster %q: connect to that cluster's control plane", out.Cluster, cluster))
 	}
-	if out.Locality.Region == "" || out.Locality.Zone == "" {
+	if p := locateNode(&out, loc); p != "" { // nodelocality.go
+		problems = append(problems, p)
+	} else if out.Locality.Region == "" || out.Locality.Zone == "" {
 		problems = append(problems, fmt.Sprintf("node.locality %q: region and zone are required (locality priorities are relative to them)", out.Locality))
 	}
 	if out.OutboundIP != "" {
