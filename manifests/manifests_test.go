@@ -494,6 +494,9 @@ func checkRBACObjects(ctx context.Context, t *testing.T, c *testcluster.Cluster)
 	add("core", []string{"services", "pods", "nodes", "namespaces"}, lw)
 	add("discovery.k8s.io", []string{"endpointslices"}, lw)
 	add("multicluster.x-k8s.io", []string{"serviceexports", "serviceimports"}, lw)
+	add("multicluster.x-k8s.io", []string{"serviceimports"}, []string{"get", "create", "update", "delete"}) // federation/mcs
+	add("multicluster.x-k8s.io", []string{"serviceexports"}, []string{"get"})
+	add("multicluster.x-k8s.io", []string{"serviceimports/status", "serviceexports/status"}, []string{"update"})
 	add("security.causeway.dev", []string{"authorizationpolicies"}, lw)
 	add("federation.causeway.dev", []string{"peers"}, lw)
 	add("federation.causeway.dev", []string{"peers/status"}, []string{"update"})
@@ -506,6 +509,7 @@ func checkRBACObjects(ctx context.Context, t *testing.T, c *testcluster.Cluster)
 	}
 	add("gateway.networking.k8s.io", status, []string{"get", "update"})
 	add("events.k8s.io", []string{"events"}, []string{"create", "patch"})
+	add("core", []string{"configmaps"}, []string{"create", "patch"})
 	want = append(want, "admissionregistration.k8s.io/mutatingwebhookconfigurations patch causeway-injector")
 	sort.Slice(want, func(i, j int) bool { return want[i] < want[j] })
 
@@ -588,6 +592,7 @@ func checkCanI(ctx context.Context, t *testing.T, k kubectl) {
 		{controlPlaneSA, []string{"get", "secret/causeway-ca", "-n", namespace}, true},
 		{controlPlaneSA, []string{"patch", "mutatingwebhookconfigurations.admissionregistration.k8s.io/causeway-injector"}, true},
 		{controlPlaneSA, []string{"create", "events.events.k8s.io", "-n", "shop"}, true},
+		{controlPlaneSA, []string{"patch", "configmap/causeway-trust-bundle", "-n", "shop"}, true},
 		// What it must not do.
 		{controlPlaneSA, []string{"delete", "pods", "-n", "default"}, false},
 		{controlPlaneSA, []string{"create", "pods", "-n", namespace}, false},
@@ -599,10 +604,14 @@ func checkCanI(ctx context.Context, t *testing.T, k kubectl) {
 		{controlPlaneSA, []string{"update", "secret/causeway-ca", "-n", namespace}, false},
 		{controlPlaneSA, []string{"update", "gateways.gateway.networking.k8s.io", "-n", "shop"}, false},
 		{controlPlaneSA, []string{"patch", "httproutes.gateway.networking.k8s.io", "-n", "shop"}, false},
-		{controlPlaneSA, []string{"create", "serviceimports.multicluster.x-k8s.io", "-n", "shop"}, false},
+		{controlPlaneSA, []string{"create", "serviceimports.multicluster.x-k8s.io", "-n", "shop"}, true}, // federation/mcs
+		{controlPlaneSA, []string{"update", "serviceexports.multicluster.x-k8s.io", "-n", "shop"}, false},
+		{controlPlaneSA, []string{"update", "serviceexports.multicluster.x-k8s.io", "--subresource=status", "-n", "shop"}, true},
 		{controlPlaneSA, []string{"update", "services", "-n", "shop"}, false},
 		{controlPlaneSA, []string{"patch", "deployments.apps", "-n", namespace}, false},
 		{controlPlaneSA, []string{"get", "configmaps", "-n", "kube-system"}, false},
+		{controlPlaneSA, []string{"list", "configmaps", "-A"}, false},
+		{controlPlaneSA, []string{"delete", "configmap/causeway-trust-bundle", "-n", "shop"}, false},
 		{controlPlaneSA, []string{"update", "mutatingwebhookconfigurations.admissionregistration.k8s.io"}, false},
 		{controlPlaneSA, []string{"patch", "mutatingwebhookconfigurations.admissionregistration.k8s.io/other"}, false},
 		{controlPlaneSA, []string{"create", "mutatingwebhookconfigurations.admissionregistration.k8s.io"}, false},

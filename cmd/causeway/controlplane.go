@@ -25,6 +25,7 @@ import (
 
 	"github.com/causewaymesh/causeway/discovery"
 	"github.com/causewaymesh/causeway/federation"
+	"github.com/causewaymesh/causeway/federation/mcs"
 	"github.com/causewaymesh/causeway/gateway/controller"
 	"github.com/causewaymesh/causeway/internal/controlplane"
 	"github.com/causewaymesh/causeway/internal/inject"
@@ -154,6 +155,8 @@ func runControlPlane(args []string) int {
 		src      discovery.Source
 		problems func() []discovery.Problem
 		rc       *rest.Config
+		mcsw     *mcs.Writer // Kubernetes mode only
+		locate   xds.PodLocator
 		gwFolder *controlplane.GatewayFolder // local mode's Gateway API, fed by the folder's scans
 	)
 	switch c.Source {
@@ -169,7 +172,20 @@ func runControlPlane(args []string) int {
 			fmt.Fprintln(os.Stderr, "causeway control-plane:", err)
 			return 2
 		}
-		src, problems = k, k.Problems
+		// ServiceImports and ServiceExport conditions (federation/mcs):
+		// fed by the discovery snapshots and, below, the imports. With
+		// federation, ServiceImports left from before a restart are kept
+		// 15s, while the links catch up.
+		mo := mcs.Options{Cluster: c.Cluster, Config: rc, Registerer: reg, Logger: log}
+		if links != nil {
+			mo.StartGrace = 15 * time.Second
+		}
+		if mcsw, err = mcs.NewWriter(mo); err != nil {
+			fmt.Fprintln(os.Stderr, "causeway control-plane:", err)
+			return 1
+		}
+		src, problems = mcsw.Source(k), k.Problems
+		locate = k // proxies without --locality get their pod's node's
 	default:
 		fo := discovery.FolderOptions{Dir: c.Dir, BuildOptions: bo, Interval: c.Interval, Logger: log,
 			// One scan feeds the model and the Gateway API (gwFolder, set
@@ -209,7 +225,9 @@ func runControlPlane(args []string) int {
 		fed    *controlplane.Federation
 		gw     *controller.Controller
 	)
-	if links != nil || c.GatewayController || c.Source == "folder" {
+	// With the MCS writer too: the Merger assigns the ServiceImport VIPs
+	// (model.WithClustersetIPs) that the writer publishes.
+	if links != nil || c.GatewayController || c.Source == "folder" || mcsw != nil {
 		var err error
 		merger, err = controlplane.NewMerger(controlplane.MergerOptions{Local: src, Cluster: c.Cluster, Registerer: reg, Logger: log,
 			OnLocal: func(s *model.Snapshot) {
@@ -234,7 +252,11 @@ func runControlPlane(args []string) int {
 	}
 	if links != nil {
 		var err error
-		if fed, err = newFederation(&c, plane, merger, reg, log); err != nil {
+		onImports := merger.SetImports
+		if mcsw != nil {
+			onImports = func(im *federation.Imports) { merger.SetImports(im); mcsw.SetImports(im) }
+		}
+		if fed, err = newFederation(&c, plane, onImports, reg, log); err != nil {
 			fmt.Fprintln(os.Stderr, "causeway control-plane:", err)
 			return 1
 		}
@@ -264,7 +286,7 @@ func runControlPlane(args []string) int {
 	cp, err := controlplane.New(controlplane.Options{
 		Cluster: c.Cluster, Network: c.Network, XDSAddress: c.XDS, Debounce: c.Debounce,
 		Translate: to,
-		Registry:  reg, Logger: log,
+		Registry:  reg, Logger: log, Locate: locate,
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "causeway control-plane:", err)
@@ -285,6 +307,11 @@ func runControlPlane(args []string) int {
 		if merger != nil {
 			for _, cf := range merger.Conflicts() {
 				fmt.Fprintln(w, "merge:", cf.Error())
+			}
+		}
+		if mcsw != nil {
+			for _, p := range mcsw.Problems() {
+				fmt.Fprintln(w, "mcs:", p.Error())
 			}
 		}
 	})
@@ -327,7 +354,7 @@ func runControlPlane(args []string) int {
 	}
 	var (
 		side    sync.WaitGroup
-		sideErr = make(chan error, 4) // federation, gateway controller, gateway TLS secrets, injector
+		sideErr = make(chan error, 5) // federation, gateway controller, gateway TLS secrets, injector, MCS writer
 	)
 	if fed != nil {
 		side.Go(func() {
@@ -344,6 +371,14 @@ func runControlPlane(args []string) int {
 				}
 			})
 		}
+	}
+	if mcsw != nil {
+		side.Go(func() {
+			if err := mcsw.Run(ctx); err != nil {
+				sideErr <- err
+				stop()
+			}
+		})
 	}
 	if gw != nil {
 		ing.cp.Store(cp)

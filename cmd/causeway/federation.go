@@ -17,6 +17,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/causewaymesh/causeway/federation"
 	"github.com/causewaymesh/causeway/federation/peerapi"
 	"github.com/causewaymesh/causeway/internal/controlplane"
 	"github.com/causewaymesh/causeway/internal/trustplane"
@@ -183,8 +184,9 @@ func newPeerLinks(c *controlPlaneConfig, log *slog.Logger) (*peerLinks, error) {
 }
 
 // newFederation builds the federation of --federation-listen and --peer
-// on the trust plane; OnImports feeds the merger.
-func newFederation(c *controlPlaneConfig, plane *trustplane.Plane, merger *controlplane.Merger, reg prometheus.Registerer, log *slog.Logger) (*controlplane.Federation, error) {
+// on the trust plane; its imports go to onImports (the merger's
+// SetImports, and in Kubernetes mode the MCS writer's too).
+func newFederation(c *controlPlaneConfig, plane *trustplane.Plane, onImports func(*federation.Imports), reg prometheus.Registerer, log *slog.Logger) (*controlplane.Federation, error) {
 	peers, err := federationPeers(c.Peers)
 	if err != nil {
 		return nil, err
@@ -196,7 +198,7 @@ func newFederation(c *controlPlaneConfig, plane *trustplane.Plane, merger *contr
 	return controlplane.NewFederation(controlplane.FederationOptions{
 		Cluster: c.Cluster, Network: c.Network, TrustDomain: plane.Authority.TrustDomain(),
 		SVID: plane, Bundles: plane.Set, Listen: c.FederationListen, Peers: peers,
-		Staleness: c.Staleness, OnImports: merger.SetImports, Registerer: reg, Logger: log,
+		Staleness: c.Staleness, OnImports: onImports, Registerer: reg, Logger: log,
 		EastWest: gw,
 	})
 }
