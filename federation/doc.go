@@ -51,7 +51,13 @@
 //     or changed; a peer added or changed gets a full resync on its next
 //     stream, never a resumption of what was sent under another filter.
 //   - MergeImports merges the Imports of several Importers (one per peer,
-//     as internal/controlplane runs them) as one Importer would.
+//     as internal/controlplane runs them) as one Importer would. It is
+//     incremental: each Importer's Imports remember (atomically) the last
+//     merge they went into, and a service whose parts are the same slices
+//     as then is taken from that merge, not merged again. The exporter's
+//     Update likewise builds wire messages only for the services whose
+//     slices or content changed, and copies the previous state's map
+//     once per change.
 //   - Importer: each peer's state is owned by its goroutine; it publishes an
 //     immutable view and its status with atomic stores. The merge and every
 //     OnImports call run on the goroutine that called Run, serially; views

@@ -1,6 +1,8 @@
 package federation
 
 import (
+	"cmp"
+	"maps"
 	"net/netip"
 	"slices"
 	"sort"
@@ -69,8 +71,84 @@ func (st *exportState) changedSince(rev uint64) (names []NamespacedName, ok bool
 }
 
 // buildState computes the state after old for the exported services of
-// snap, or returns old when nothing exported changed.
+// snap, or returns old when nothing exported changed. A service whose
+// slices are those old has (sameService) costs a map lookup: a change of
+// one service builds one entry and copies old's map once.
 func buildState(old *exportState, snap *model.Snapshot, cfg *ServerConfig) *exportState {
+	var (
+		changed         []NamespacedName
+		entries         []*exportEntry // of changed, in order
+		exported, added int
+		last            *model.Service
+	)
+	for i := range snap.Services {
+		sv := &snap.Services[i]
+		if !sv.Exported {
+			continue
+		}
+		if last != nil && compareServiceNames(last, sv) >= 0 {
+			return rebuildState(old, snap, cfg) // not canonical
+		}
+		last = sv
+		exported++
+		n := NamespacedName{sv.Namespace, sv.Name}
+		e, ok := old.services[n]
+		if ok && sameService(e.svc, sv) {
+			continue
+		}
+		local := localOnly(sv, cfg.Cluster)
+		if ok && e.svc.Equal(local) {
+			continue
+		}
+		if !ok {
+			added++
+		}
+		changed = append(changed, n)
+		entries = append(entries, newExportEntry(local, cfg))
+	}
+	removed := len(old.names) - (exported - added)
+	if len(changed) == 0 && removed == 0 {
+		return old
+	}
+	services := maps.Clone(old.services)
+	for i, n := range changed {
+		services[n] = entries[i]
+	}
+	names := old.names
+	if added > 0 || removed > 0 {
+		names = make([]NamespacedName, 0, exported)
+		for i := range snap.Services {
+			if sv := &snap.Services[i]; sv.Exported {
+				names = append(names, NamespacedName{sv.Namespace, sv.Name})
+			}
+		}
+		for _, n := range old.names {
+			if _, ok := slices.BinarySearchFunc(names, n, compareNames); !ok {
+				delete(services, n)
+				changed = append(changed, n)
+			}
+		}
+		slices.SortFunc(changed, compareNames)
+	}
+	return nextState(old, services, names, changed, cfg)
+}
+
+// sameService: a and b have the same fields and the same slices (the
+// model is immutable once published).
+func sameService(a, b *model.Service) bool {
+	return a.Namespace == b.Namespace && a.Name == b.Name && a.Exported == b.Exported && a.Imported == b.Imported &&
+		a.ClusterIP == b.ClusterIP && a.ClustersetIP == b.ClustersetIP &&
+		len(a.Ports) == len(b.Ports) && (len(a.Ports) == 0 || &a.Ports[0] == &b.Ports[0]) &&
+		len(a.Endpoints) == len(b.Endpoints) && (len(a.Endpoints) == 0 || &a.Endpoints[0] == &b.Endpoints[0])
+}
+
+func compareServiceNames(a, b *model.Service) int {
+	return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+}
+
+// rebuildState is buildState for a snapshot that is not canonical: the
+// first of each exported name counts.
+func rebuildState(old *exportState, snap *model.Snapshot, cfg *ServerConfig) *exportState {
 	services := make(map[NamespacedName]*exportEntry, len(old.services))
 	names := make([]NamespacedName, 0, len(old.names))
 	var changed []NamespacedName
@@ -102,6 +180,12 @@ func buildState(old *exportState, snap *model.Snapshot, cfg *ServerConfig) *expo
 	}
 	slices.SortFunc(changed, compareNames)
 	slices.SortFunc(names, compareNames)
+	return nextState(old, services, names, changed, cfg)
+}
+
+// nextState is the state after old with services (names: its keys,
+// sorted), changed (sorted) in the log.
+func nextState(old *exportState, services map[NamespacedName]*exportEntry, names, changed []NamespacedName, cfg *ServerConfig) *exportState {
 	st := &exportState{
 		epoch: old.epoch, rev: old.rev + 1, services: services, names: names,
 		log: append(old.log, logEntry{rev: old.rev + 1, names: changed}), floor: old.floor,

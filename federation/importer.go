@@ -69,6 +69,9 @@ type Imports struct {
 	// Localities behind peers' gateways, sorted by service, cluster and
 	// locality.
 	Localities []LocalitySummary
+
+	memo *importsMemo // an Importer's: its last MergeImports (mergeimports.go)
+	from *mergedFrom  // MergeImports': what each service was merged from
 }
 
 // Importer imports exported services from peers: one goroutine and one

@@ -26,7 +26,7 @@ func (im *Importer) merge() {
 	if nonEmpty > 1 {
 		slices.SortStableFunc(all, func(a, b *importedService) int { return compareNames(a.name, b.name) })
 	}
-	out := &Imports{Services: make([]model.Service, 0, len(all))}
+	out := &Imports{Services: make([]model.Service, 0, len(all)), memo: &importsMemo{}}
 	for i := 0; i < len(all); {
 		j := i + 1
 		for j < len(all) && all[j].name == all[i].name {

@@ -49,11 +49,12 @@ section="$(
 		echo "Target (issue 7): p99 under 300 ms: **not met in this run** ($p99 ms)."
 	fi
 	echo "Load average at the start: $load (2 cores shared with other builds and tests: the tails show it)."
-	echo "Where FederationPropagation's CPU goes (pprof, 2026-11-23): every cluster re-merges its whole model"
-	echo "and Validates it on each change (controlplane.Merger: merge.Merge + Snapshot.Validate), importers"
-	echo "re-merge every imported service (federation.MergeImports, mostly append growth), b re-translates all"
-	echo "1,000 services for its node class, and GC; three control planes share the 2 cores here, where each"
-	echo "would have its own in production. Incremental merge/translate is what would cut it."
+	echo "The change path is incremental (2026-11-23): merge.Update reuses the merged services whose inputs"
+	echo "did not change, the Merger validates only changed services, federation.MergeImports reuses unchanged"
+	echo "ones and the exporter encodes only changed services (87 -> 17 ms CPU per change, p99 1.5 s -> 0.1-0.5 s"
+	echo "on this loaded machine). What is left per change: the xDS push, ControlPlane.apply's Snapshot.Equal,"
+	echo "one copy of the service slice per stage (the model is immutable), and GC; three control planes share"
+	echo "the 2 cores here, where each would have its own in production."
 	echo
 	echo "| benchmark | results |"
 	echo "|---|---|"

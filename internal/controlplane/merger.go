@@ -38,6 +38,14 @@ type MergerOptions struct {
 // the last one emitted; nothing before the first local snapshot. The
 // ControlPlane's debounce applies to what it emits.
 //
+// Each merge redoes only what changed: merge.Update reuses the last
+// merge's services whose inputs are unchanged, the ServiceImport VIPs are
+// copied when no service's VIP inputs changed, and the comparison with
+// the last emitted model and its validation skip the services that are
+// the last model's by identity (mergecheck.go). What it emits is what a
+// merge from scratch would give: a no-op change emits nothing, and a
+// model that does not validate is rejected with Validate's full error.
+//
 // Concurrency: SetImports and SetRoutes store the newest value (atomic) and
 // wake Run, from any goroutine, never blocking; Run merges on its own
 // goroutine, so a burst of inputs costs at most one merge per wake-up.
@@ -131,7 +139,7 @@ func (m *Merger) Run(ctx context.Context, emit func(*model.Snapshot)) error {
 			m.poke()
 		})
 	}()
-	var last *model.Snapshot
+	var st mergeState
 	for {
 		select {
 		case <-ctx.Done():
@@ -139,17 +147,26 @@ func (m *Merger) Run(ctx context.Context, emit func(*model.Snapshot)) error {
 		case err := <-srcErr:
 			return err
 		case <-m.wake:
-			if s := m.merge(last); s != nil {
-				last = s
+			if s := m.merge(&st); s != nil {
 				emit(s)
 			}
 		}
 	}
 }
 
+// mergeState is what one merge leaves for the next (Run's goroutine only).
+type mergeState struct {
+	last *model.Snapshot // the last emitted (valid)
+	prev *merge.Result   // the last merge, reused by the next
+	vips *model.Snapshot // prev.Snapshot with its ClustersetIPs
+}
+
 // merge returns the merge of the current inputs, or nil when there is no
-// local snapshot yet, the merge equals last, or it does not validate.
-func (m *Merger) merge(last *model.Snapshot) *model.Snapshot {
+// local snapshot yet, the merge equals the last one emitted, or it does
+// not validate; it updates st. It merges, compares and validates only the
+// services whose inputs changed since the last merge (merge.Update;
+// mergecheck.go).
+func (m *Merger) merge(st *mergeState) *model.Snapshot {
 	local := m.local.Load()
 	if local == nil {
 		return nil
@@ -161,10 +178,17 @@ func (m *Merger) merge(last *model.Snapshot) *model.Snapshot {
 	if p := m.routes.Load(); p != nil {
 		in.Routes = *p
 	}
-	s, conflicts := merge.Merge(in)
+	r := merge.Update(st.prev, in)
+	conflicts := r.Conflicts
 	// ServiceImport VIPs, which capture-mode sidecars answer
 	// <svc>.<ns>.svc.clusterset.local with (model/vips.go).
-	s = model.WithClustersetIPs(s, model.DefaultClustersetPrefix)
+	var prevIn *model.Snapshot
+	if st.prev != nil {
+		prevIn = st.prev.Snapshot
+	}
+	s := withClustersetIPs(r.Snapshot, prevIn, st.vips)
+	st.prev, st.vips = r, s
+	last := st.last
 	if old := m.Conflicts(); !slices.Equal(old, conflicts) {
 		for _, c := range conflicts {
 			if !slices.Contains(old, c) {
@@ -175,14 +199,15 @@ func (m *Merger) merge(last *model.Snapshot) *model.Snapshot {
 		m.nConflicts.Set(float64(len(conflicts)))
 	}
 	m.importedGauge.Set(float64(len(in.Imported)))
-	if last.Equal(s) {
+	if sameModel(last, s) {
 		return nil
 	}
-	if err := s.Validate(); err != nil {
+	if err := validateChanged(s, last); err != nil {
 		m.invalid.Inc()
 		m.o.Logger.Error("model merge: the merged model does not validate (a bug); the last good one keeps serving", "err", err)
 		return nil
 	}
 	m.merges.Inc()
+	st.last = s
 	return s
 }

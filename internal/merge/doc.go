@@ -40,5 +40,16 @@
 // the output (the model is immutable once published); merge never modifies
 // its inputs.
 //
-// Concurrency: Merge holds no state and may run on any goroutine.
+// Incremental: Update(prev, in) is Merge(in) (the same snapshot and the
+// same conflicts, in the same order) that takes over from prev, the
+// Result of the last merge, every merged service whose local and
+// imported inputs are the same (Same: the same slices and fields, as a
+// source that rebuilds only what changed leaves them; else Equal), with
+// its conflicts. A change of one service then costs one service's merge,
+// and the unchanged merged services keep their slices from one snapshot
+// to the next, so later stages (the Merger's comparison and validation,
+// the xDS translator's memo) can tell them unchanged by identity.
+//
+// Concurrency: Merge and Update hold no state and may run on any
+// goroutine; a Result is immutable and may be shared.
 package merge

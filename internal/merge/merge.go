@@ -36,16 +36,56 @@ func (c Conflict) Error() string { return c.Object + ": " + c.Field + ": " + c.R
 // the rules) and lists what it left out. It never modifies in; the result
 // shares the slices it did not change with in.
 func Merge(in Inputs) (*model.Snapshot, []Conflict) {
+	r := Update(nil, in)
+	return r.Snapshot, r.Conflicts
+}
+
+// Result is one merge: the snapshot and the conflicts Merge returns, and
+// what Update needs to redo the merge for new inputs without redoing the
+// services whose inputs did not change. Immutable once returned.
+type Result struct {
+	Snapshot  *model.Snapshot
+	Conflicts []Conflict
+
+	local    *model.Snapshot
+	imported []model.Service // normalised (sorted, one per name)
+	// src[k] is where Snapshot.Services[k] came from (nil when nothing
+	// was imported: the services are then local's own slice).
+	src []source
+	// conf[k]:conf[k+1] are the conflicts of Snapshot.Services[k] in
+	// Conflicts (len(src)+1 offsets).
+	conf []int32
+}
+
+// source: indices of a merged service's inputs in Result.local.Services
+// and Result.imported; -1 when it has none there.
+type source struct{ l, im int32 }
+
+// Update is Merge(in), reusing prev (the Result of an earlier Update, or
+// nil): a merged service whose local and imported inputs are the same as
+// in prev (Same, or Equal) is prev's merged service, with prev's conflicts
+// for it, so a change of one service costs one service's merge. The
+// result equals Merge(in) field by field, conflicts included, in the same
+// order.
+func Update(prev *Result, in Inputs) *Result {
 	local := in.Local
 	out := *local // every field of the local truth, shared
+	r := &Result{Snapshot: &out, local: local}
 	var cs []Conflict
 	imp := in.Imported
 	if !sortedUniqueServices(imp) {
 		imp = normaliseImports(imp, &cs)
 	}
+	r.imported = imp
+	if prev != nil && (prev.src == nil || prev.local.Cluster != local.Cluster) {
+		prev = nil // nothing merged there, or for another cluster: nothing to reuse
+	}
 	if len(imp) > 0 {
 		ls := local.Services
 		svcs := make([]model.Service, 0, len(ls)+len(imp))
+		r.src = make([]source, 0, cap(svcs))
+		r.conf = make([]int32, 0, cap(svcs)+1)
+		k := 0 // cursor in prev's merged services
 		i, j := 0, 0
 		for i < len(ls) || j < len(imp) {
 			c := 0
@@ -57,23 +97,80 @@ func Merge(in Inputs) (*model.Snapshot, []Conflict) {
 			default:
 				c = compareServiceNames(&ls[i], &imp[j])
 			}
-			switch {
-			case c < 0:
-				svcs = append(svcs, ls[i])
+			r.conf = append(r.conf, int32(len(cs)))
+			src := source{-1, -1}
+			var l, im *model.Service
+			if c <= 0 {
+				l, src.l = &ls[i], int32(i)
 				i++
-			case c > 0:
-				svcs = append(svcs, importedOnly(&imp[j], local.Cluster, &cs))
-				j++
-			default:
-				svcs = append(svcs, combined(&ls[i], &imp[j], local.Cluster, &cs))
-				i++
+			}
+			if c >= 0 {
+				im, src.im = &imp[j], int32(j)
 				j++
 			}
+			r.src = append(r.src, src)
+			if l != nil && im == nil {
+				svcs = append(svcs, *l)
+				continue
+			}
+			if prev != nil {
+				name := l
+				if name == nil {
+					name = im
+				}
+				ps := prev.Snapshot.Services
+				for k < len(ps) && compareServiceNames(&ps[k], name) < 0 {
+					k++
+				}
+				if k < len(ps) && prev.reusable(k, l, im) {
+					svcs = append(svcs, ps[k])
+					cs = append(cs, prev.Conflicts[prev.conf[k]:prev.conf[k+1]]...)
+					continue
+				}
+			}
+			if l == nil {
+				svcs = append(svcs, importedOnly(im, local.Cluster, &cs))
+			} else {
+				svcs = append(svcs, combined(l, im, local.Cluster, &cs))
+			}
 		}
+		r.conf = append(r.conf, int32(len(cs)))
 		out.Services = svcs
 	}
 	out.Routes = mergeRoutes(local.Routes, in.Routes, &cs)
-	return &out, cs
+	r.Conflicts = cs
+	return r
+}
+
+// reusable: prev's merged service k (of the same name) came from inputs
+// the same as l and im (nil: none).
+func (prev *Result) reusable(k int, l, im *model.Service) bool {
+	s := prev.src[k]
+	if (s.l >= 0) != (l != nil) || (s.im >= 0) != (im != nil) {
+		return false
+	}
+	if l != nil && !sameOrEqual(&prev.local.Services[s.l], l) {
+		return false
+	}
+	return im == nil || sameOrEqual(&prev.imported[s.im], im)
+}
+
+func sameOrEqual(a, b *model.Service) bool { return Same(a, b) || a.Equal(b) }
+
+// Same reports whether a and b are the same service by identity: equal
+// scalar fields, and Ports and Endpoints that are the same slices (same
+// backing array and length). The model is immutable once published, so
+// Same implies Equal; it costs a few comparisons where Equal walks every
+// endpoint. Sources that rebuild only the services that changed keep the
+// other services' slices, which is what makes a change cost one service.
+func Same(a, b *model.Service) bool {
+	return a.Namespace == b.Namespace && a.Name == b.Name && a.Exported == b.Exported && a.Imported == b.Imported &&
+		a.ClusterIP == b.ClusterIP && a.ClustersetIP == b.ClustersetIP &&
+		sameSlice(a.Ports, b.Ports) && sameSlice(a.Endpoints, b.Endpoints)
+}
+
+func sameSlice[T any](a, b []T) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 // importedOnly is a service no local one shares a name with.

@@ -89,7 +89,7 @@ type classMemo struct {
 func (m *classMemo) service(sv *model.Service, cluster string, mr *meshRoutes) (*servicePieces, reuse) {
 	e := m.services[serviceKey{sv.Namespace, sv.Name}]
 	if e == nil || e.cluster != cluster || !sameShape(&e.sv, sv) || !sameClusters(e.routes, mr) ||
-		!slices.Equal(identities(&e.sv), identities(sv)) {
+		!sharesEndpoints(&e.sv, sv) && !slices.Equal(identities(&e.sv), identities(sv)) {
 		// Identities shape the clusters' mTLS SAN lists.
 		return nil, reuse{}
 	}
@@ -168,6 +168,11 @@ func (m *classMemo) sweepPorts() {
 func sameShape(a, b *model.Service) bool {
 	return a.Namespace == b.Namespace && a.Name == b.Name && a.Exported == b.Exported && a.Imported == b.Imported && slices.Equal(a.Ports, b.Ports) &&
 		a.ClusterIP == b.ClusterIP && a.ClustersetIP == b.ClustersetIP // VIPs are virtual host domains
+}
+
+// sharesEndpoints: the same endpoints slice (so the same identities too).
+func sharesEndpoints(a, b *model.Service) bool {
+	return len(a.Endpoints) == len(b.Endpoints) && (len(a.Endpoints) == 0 || &a.Endpoints[0] == &b.Endpoints[0])
 }
 
 // sameEndpoints compares the endpoints, with a shortcut for slices that
