@@ -20,7 +20,12 @@
 // the listeners and clusters name them, every response ACKed by nonce) and
 // keep, per resource, only the names it refers to. -gap (default: the
 // debounce) pauses between changes so each arrives after a quiet period.
-// -cpuprofile and -memprofile write profiles of the change phase.
+// -cpuprofile and -memprofile write profiles of the change phase
+// (-memprofile also writes F.base at the start of the changes, so
+// `go tool pprof -sample_index=alloc_objects -base F.base bench F` shows
+// what the changes alone allocated). The report gives, per change, the
+// control plane's read and write system calls (/proc/self/io), context
+// switches and Go allocations (counters.go).
 //
 // The clients run in a second process (the bench re-executes itself with
 // -client-runner and commands it over stdin/stdout, fleet.go), so the

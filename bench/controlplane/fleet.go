@@ -235,9 +235,7 @@ func startFleet(ctx context.Context, c config, addr string, logw io.Writer) (*fl
 		if c.delta {
 			args = append(args, "-delta")
 		}
-		if !c.clientBDP {
-			args = append(args, "-client-bdp=false")
-		}
+		args = append(args, "-client-bdp="+strconv.FormatBool(c.clientBDP))
 		cmd := exec.CommandContext(ctx, exe, args...)
 		cmd.Stderr = logw
 		in, err := cmd.StdinPipe()

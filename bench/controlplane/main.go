@@ -57,7 +57,7 @@ func main() {
 	flag.StringVar(&c.memprofile, "memprofile", "", "write a heap profile (live objects after the changes, before shutdown) to this file")
 	flag.BoolVar(&c.delta, "delta", false, "clients speak incremental xDS (DeltaAggregatedResources) instead of state of the world")
 	flag.BoolVar(&c.inProcess, "in-process", false, "run the simulated clients in this process (default: a second process, so CPU and memory are the control plane's alone)")
-	flag.BoolVar(&c.clientBDP, "client-bdp", true, "clients keep grpc-go's default dynamic flow-control window (BDP pings, as Causeway's sidecar does); false: a static 16 MiB window and no BDP pings, as Envoy behaves")
+	flag.BoolVar(&c.clientBDP, "client-bdp", false, "true: clients keep grpc-go's default dynamic flow-control window (BDP pings after every response, as Causeway's sidecar did until 2026-11-23); false: a static 16 MiB window and no BDP pings, as Causeway's sidecar and Envoy behave")
 	flag.StringVar(&c.runner, "client-runner", "", "internal: run only the simulated clients against this ADS address, commanded on stdin (see fleet.go)")
 	flag.Parse()
 	if c.runner != "" {
@@ -156,6 +156,7 @@ type result struct {
 	extraAcks         int
 	fleetCPU          time.Duration // the clients' process during the changes (0 with -in-process: shared)
 	fleetHWM          uint64
+	cnt0, cnt1        counters // the control plane's process, before and after the changes
 }
 
 func cpuTime() time.Duration {
@@ -288,6 +289,17 @@ func run(ctx context.Context, c config, logw io.Writer) (_ *result, err error) {
 			return nil, fmt.Errorf("-cpuprofile %s: %w", c.cpuprofile, err)
 		}
 	}
+	if c.memprofile != "" {
+		// The base for `go tool pprof -sample_index=alloc_objects -base`:
+		// what the changes alone allocated (a heap profile is as of the
+		// last GC: collect first, or the setup's last allocations count
+		// as the changes').
+		runtime.GC()
+		if err := writeHeapProfile(c.memprofile + ".base"); err != nil {
+			return nil, err
+		}
+	}
+	r.cnt0 = readCounters()
 	cur := snap
 	deadline := start.Add(c.budget)
 	for k := range c.changes {
@@ -350,6 +362,7 @@ func run(ctx context.Context, c config, logw io.Writer) (_ *result, err error) {
 		pprof.StopCPUProfile()
 	}
 	r.chgCPU = cpuTime() - r.setupCPU
+	r.cnt1 = readCounters()
 	p1 := gatherPushes(reg)
 	r.pushes = map[string]float64{}
 	for k, v := range p1 {

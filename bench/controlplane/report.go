@@ -40,8 +40,8 @@ func (r *result) markdown(c config) string {
 	if c.inProcess {
 		flagDelta += " -in-process"
 	}
-	if !c.clientBDP {
-		flagDelta += " -client-bdp=false"
+	if c.clientBDP {
+		flagDelta += " -client-bdp"
 	}
 	p("Command: `go run ./bench/controlplane -services %d -endpoints-per-service %d -clients %d -changes %d -debounce %s -gap %s%s`  \n",
 		c.services, c.eps, c.clients, c.changes, c.debounce, c.gap, flagDelta)
@@ -66,6 +66,7 @@ func (r *result) markdown(c config) string {
 		who = "control plane and clients (-in-process)"
 	}
 	p("| CPU during the changes, %s | %s (%s per change) |\n", who, r.chgCPU.Round(time.Millisecond), perChange.Round(100*time.Microsecond))
+	p("| per change, %s: system calls, context switches, Go allocations | %s |\n", who, r.cnt0.perChange(r.cnt1, c.changes-r.skipped))
 	p("| peak RSS (VmHWM) / peak live heap / live heap after GC, %s | %s / %s / %s |\n", who, mib(r.peakRSS), mib(r.peakHeap), mib(r.heapAfter))
 	if !c.inProcess {
 		fleetPer := time.Duration(0)

@@ -59,6 +59,7 @@ import (
 type resourceCache struct {
 	hash cachev3.NodeHash
 	subs *subTable // delta streams' subscriptions, shared by content (deltasub.go)
+	push *pusher   // sends delta streams' pushes after a publish (deltapush.go)
 
 	mu      sync.RWMutex // delta streams compute their responses under RLock (delta.go)
 	keys    map[string]*keyState
@@ -130,6 +131,9 @@ type typeState struct {
 	// renamed: the set of names differs from the previous state's (only
 	// then can a reference between types break).
 	renamed bool
+	// pushes memoises, per pushKey, the response of a delta stream that
+	// was up to date with the state before this one (codec.go).
+	pushes sync.Map // pushKey → *sharedPush
 }
 
 type sotwWatch struct {
@@ -154,7 +158,7 @@ type deltaWatch struct {
 const syncedKey = ""
 
 func newResourceCache(hash cachev3.NodeHash) *resourceCache {
-	return &resourceCache{hash: hash, keys: map[string]*keyState{}, subs: newSubTable()}
+	return &resourceCache{hash: hash, keys: map[string]*keyState{}, subs: newSubTable(), push: newPusher()}
 }
 
 func (c *resourceCache) keyLocked(key string) *keyState {
@@ -297,7 +301,7 @@ func (c *resourceCache) setLocked(key string, next [numTypes]*typeState, version
 			}
 		}
 	}
-	k.wakeLocked()
+	k.wakeLocked(c.push)
 }
 
 // forgetLocked drops key's resources; open watches stay open (their

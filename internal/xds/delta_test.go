@@ -275,7 +275,7 @@ func deltaBench(b *testing.B, n int) (*resourceCache, *deltaConn, []string, func
 	c.mu.Lock()
 	c.setLocked("k", next, "1")
 	c.mu.Unlock()
-	st := &deltaConn{key: "k", wake: make(chan struct{}, 1)}
+	st := &deltaConn{key: "k"}
 	c.register(st)
 	if resp := c.deltaRequest(st, ti, &discoverygrpc.DeltaDiscoveryRequest{TypeUrl: resourcev3.EndpointType, ResourceNamesSubscribe: names}); len(resp.GetResources()) != n {
 		b.Fatalf("first response: %d resources, want %d", len(resp.GetResources()), n)

@@ -24,9 +24,16 @@
 // (translator.go) is Translate with memory per node class, so an unchanged
 // service keeps its messages and costs Publish nothing.
 //
+// Delta pushes after a publish are sent by a few push workers (deltapush.go),
+// not by each stream's goroutine, and a push that many streams share is
+// marshalled once (codec.go): the server installs its own gRPC codec
+// (protobuf, plus those shared bytes), so Options.GRPCOptions must not
+// replace it (grpc.ForceServerCodec / ForceServerCodecV2).
+//
 // Server is safe for concurrent use: SetResources may be called from any
 // goroutine; each call publishes one consistent snapshot, and the cache
-// pushes only the resource types whose version changed.
+// pushes only the resource types whose version changed. Stop waits for the
+// push workers.
 package xds
 
 import (
@@ -76,7 +83,9 @@ type Server struct {
 type Options struct {
 	Address   string // default 127.0.0.1:0
 	Callbacks serverv3.Callbacks
-	// GRPCOptions are passed to grpc.NewServer (credentials, limits).
+	// GRPCOptions are passed to grpc.NewServer (credentials, limits),
+	// after the server's own; they must not set a codec (see the package
+	// doc).
 	GRPCOptions []grpc.ServerOption
 	// SnapshotKey maps a connecting node to the key its resources are
 	// published under (default: the node id). The control plane keys by
@@ -109,7 +118,7 @@ func NewServer(o Options) (*Server, error) {
 	}
 	srv := serverv3.NewServer(context.Background(), s.cache, o.Callbacks)
 	// Incremental ADS is Causeway's own (delta.go); the rest is go-control-plane's.
-	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(s.grpc, adsServer{Server: srv, delta: &deltaServer{cache: s.cache, callbacks: o.Callbacks}})
+	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(s.grpc, adsServer{Server: srv, delta: &deltaServer{cache: s.cache, callbacks: o.Callbacks, sawResponses: wantsResponses(o.Callbacks)}})
 	listenerservice.RegisterListenerDiscoveryServiceServer(s.grpc, srv)
 	routeservice.RegisterRouteDiscoveryServiceServer(s.grpc, srv)
 	clusterservice.RegisterClusterDiscoveryServiceServer(s.grpc, srv)
@@ -212,6 +221,7 @@ func (s *Server) Forget(node string) {
 func (s *Server) Stop() error {
 	s.grpc.Stop()
 	<-s.done
+	s.cache.push.wait() // push workers finish their (non-blocking) sends
 	if errors.Is(s.serveErr, grpc.ErrServerStopped) {
 		return nil
 	}
