@@ -13,9 +13,11 @@
 // plane calls it when the bundle set changes.
 //
 // Nodes are learnt from the first request of each stream. A node whose
-// metadata is missing or wrong (xds.NodeFromProto) is refused: the stream
+// metadata is missing or wrong (xds.NodeFromProtoLocating) is refused: the stream
 // ends with codes.InvalidArgument and the reason, and the refusal is logged
-// and counted. A NACK is logged with the node id, type and error, and
+// and counted. A node that sends no locality gets its pod's node's from
+// Options.Locate when set (Kubernetes mode: discovery.Kubernetes), else is
+// refused. A NACK is logged with the node id, type and error, and
 // counted by type and node. When the last node of a class goes, the
 // class's snapshot is forgotten.
 //
@@ -23,7 +25,11 @@
 // federates or runs the Gateway API controller: it wraps the discovery
 // source and emits internal/merge's merge of the local snapshot, the
 // federation imports (SetImports) and the route tables (SetRoutes) each
-// time an input changes and the merge differs. Federation (federation.go)
+// time an input changes and the merge differs; it merges
+// incrementally (merge.Update), and compares and validates only the
+// services that are not the last emitted model's by identity
+// (mergecheck.go), so a change of one service costs about one service.
+// Federation (federation.go)
 // is one control plane's federation side on the trust plane: the exporter
 // fed with local snapshots (MergerOptions.OnLocal = Federation.Update),
 // one importer per peer (their imports merged, then OnImports =
