@@ -12,9 +12,19 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/causewaymesh/causeway/internal/testcluster"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// client-go's (TestRunKubernetes): process-wide, not ours to stop.
+		goleak.IgnoreTopFunction("k8s.io/klog/v2.(*flushDaemon).run.func1"),
+		goleak.IgnoreAnyFunction("k8s.io/client-go/util/workqueue.(*Typed[...]).updateUnfinishedWorkLoop"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
+	)
+}
 
 func ds(ms ...int) []time.Duration {
 	out := make([]time.Duration, len(ms))
@@ -199,4 +209,51 @@ func TestRunSmall(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRunKubernetes is a smoke test of -source kubernetes: a real etcd and
+// kube-apiserver, the informer source behind a Merger, each change one
+// EndpointSlice Update, every client ACKing it (delta clients, in this
+// process).
+func TestRunKubernetes(t *testing.T) {
+	testcluster.RequireBinaries(t, false)
+	if testing.Short() {
+		t.Skip("-short: starts etcd and kube-apiserver")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := config{services: 6, eps: 3, clients: 3, changes: 3, debounce: 0, delta: true, source: sourceKubernetes,
+		setupTimeout: 60 * time.Second, changeTimeout: 10 * time.Second, budget: 150 * time.Second, connectParallel: 2, inProcess: true}
+	r, err := run(ctx, c, testWriter{t})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.converged) != c.changes || r.timeouts != 0 || len(r.acks) != c.changes*c.clients || r.extraAcks != 0 || len(r.clientErrs) != 0 {
+		t.Fatalf("converged %d timeouts %d acks %d extra %d errs %v", len(r.converged), r.timeouts, len(r.acks), r.extraAcks, r.clientErrs)
+	}
+	for i := range r.converged {
+		if r.emitted[i] <= 0 || r.emitted[i] > r.converged[i] || r.updated[i] <= 0 {
+			t.Errorf("change %d: Update returned after %v, model emitted after %v, converged after %v: want 0 < emitted <= converged", i, r.updated[i], r.emitted[i], r.converged[i])
+		}
+	}
+	// 3 changes may take less than one 10 ms clock tick of CPU: only
+	// check that both processes were found.
+	if _, ok := r.kubeCPU["kube-apiserver"]; !ok || r.kubeHWM["kube-apiserver"] == 0 || r.kubeHWM["etcd"] == 0 {
+		t.Errorf("kube-apiserver and etcd not found among the bench's children: CPU %v, peak RSS %v", r.kubeCPU, r.kubeHWM)
+	}
+	md := r.markdown(c)
+	for _, want := range []string{"-source kubernetes", "EndpointSlice Update call", "3 / 0 / 0", "kube-apiserver / etcd"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md)
+		}
+	}
+}
+
+// testWriter logs each write through t.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(b []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimRight(string(b), "\n"))
+	return len(b), nil
 }

@@ -5,8 +5,19 @@
 // being offered to the control plane (controlplane.Offer) to every affected
 // client having ACKed an EDS response that contains the change.
 //
-// Not measured: the Kubernetes apiserver → informer → model latency (the
-// informer source is not used); the clock starts at Offer.
+// By default (-source offer) the Kubernetes apiserver → informer → model
+// latency is not measured: the informer source is not used and the clock
+// starts at Offer. With -source kubernetes (kube.go) it is: the bench
+// starts a real etcd and kube-apiserver (internal/testcluster), creates the
+// model as Nodes (one per zone, topology labels), Namespaces, Services and
+// one EndpointSlice per Service with client-go, and runs the source
+// `causeway control-plane --source kubernetes` runs (discovery.Kubernetes
+// behind a controlplane.Merger; no MCS writer). The clients connect once
+// the control plane serves the complete model; each change is one
+// EndpointSlice Update, and the clock starts just before the Update call.
+// kube-apiserver's and etcd's CPU and peak RSS are reported apart (they
+// are the bench's child processes, read from /proc); the cluster is
+// stopped when the run ends, on error or interrupt too.
 //
 // The clients behave like a sidecar: LDS and CDS wildcard, then RDS for
 // the route names the listeners name and EDS for the clusters' service

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/causewaymesh/causeway/discovery"
 	"github.com/causewaymesh/causeway/internal/controlplane"
 	"github.com/causewaymesh/causeway/internal/model"
 	"github.com/causewaymesh/causeway/internal/xds"
@@ -38,6 +39,7 @@ type config struct {
 	delta, inProcess                bool
 	clientBDP                       bool
 	runner                          string // -client-runner: the ADS address to run the fleet against
+	source                          string // -source: sourceOffer or sourceKubernetes (kube.go)
 }
 
 func main() {
@@ -58,6 +60,7 @@ func main() {
 	flag.BoolVar(&c.delta, "delta", false, "clients speak incremental xDS (DeltaAggregatedResources) instead of state of the world")
 	flag.BoolVar(&c.inProcess, "in-process", false, "run the simulated clients in this process (default: a second process, so CPU and memory are the control plane's alone)")
 	flag.BoolVar(&c.clientBDP, "client-bdp", false, "true: clients keep grpc-go's default dynamic flow-control window (BDP pings after every response, as Causeway's sidecar did until 2026-11-23); false: a static 16 MiB window and no BDP pings, as Causeway's sidecar and Envoy behave")
+	flag.StringVar(&c.source, "source", sourceOffer, `where the model changes come from: "offer" (the bench hands snapshots to controlplane.Offer; the clock starts there) or "kubernetes" (a real etcd and kube-apiserver from internal/testcluster, the informer source behind a Merger as in `+"`causeway control-plane --source kubernetes`"+`; each change is one EndpointSlice Update and the clock starts just before it)`)
 	flag.StringVar(&c.runner, "client-runner", "", "internal: run only the simulated clients against this ADS address, commanded on stdin (see fleet.go)")
 	flag.Parse()
 	if c.runner != "" {
@@ -76,10 +79,21 @@ func main() {
 		fmt.Fprintln(os.Stderr, "controlplane bench: -services, -endpoints-per-service, -clients and -changes must be at least 1")
 		os.Exit(2)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.budget+15*time.Second)
+	if c.source != sourceOffer && c.source != sourceKubernetes {
+		fmt.Fprintf(os.Stderr, "controlplane bench: -source %q: want %q or %q\n", c.source, sourceOffer, sourceKubernetes)
+		os.Exit(2)
+	}
+	// Interrupted, run still stops everything it started (the cluster of
+	// -source kubernetes included).
+	sctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(sctx, c.budget+15*time.Second)
 	defer cancel()
 	res, err := run(ctx, c, os.Stderr)
 	if err != nil {
+		if sctx.Err() != nil {
+			err = fmt.Errorf("interrupted, everything started was stopped: %w", err)
+		}
 		fmt.Fprintln(os.Stderr, "controlplane bench:", err)
 		os.Exit(1)
 	}
@@ -157,6 +171,15 @@ type result struct {
 	fleetCPU          time.Duration // the clients' process during the changes (0 with -in-process: shared)
 	fleetHWM          uint64
 	cnt0, cnt1        counters // the control plane's process, before and after the changes
+	// -source kubernetes: the cluster's start and the objects' creation
+	// (part of setup), and the etcd and kube-apiserver processes' CPU
+	// during the changes and peak RSS.
+	kubeStart, kubeCreate time.Duration
+	kubeCPU               map[string]time.Duration
+	kubeHWM               map[string]uint64
+	// -source kubernetes, per converged change: the Update call's return
+	// and the new model leaving the Merger, from just before the Update.
+	updated, emitted []time.Duration
 }
 
 func cpuTime() time.Duration {
@@ -232,13 +255,34 @@ func run(ctx context.Context, c config, logw io.Writer) (_ *result, err error) {
 		debounce = -1
 	}
 	reg := prometheus.NewRegistry()
+	var (
+		src    discovery.Source = offerOnly{}
+		locate xds.PodLocator
+		kb     *kubeBench
+		stamp  *stampedSource
+	)
+	if c.source == sourceKubernetes {
+		if kb, err = startKube(ctx, c, logf); err != nil {
+			return nil, err
+		}
+		defer kb.close() // after the control plane and the fleet (deferred below) have stopped
+		r.kubeStart, r.kubeCreate = kb.started, kb.created
+		logger := slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: slog.LevelError}))
+		m, k, err := kb.source(logger)
+		if err != nil {
+			return nil, fmt.Errorf("-source kubernetes: %w", err)
+		}
+		stamp = &stampedSource{src: m}
+		src, locate = stamp, k
+	}
 	cp, err := controlplane.New(controlplane.Options{Cluster: clusterName, Network: "net1", XDSAddress: "127.0.0.1:0",
-		Debounce: debounce, Registry: reg, Logger: slog.New(slog.DiscardHandler)})
+		Debounce: debounce, Registry: reg, Logger: slog.New(slog.DiscardHandler), Locate: locate})
 	if err != nil {
 		return nil, err
 	}
-	cp.Offer(snap)
-	src := offerOnly{}
+	if kb == nil {
+		cp.Offer(snap)
+	}
 	cpDone := make(chan error, 1)
 	go func() { cpDone <- cp.Run(ctx, src) }()
 	defer func() {
@@ -248,6 +292,14 @@ func run(ctx context.Context, c config, logw io.Writer) (_ *result, err error) {
 		}
 		bg.Wait()
 	}()
+	if kb != nil {
+		// The clients connect once the model is complete, so that the
+		// first full EDS they ACK is the whole model.
+		if err := waitModel(ctx, cp, c, min(c.setupTimeout, c.budget), cpDone); err != nil {
+			return nil, err
+		}
+		logf("kubernetes: the control plane serves the full model after %s", time.Since(start).Round(time.Millisecond))
+	}
 
 	// Clients: the fleet (fleet.go), in a second process unless -in-process.
 	fl, err := startFleet(ctx, c, cp.Addr(), logw)
@@ -300,6 +352,10 @@ func run(ctx context.Context, c config, logw io.Writer) (_ *result, err error) {
 		}
 	}
 	r.cnt0 = readCounters()
+	var kube0 map[string]procStat
+	if kb != nil {
+		kube0 = childStats()
+	}
 	cur := snap
 	deadline := start.Add(c.budget)
 	for k := range c.changes {
@@ -334,7 +390,15 @@ func run(ctx context.Context, c config, logw io.Writer) (_ *result, err error) {
 		n, _ := strconv.Atoi(l[2])
 		next := withChange(cur, svc, addr)
 		t0 := time.Now().UnixNano() // wall clock: the fleet's ACK times are wall clock too
-		cp.Offer(next)
+		var updated time.Duration
+		if kb != nil {
+			if err := kb.change(ctx, svc, addr); err != nil {
+				return nil, fmt.Errorf("change %d: %w", k, err)
+			}
+			updated = time.Duration(time.Now().UnixNano() - t0)
+		} else {
+			cp.Offer(next)
+		}
 		cur = next
 		l, err = fl.next(ctx, "result", wait+10*time.Second)
 		if err != nil {
@@ -357,12 +421,23 @@ func run(ctx context.Context, c config, logw io.Writer) (_ *result, err error) {
 			continue
 		}
 		r.converged = append(r.converged, conv)
+		if kb != nil {
+			r.updated = append(r.updated, updated)
+			r.emitted = append(r.emitted, time.Duration(stamp.last.Load()-t0))
+		}
 	}
 	if c.cpuprofile != "" {
 		pprof.StopCPUProfile()
 	}
 	r.chgCPU = cpuTime() - r.setupCPU
 	r.cnt1 = readCounters()
+	if kb != nil {
+		r.kubeCPU, r.kubeHWM = map[string]time.Duration{}, map[string]uint64{}
+		for n, s := range childStats() {
+			r.kubeCPU[n] = s.cpu - kube0[n].cpu
+			r.kubeHWM[n] = s.hwm
+		}
+	}
 	p1 := gatherPushes(reg)
 	r.pushes = map[string]float64{}
 	for k, v := range p1 {
@@ -405,6 +480,32 @@ func run(ctx context.Context, c config, logw io.Writer) (_ *result, err error) {
 	}
 	logf("changes: %d done, %d timed out; shutting down", len(r.converged), r.timeouts)
 	return r, nil
+}
+
+// waitModel waits until the control plane serves every service of c with
+// all its endpoints.
+func waitModel(ctx context.Context, cp *controlplane.ControlPlane, c config, timeout time.Duration, cpDone chan error) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	limit := time.NewTimer(timeout)
+	defer limit.Stop()
+	for !modelComplete(cp.Model(), c) {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case e := <-cpDone:
+			cpDone <- e // for the deferred shutdown
+			return fmt.Errorf("-source kubernetes: the control plane stopped before serving the full model: %w", e)
+		case <-limit.C:
+			n := 0
+			if m := cp.Model(); m != nil {
+				n = len(m.Services)
+			}
+			return fmt.Errorf("-source kubernetes: the control plane serves %d services, not all %d with %d endpoints each, after %s (raise -setup-timeout)", n, c.services, c.eps, timeout)
+		case <-t.C:
+		}
+	}
+	return nil
 }
 
 func firstN(s []string, n int) []string { return s[:min(n, len(s))] }

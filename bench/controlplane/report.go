@@ -43,16 +43,31 @@ func (r *result) markdown(c config) string {
 	if c.clientBDP {
 		flagDelta += " -client-bdp"
 	}
+	clock := "Offer → last affected ACK"
+	if c.source == sourceKubernetes {
+		flagDelta = " -source kubernetes" + flagDelta
+		clock = "EndpointSlice Update call → last affected ACK"
+	}
 	p("Command: `go run ./bench/controlplane -services %d -endpoints-per-service %d -clients %d -changes %d -debounce %s -gap %s%s`  \n",
 		c.services, c.eps, c.clients, c.changes, c.debounce, c.gap, flagDelta)
 	p("Machine: %s, %d CPUs (GOMAXPROCS %d), %s, %s, %s.\n\n", cpuModel(), r.nproc, r.gomaxprocs, runtime.GOOS+"/"+runtime.GOARCH, runtime.Version(), time.Now().UTC().Format("2006-01-02 15:04 UTC"))
 	p("| | |\n|---|---|\n")
 	p("| model | %d services × %d endpoints = %d endpoints |\n", c.services, c.eps, c.services*c.eps)
 	p("| clients | %d (gRPC ADS on 127.0.0.1, one connection each, %s) |\n", c.clients, mode)
-	p("| setup (connect + first full EDS ACKed by all) | %s, process CPU %s |\n", r.setup.Round(time.Millisecond), r.setupCPU.Round(time.Millisecond))
+	if c.source == sourceKubernetes {
+		p("| source | kube-apiserver + etcd (internal/testcluster, %s), informers (discovery.Kubernetes) → Merger → control plane |\n", "Kubernetes "+testclusterVersion)
+		p("| setup (cluster start %s, Services and EndpointSlices created %s, model complete, connect + first full EDS ACKed by all) | %s, bench process CPU %s |\n",
+			r.kubeStart.Round(time.Millisecond), r.kubeCreate.Round(time.Millisecond), r.setup.Round(time.Millisecond), r.setupCPU.Round(time.Millisecond))
+	} else {
+		p("| setup (connect + first full EDS ACKed by all) | %s, process CPU %s |\n", r.setup.Round(time.Millisecond), r.setupCPU.Round(time.Millisecond))
+	}
 	p("| changes converged / timed out / not run (-max-duration) | %d / %d / %d |\n", len(r.converged), r.timeouts, r.skipped)
-	p("| convergence p50 / p99 / max (Offer → last affected ACK) | %s / %s / %s |\n",
+	p("| convergence p50 / p99 / max (%s) | %s / %s / %s |\n", clock,
 		ms(percentile(r.converged, 50)), ms(percentile(r.converged, 99)), ms(percentile(r.converged, 100)))
+	if c.source == sourceKubernetes {
+		p("| of which: Update call returned / new model out of the Merger (to the control plane's debounce), p50 / p99 | %s / %s; %s / %s |\n",
+			ms(percentile(r.updated, 50)), ms(percentile(r.updated, 99)), ms(percentile(r.emitted, 50)), ms(percentile(r.emitted, 99)))
+	}
 	p("| per-client ACK p50 / p99 (%d ACKs) | %s / %s |\n", len(r.acks), ms(percentile(r.acks, 50)), ms(percentile(r.acks, 99)))
 	p("| affected clients per change | %.0f |\n", float64(r.affected)/float64(max(c.changes-r.skipped, 1)))
 	p("| node pushes during the changes (lds/rds/cds/eds) | %.0f / %.0f / %.0f / %.0f |\n", r.pushes["lds"], r.pushes["rds"], r.pushes["cds"], r.pushes["eds"])
@@ -65,6 +80,9 @@ func (r *result) markdown(c config) string {
 	if c.inProcess {
 		who = "control plane and clients (-in-process)"
 	}
+	if c.source == sourceKubernetes {
+		who = strings.Replace(who, "control plane alone", "bench process: control plane, informers, client-go writes", 1)
+	}
 	p("| CPU during the changes, %s | %s (%s per change) |\n", who, r.chgCPU.Round(time.Millisecond), perChange.Round(100*time.Microsecond))
 	p("| per change, %s: system calls, context switches, Go allocations | %s |\n", who, r.cnt0.perChange(r.cnt1, c.changes-r.skipped))
 	p("| peak RSS (VmHWM) / peak live heap / live heap after GC, %s | %s / %s / %s |\n", who, mib(r.peakRSS), mib(r.peakHeap), mib(r.heapAfter))
@@ -74,6 +92,12 @@ func (r *result) markdown(c config) string {
 			fleetPer = r.fleetCPU / time.Duration(n)
 		}
 		p("| the clients' process: CPU during the changes / peak RSS | %s (%s per change) / %s |\n", r.fleetCPU.Round(time.Millisecond), fleetPer.Round(100*time.Microsecond), mib(r.fleetHWM))
+	}
+	if c.source == sourceKubernetes {
+		n := time.Duration(max(c.changes-r.skipped, 1))
+		p("| kube-apiserver / etcd: CPU during the changes / peak RSS | %s (%s per change) / %s; %s (%s per change) / %s |\n",
+			r.kubeCPU["kube-apiserver"].Round(time.Millisecond), (r.kubeCPU["kube-apiserver"] / n).Round(100*time.Microsecond), mib(r.kubeHWM["kube-apiserver"]),
+			r.kubeCPU["etcd"].Round(time.Millisecond), (r.kubeCPU["etcd"] / n).Round(100*time.Microsecond), mib(r.kubeHWM["etcd"]))
 	}
 	if len(r.clientErrs) > 0 || r.extraAcks > 0 {
 		p("| client errors / unexpected ACKs | %d / %d: %s |\n", len(r.clientErrs), r.extraAcks, strings.Join(firstN(r.clientErrs, 2), "; "))
