@@ -75,6 +75,36 @@ type BuildOptions struct {
 // without slices has no endpoints. A Service's ClusterIP is spec.clusterIP
 // when it is an IP literal (not "None", not empty; see serviceVIP).
 func Build(objs *Objects, o BuildOptions) *model.Snapshot {
+	return BuildWith(objs, o, nil)
+}
+
+// BuildMemo lets BuildWith take over, from its last call, each service
+// whose inputs are the same objects (the informer caches' pointers: a
+// changed object is a new pointer) as then: its Service, its
+// EndpointSlices, whether it is exported, and every Node and Pod (a Pod
+// or Node change rebuilds every service, as they may touch any endpoint's
+// locality or identity). A taken-over service shares its slices with the
+// previous snapshot, so later stages can tell it did not change by
+// identity. The zero value is ready; one goroutine at a time.
+type BuildMemo struct {
+	o        BuildOptions
+	nodes    []*corev1.Node
+	pods     []*corev1.Pod
+	services map[[2]string]memoService
+	// Reused and Built count the last call's services.
+	Reused, Built int
+}
+
+type memoService struct {
+	svc      *corev1.Service
+	slices   []*discoveryv1.EndpointSlice
+	exported bool
+	built    model.Service
+}
+
+// BuildWith is Build, reusing what memo (nil: none) kept from its last
+// call; the result is the same as Build's.
+func BuildWith(objs *Objects, o BuildOptions, memo *BuildMemo) *model.Snapshot {
 	s := &model.Snapshot{Cluster: o.Cluster, Network: o.Network, TrustDomain: o.TrustDomain}
 	for _, ns := range objs.Namespaces {
 		s.Namespaces = append(s.Namespaces, ns.Name)
@@ -82,45 +112,99 @@ func Build(objs *Objects, o BuildOptions) *model.Snapshot {
 			s.PermissiveNamespaces = append(s.PermissiveNamespaces, ns.Name)
 		}
 	}
-	nodes := make(map[string]*corev1.Node, len(objs.Nodes))
-	for _, n := range objs.Nodes {
-		nodes[n.Name] = n
-	}
-	pods := make(map[[2]string]*corev1.Pod, len(objs.Pods))
-	podsByIP := make(map[[2]string]*corev1.Pod, len(objs.Pods))
-	for _, p := range objs.Pods {
-		pods[[2]string{p.Namespace, p.Name}] = p
-		for _, ip := range p.Status.PodIPs {
-			podsByIP[[2]string{p.Namespace, ip.IP}] = p
-		}
-		if p.Status.PodIP != "" {
-			podsByIP[[2]string{p.Namespace, p.Status.PodIP}] = p
-		}
-	}
 	exported := make(map[[2]string]bool, len(objs.ServiceExports))
 	for _, e := range objs.ServiceExports {
 		exported[[2]string{e.Namespace, e.Name}] = true
 	}
-	index := make(map[[2]string]int, len(objs.Services))
-	for _, svc := range objs.Services {
-		key := [2]string{svc.Namespace, svc.Name}
-		ms := model.Service{Namespace: svc.Namespace, Name: svc.Name, Exported: exported[key], ClusterIP: serviceVIP(svc)}
-		for _, p := range svc.Spec.Ports {
-			proto := model.Protocol(p.Protocol)
-			if proto == "" {
-				proto = model.TCP
-			}
-			ms.Ports = append(ms.Ports, model.ServicePort{Name: p.Name, Port: uint32(p.Port), Protocol: proto, AppProtocol: deref(p.AppProtocol)})
-		}
-		index[key] = len(s.Services)
-		s.Services = append(s.Services, ms)
-	}
+	bySvc := make(map[[2]string][]*discoveryv1.EndpointSlice, len(objs.Services))
 	for _, sl := range objs.EndpointSlices {
-		i, ok := index[[2]string{sl.Namespace, sl.Labels[discoveryv1.LabelServiceName]}]
-		if !ok || sl.AddressType == discoveryv1.AddressTypeFQDN {
+		if sl.AddressType == discoveryv1.AddressTypeFQDN {
 			continue
 		}
-		ms := &s.Services[i]
+		key := [2]string{sl.Namespace, sl.Labels[discoveryv1.LabelServiceName]}
+		bySvc[key] = append(bySvc[key], sl)
+	}
+	var prev map[[2]string]memoService
+	if memo != nil {
+		if memo.services != nil && memo.o == o && slices.Equal(memo.nodes, objs.Nodes) && slices.Equal(memo.pods, objs.Pods) {
+			prev = memo.services
+		}
+		memo.o, memo.nodes, memo.pods = o, slices.Clone(objs.Nodes), slices.Clone(objs.Pods)
+		memo.services = make(map[[2]string]memoService, len(objs.Services))
+		memo.Reused, memo.Built = 0, 0
+	}
+	var ix *buildIndex // made when a service needs building
+	if len(objs.Services) > 0 {
+		s.Services = make([]model.Service, 0, len(objs.Services))
+	}
+	for _, svc := range objs.Services {
+		key := [2]string{svc.Namespace, svc.Name}
+		sls, exp := bySvc[key], exported[key]
+		if m, ok := prev[key]; ok && m.svc == svc && m.exported == exp && slices.Equal(m.slices, sls) {
+			s.Services = append(s.Services, m.built)
+			memo.services[key] = m
+			memo.Reused++
+			continue
+		}
+		if ix == nil {
+			ix = newBuildIndex(objs)
+		}
+		ms := buildService(svc, sls, exp, ix, o)
+		s.Services = append(s.Services, ms)
+		if memo != nil {
+			memo.services[key] = memoService{svc: svc, slices: sls, exported: exp, built: ms}
+			memo.Built++
+		}
+	}
+	for _, p := range objs.AuthorizationPolicies {
+		if mp, err := policy.ToModel(p); err == nil {
+			s.Policies = append(s.Policies, mp)
+		}
+	}
+	s.CanonicalizeAround()
+	return s
+}
+
+// buildIndex finds an endpoint's Node and Pod.
+type buildIndex struct {
+	nodes    map[string]*corev1.Node
+	pods     map[[2]string]*corev1.Pod
+	podsByIP map[[2]string]*corev1.Pod
+}
+
+func newBuildIndex(objs *Objects) *buildIndex {
+	ix := &buildIndex{
+		nodes:    make(map[string]*corev1.Node, len(objs.Nodes)),
+		pods:     make(map[[2]string]*corev1.Pod, len(objs.Pods)),
+		podsByIP: make(map[[2]string]*corev1.Pod, len(objs.Pods)),
+	}
+	for _, n := range objs.Nodes {
+		ix.nodes[n.Name] = n
+	}
+	for _, p := range objs.Pods {
+		ix.pods[[2]string{p.Namespace, p.Name}] = p
+		for _, ip := range p.Status.PodIPs {
+			ix.podsByIP[[2]string{p.Namespace, ip.IP}] = p
+		}
+		if p.Status.PodIP != "" {
+			ix.podsByIP[[2]string{p.Namespace, p.Status.PodIP}] = p
+		}
+	}
+	return ix
+}
+
+// buildService builds one canonical service from its Service and its
+// EndpointSlices (in order).
+func buildService(svc *corev1.Service, sls []*discoveryv1.EndpointSlice, exported bool, ix *buildIndex, o BuildOptions) model.Service {
+	ms := model.Service{Namespace: svc.Namespace, Name: svc.Name, Exported: exported, ClusterIP: serviceVIP(svc)}
+	for _, p := range svc.Spec.Ports {
+		proto := model.Protocol(p.Protocol)
+		if proto == "" {
+			proto = model.TCP
+		}
+		ms.Ports = append(ms.Ports, model.ServicePort{Name: p.Name, Port: uint32(p.Port), Protocol: proto, AppProtocol: deref(p.AppProtocol)})
+	}
+	for _, sl := range sls {
 		var ports []model.EndpointPort
 		for _, p := range sl.Ports {
 			if p.Port == nil {
@@ -132,7 +216,7 @@ func Build(objs *Objects, o BuildOptions) *model.Snapshot {
 			var pod *corev1.Pod
 			if r := ep.TargetRef; r != nil && r.Kind == "Pod" {
 				ns := cmp.Or(r.Namespace, sl.Namespace)
-				pod = pods[[2]string{ns, r.Name}]
+				pod = ix.pods[[2]string{ns, r.Name}]
 			}
 			ready := ep.Conditions.Ready == nil || *ep.Conditions.Ready
 			serving := ready
@@ -143,12 +227,12 @@ func Build(objs *Objects, o BuildOptions) *model.Snapshot {
 			for _, addr := range ep.Addresses {
 				p := pod
 				if p == nil {
-					p = podsByIP[[2]string{sl.Namespace, addr}]
+					p = ix.podsByIP[[2]string{sl.Namespace, addr}]
 				}
 				me := model.Endpoint{
 					Address: canonicalIP(addr), Ports: slices.Clone(ports),
 					Cluster: o.Cluster, Network: o.Network,
-					Locality: locality(ep, sl, p, nodes),
+					Locality: locality(ep, sl, p, ix.nodes),
 					Ready:    ready, Serving: serving, Terminating: terminating, Weight: 1,
 				}
 				if p != nil {
@@ -164,19 +248,12 @@ func Build(objs *Objects, o BuildOptions) *model.Snapshot {
 			}
 		}
 	}
-	for _, p := range objs.AuthorizationPolicies {
-		if mp, err := policy.ToModel(p); err == nil {
-			s.Policies = append(s.Policies, mp)
-		}
-	}
-	s.Canonicalize()
+	ms.Canonicalize()
 	// The same address and ports may appear in two slices of one service
 	// (Kubernetes allows it during slice churn): keep one, preferring a
 	// ready copy.
-	for i := range s.Services {
-		s.Services[i].Endpoints = dedupEndpoints(s.Services[i].Endpoints)
-	}
-	return s
+	ms.Endpoints = dedupEndpoints(ms.Endpoints)
+	return ms
 }
 
 func dedupEndpoints(eps []model.Endpoint) []model.Endpoint {

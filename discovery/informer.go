@@ -59,6 +59,12 @@ type Kubernetes struct {
 	// podlocality.go).
 	located atomic.Pointer[podNodeListers]
 
+	// memo and valid are rebuild's (Run's goroutine): the services built
+	// last time and the validation of each cached object, by pointer, so
+	// a change rebuilds and revalidates only what changed.
+	memo  BuildMemo
+	valid map[any][]FieldProblem
+
 	mu       sync.Mutex
 	problems []Problem
 }
@@ -280,7 +286,9 @@ func (k *Kubernetes) Run(ctx context.Context, emit func(*model.Snapshot)) error 
 		if err != nil {
 			return err
 		}
-		if err := s.Validate(); err != nil {
+		// Only the services BuildWith rebuilt are validated again (last
+		// was valid; the others are the same slices).
+		if err := s.ValidateChanged(last); err != nil {
 			// Build only sees validated objects, so this is a bug.
 			k.o.Logger.Error("kubernetes source: the model built from the apiserver is invalid (a bug); keeping the last good snapshot", "err", err)
 			continue
@@ -350,11 +358,16 @@ func (k *Kubernetes) servesServiceExports() (bool, error) {
 
 // keepValid lists one cache and keeps the objects that pass validate; the
 // others go to report.
-func keepValid[T named](report func(string, named, []FieldProblem) bool, kind string, list func() ([]T, error), validate func(T) []FieldProblem) ([]T, error) {
+func keepValid[T named](report func(string, named, []FieldProblem) bool, kind string, list func() ([]T, error), validate func(T) []FieldProblem, seen, next map[any][]FieldProblem) ([]T, error) {
 	all, err := list()
 	var out []T
 	for _, o := range all {
-		if report(kind, o, validate(o)) {
+		fps, ok := seen[o] // the same cached object: the same verdict
+		if !ok {
+			fps = validate(o)
+		}
+		next[o] = fps
+		if report(kind, o, fps) {
 			out = append(out, o)
 		}
 	}
@@ -384,23 +397,25 @@ func (k *Kubernetes) rebuild(l *listers) (*model.Snapshot, error) {
 		return false
 	}
 	var err error
-	objs.Namespaces, err = keepValid(report, "Namespace", l.namespaces, validateNamespace)
+	seen, next := k.valid, make(map[any][]FieldProblem, len(k.valid))
+	objs.Namespaces, err = keepValid(report, "Namespace", l.namespaces, validateNamespace, seen, next)
 	errs = append(errs, err)
-	objs.Services, err = keepValid(report, "Service", l.services, validateService)
+	objs.Services, err = keepValid(report, "Service", l.services, validateService, seen, next)
 	errs = append(errs, err)
-	objs.EndpointSlices, err = keepValid(report, "EndpointSlice", l.slices, validateEndpointSlice)
+	objs.EndpointSlices, err = keepValid(report, "EndpointSlice", l.slices, validateEndpointSlice, seen, next)
 	errs = append(errs, err)
-	objs.Nodes, err = keepValid(report, "Node", l.nodes, validateNode)
+	objs.Nodes, err = keepValid(report, "Node", l.nodes, validateNode, seen, next)
 	errs = append(errs, err)
-	objs.Pods, err = keepValid(report, "Pod", l.pods, validatePod)
+	objs.Pods, err = keepValid(report, "Pod", l.pods, validatePod, seen, next)
 	errs = append(errs, err)
-	objs.ServiceExports, err = keepValid(report, "ServiceExport", l.exports, validateServiceExport)
+	objs.ServiceExports, err = keepValid(report, "ServiceExport", l.exports, validateServiceExport, seen, next)
 	errs = append(errs, err)
-	objs.AuthorizationPolicies, err = keepValid(report, policy.Kind, l.policies, validateAuthorizationPolicy)
+	objs.AuthorizationPolicies, err = keepValid(report, policy.Kind, l.policies, validateAuthorizationPolicy, seen, next)
 	errs = append(errs, err)
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("kubernetes source: listing the informer caches: %w", err)
 	}
+	k.valid = next
 	// Listers return map order; Build's output is canonical, but sort the
 	// slices too so that "first one wins" choices inside Build (a Pod IP
 	// shared by two pods) do not depend on map order.
@@ -417,7 +432,7 @@ func (k *Kubernetes) rebuild(l *listers) (*model.Snapshot, error) {
 		return cmp.Or(cmp.Compare(a.Object, b.Object), cmp.Compare(a.Field, b.Field))
 	})
 	k.setProblems(problems)
-	return Build(&objs, k.o.BuildOptions), nil
+	return BuildWith(&objs, k.o.BuildOptions, &k.memo), nil
 }
 
 // stripManagedFields drops metadata.managedFields (often most of an

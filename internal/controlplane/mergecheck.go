@@ -1,7 +1,6 @@
 package controlplane
 
 import (
-	"cmp"
 	"slices"
 
 	"github.com/causewaymesh/causeway/internal/merge"
@@ -31,49 +30,16 @@ func sameModel(last, s *model.Snapshot) bool {
 }
 
 // withoutServices is a shallow copy of s without its services, for
-// comparing and validating everything else.
+// comparing everything else.
 func withoutServices(s *model.Snapshot) *model.Snapshot {
 	c := *s
 	c.Services = nil
 	return &c
 }
 
-// validateChanged is s.Validate() when last (nil: none) was valid: it
-// validates everything but the services, their order, and the services
-// not Same as last's service of the same name. On any error it returns
-// s.Validate()'s, so the error names the same objects and indices.
-func validateChanged(s, last *model.Snapshot) error {
-	if last == nil {
-		return s.Validate()
-	}
-	if withoutServices(s).Validate() != nil {
-		return s.Validate()
-	}
-	var changed []model.Service
-	k := 0
-	for i := range s.Services {
-		sv := &s.Services[i]
-		if i > 0 && cmp.Or(cmp.Compare(s.Services[i-1].Namespace, sv.Namespace), cmp.Compare(s.Services[i-1].Name, sv.Name)) >= 0 {
-			return s.Validate() // duplicate or out of order
-		}
-		for k < len(last.Services) && cmp.Or(cmp.Compare(last.Services[k].Namespace, sv.Namespace), cmp.Compare(last.Services[k].Name, sv.Name)) < 0 {
-			k++
-		}
-		if k < len(last.Services) && merge.Same(&last.Services[k], sv) {
-			continue
-		}
-		changed = append(changed, *sv)
-	}
-	if len(changed) == 0 {
-		return nil
-	}
-	part := withoutServices(s)
-	part.Services = changed
-	if part.Validate() != nil {
-		return s.Validate()
-	}
-	return nil
-}
+// validateChanged is s.ValidateChanged(last): s.Validate() at the cost of
+// the services not Same as last's.
+func validateChanged(s, last *model.Snapshot) error { return s.ValidateChanged(last) }
 
 // vipInputs: what model.WithClustersetIPs decides a service's VIP by (its
 // name, its VIPs and whether it needs a ClustersetIP) is the same in a and

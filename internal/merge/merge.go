@@ -157,21 +157,9 @@ func (prev *Result) reusable(k int, l, im *model.Service) bool {
 
 func sameOrEqual(a, b *model.Service) bool { return Same(a, b) || a.Equal(b) }
 
-// Same reports whether a and b are the same service by identity: equal
-// scalar fields, and Ports and Endpoints that are the same slices (same
-// backing array and length). The model is immutable once published, so
-// Same implies Equal; it costs a few comparisons where Equal walks every
-// endpoint. Sources that rebuild only the services that changed keep the
-// other services' slices, which is what makes a change cost one service.
-func Same(a, b *model.Service) bool {
-	return a.Namespace == b.Namespace && a.Name == b.Name && a.Exported == b.Exported && a.Imported == b.Imported &&
-		a.ClusterIP == b.ClusterIP && a.ClustersetIP == b.ClustersetIP &&
-		sameSlice(a.Ports, b.Ports) && sameSlice(a.Endpoints, b.Endpoints)
-}
-
-func sameSlice[T any](a, b []T) bool {
-	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
-}
+// Same is model.Service.Same: a and b are the same service by identity
+// (the same slices), which an incremental merge of unchanged inputs gives.
+func Same(a, b *model.Service) bool { return a.Same(b) }
 
 // importedOnly is a service no local one shares a name with.
 func importedOnly(im *model.Service, cluster string, cs *[]Conflict) model.Service {

@@ -145,6 +145,29 @@ func (s *Snapshot) Service(namespace, name string) (*Service, bool) {
 // Canonicalize sorts every slice of s in place. Sources call it once before
 // publishing; Equal and String assume it.
 func (s *Snapshot) Canonicalize() {
+	for i := range s.Services {
+		s.Services[i].Canonicalize()
+	}
+	s.CanonicalizeAround()
+}
+
+// Canonicalize sorts the service's ports, its endpoints and their ports
+// (Snapshot.Canonicalize does it for every service).
+func (sv *Service) Canonicalize() {
+	slices.SortFunc(sv.Ports, func(a, b ServicePort) int {
+		return cmp.Or(cmp.Compare(a.Port, b.Port), cmp.Compare(a.Protocol, b.Protocol), cmp.Compare(a.Name, b.Name))
+	})
+	for j := range sv.Endpoints {
+		slices.SortFunc(sv.Endpoints[j].Ports, func(a, b EndpointPort) int { return cmp.Compare(a.Name, b.Name) })
+	}
+	slices.SortFunc(sv.Endpoints, compareEndpoints)
+}
+
+// CanonicalizeAround is Canonicalize for a snapshot whose services are each
+// canonical already (Service.Canonicalize): it orders the services and
+// canonicalizes everything else, and never writes inside a service, whose
+// slices may be shared with another snapshot.
+func (s *Snapshot) CanonicalizeAround() {
 	slices.Sort(s.Namespaces)
 	s.Namespaces = slices.Compact(s.Namespaces)
 	slices.Sort(s.PermissiveNamespaces)
@@ -152,16 +175,6 @@ func (s *Snapshot) Canonicalize() {
 	slices.SortFunc(s.Services, func(a, b Service) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
-	for i := range s.Services {
-		sv := &s.Services[i]
-		slices.SortFunc(sv.Ports, func(a, b ServicePort) int {
-			return cmp.Or(cmp.Compare(a.Port, b.Port), cmp.Compare(a.Protocol, b.Protocol), cmp.Compare(a.Name, b.Name))
-		})
-		for j := range sv.Endpoints {
-			slices.SortFunc(sv.Endpoints[j].Ports, func(a, b EndpointPort) int { return cmp.Compare(a.Name, b.Name) })
-		}
-		slices.SortFunc(sv.Endpoints, compareEndpoints)
-	}
 	slices.SortFunc(s.Routes, CompareRouteTables)
 	for i := range s.Policies {
 		s.Policies[i].canonicalize()
@@ -193,7 +206,8 @@ func (a *Snapshot) Equal(b *Snapshot) bool {
 func (a *Service) Equal(b *Service) bool {
 	return a.Namespace == b.Namespace && a.Name == b.Name && a.Exported == b.Exported && a.Imported == b.Imported &&
 		a.ClusterIP == b.ClusterIP && a.ClustersetIP == b.ClustersetIP && slices.Equal(a.Ports, b.Ports) &&
-		slices.EqualFunc(a.Endpoints, b.Endpoints, func(x, y Endpoint) bool { return x.Equal(&y) })
+		(sameSlice(a.Endpoints, b.Endpoints) || // the same immutable endpoints (Same)
+			slices.EqualFunc(a.Endpoints, b.Endpoints, func(x, y Endpoint) bool { return x.Equal(&y) }))
 }
 
 // Equal reports whether two endpoints are the same.
