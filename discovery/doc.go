@@ -15,7 +15,9 @@
 //     folder.go for the error contract.
 //   - Kubernetes (informer.go): client-go shared informers on a
 //     kube-apiserver. It fills the same Objects, applies the same checks
-//     and calls the same Build, so both sources produce the same model.
+//     and calls the same Build, so both sources produce the same model
+//     (BuildWith with a BuildMemo: only the services whose objects changed
+//     are built again; the same result as Build).
 //     PodLocality (podlocality.go) answers, from its caches, the locality
 //     of a pod as Build would give its endpoints: the control plane's
 //     xds.PodLocator for sidecars that send none.
