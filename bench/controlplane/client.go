@@ -86,7 +86,7 @@ func (c *client) run(ctx context.Context, conn grpc.ClientConnInterface, tr *tra
 	if err := send(resourcev3.ClusterType, false); err != nil {
 		return c.ended(ctx, err)
 	}
-	readyDone := false
+	readyDone, edsDone, rdsDone := false, false, false
 	for {
 		resp, err := stream.Recv()
 		if err != nil {
@@ -138,7 +138,16 @@ func (c *client) run(ctx context.Context, conn grpc.ClientConnInterface, tr *tra
 		if hit != nil {
 			hit.ack(c.id, now)
 		}
-		if typ == resourcev3.EndpointType && !readyDone && len(s.names) > 0 && len(resp.GetResources()) == len(s.names) {
+		// Ready once both leaves of the tree are complete: routes and
+		// endpoints are requested independently (after the listeners and
+		// the clusters), so either may come last.
+		switch {
+		case typ == resourcev3.EndpointType && len(s.names) > 0 && len(resp.GetResources()) == len(s.names):
+			edsDone = true
+		case typ == resourcev3.RouteType && len(s.names) > 0 && len(resp.GetResources()) == len(s.names):
+			rdsDone = true
+		}
+		if !readyDone && edsDone && rdsDone {
 			readyDone = true
 			close(c.ready)
 		}

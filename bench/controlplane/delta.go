@@ -120,7 +120,12 @@ func (c *client) runDelta(ctx context.Context, conn grpc.ClientConnInterface, tr
 		if hit != nil {
 			hit.ack(c.id, now)
 		}
-		if typ == resourcev3.EndpointType && !readyDone && len(s.subscribed) > 0 && len(s.have) == len(s.subscribed) {
+		// Ready once both leaves of the tree are complete: routes and
+		// endpoints are subscribed independently (after the listeners and
+		// the clusters), so either may come last.
+		complete := func(s *deltaType) bool { return len(s.subscribed) > 0 && len(s.have) == len(s.subscribed) }
+		if (typ == resourcev3.EndpointType || typ == resourcev3.RouteType) && !readyDone &&
+			complete(st[resourcev3.EndpointType]) && complete(st[resourcev3.RouteType]) {
 			readyDone = true
 			close(c.ready)
 		}
