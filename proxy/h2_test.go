@@ -95,3 +95,41 @@ func TestConnectionLostRetriedWithoutBudget(t *testing.T) {
 		t.Errorf("retries_total{reason=reset} = %v, want %d", retries, n)
 	}
 }
+
+// TestPeerProxyFailureRetried: a 503 that another Causeway proxy answered
+// itself because it could not reach its application (x-causeway-flags UF:
+// connect failure; UR: its connection died) is retried on another endpoint
+// like the failure it reports; an application's own 503 is not (no
+// 5xx in the policy).
+func TestPeerProxyFailureRetried(t *testing.T) {
+	for _, tc := range []struct {
+		name, flags, want string
+	}{
+		{"peer could not connect to its app", "UF", "200 b "},
+		{"peer's app connection died", "UR", "200 b "},
+		{"peer gave up after its retries", "UF,URX", "200 b "},
+		{"the application's own 503", "", "503 "},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := hbackend(t, "a", true, func(w http.ResponseWriter, r *http.Request) {
+				if tc.flags != "" {
+					w.Header().Set("x-causeway-flags", tc.flags)
+				}
+				w.WriteHeader(http.StatusServiceUnavailable)
+			})
+			b := newBackend(t, "b", true)
+			rp := &config.RetryPolicy{On: config.RetryConnectFailure | config.RetryReset, NumRetries: 1}
+			s := newSnap().
+				httpListener("out", retryRoute(rp, 10*time.Second)).
+				cluster(&config.Cluster{Name: "svc", Protocol: config.HTTP2}, loc("r1", "z1", 0, a.addr()), loc("r1", "z2", 1, b.addr()))
+			_, addr := start(t, s)
+			r := get(t, client(t), "http://"+addr("out")+"/")
+			if got := strconv.Itoa(r.code) + " " + r.body; !strings.HasPrefix(got, tc.want) {
+				t.Errorf("got %q, want %q...", got, tc.want)
+			}
+			if a.hits.Load() != 1 {
+				t.Errorf("endpoint a got %d requests, want 1", a.hits.Load())
+			}
+		})
+	}
+}

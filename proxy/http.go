@@ -493,6 +493,12 @@ func (x *exchange) try(ctx context.Context, u *upstream, host *lb.Host, retry *c
 	if perTry != nil {
 		perTry.Stop()
 	}
+	if err == nil && resp.StatusCode == http.StatusServiceUnavailable {
+		if c, ok := peerFailure(resp.Header.Get("x-causeway-flags")); ok {
+			host.End(lb.GatewayFailure)
+			return resp, c, nil
+		}
+	}
 	if err == nil {
 		switch {
 		case resp.StatusCode >= 500:
@@ -550,6 +556,32 @@ func (x *exchange) try(ctx context.Context, u *upstream, host *lb.Host, retry *c
 }
 
 var errPendingOverflow = errors.New("cluster pending-request limit reached (circuit breaker max_pending_requests)")
+
+// peerFailure classifies a 503 that another Causeway proxy answered itself
+// (its x-causeway-flags) because it could not reach its own upstream — for
+// a sidecar, its application: as a connect failure when nothing reached
+// the application (UF, UH), as a lost connection when the application's
+// connection failed under the request (UR, UC: it died). Either way the
+// endpoint is failing, as if the caller had tried it directly, and the
+// request is retried on another one by the same rules.
+func peerFailure(flags string) (tryClass, bool) {
+	if flags == "" {
+		return tryClass{}, false
+	}
+	lost := false
+	for f := range strings.SplitSeq(flags, ",") {
+		switch f {
+		case "UF", "UH":
+			return tryClass{on: config.RetryConnectFailure, flag: flagConnectFailure, reason: "connect_failure"}, true
+		case "UR", "UC":
+			lost = true
+		}
+	}
+	if lost {
+		return tryClass{on: config.RetryReset, flag: flagUpstreamReset, reason: "reset", lost: true}, true
+	}
+	return tryClass{}, false
+}
 
 // connectionLost reports whether err says the connection failed under the
 // request, rather than the upstream resetting this one stream: the peer
