@@ -130,7 +130,8 @@ func (t *translator) attachGateway(rt *route, pr gatewayv1.ParentReference, ns, 
 			continue
 		}
 		p := listenerParent(g, ls)
-		ts := t.table(tableKey{kind: model.ParentGateway, ns: p.Namespace, name: p.Name, listener: p.Listener, port: p.Port}, p)
+		ts := t.table(tableKey{kind: model.ParentGateway, ns: p.Namespace, name: p.Name, listener: p.Listener, port: p.Port,
+			protocol: string(p.Protocol), hostname: p.Hostname, certs: strings.Join(p.CertificateRefs, ",")}, p)
 		t.add(ts, rt, hosts)
 	}
 	switch {

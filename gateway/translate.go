@@ -90,6 +90,10 @@ type tableKey struct {
 	ns, name, listener string
 	port               uint32
 	consumer           string
+	// The rest of a listener's parent: two listeners that share a name
+	// (invalid, but a folder is not validated by an apiserver) still get
+	// a table each, whatever order their routes come in.
+	protocol, hostname, certs string
 }
 
 type tableState struct {

@@ -279,7 +279,10 @@ type TLSRoute struct {
 func CompareRouteTables(a, b RouteTable) int {
 	x, y := a.Parent, b.Parent
 	return cmp.Or(cmp.Compare(x.Kind, y.Kind), cmp.Compare(x.Namespace, y.Namespace), cmp.Compare(x.Name, y.Name),
-		cmp.Compare(x.Listener, y.Listener), cmp.Compare(x.Port, y.Port), cmp.Compare(x.ConsumerNamespace, y.ConsumerNamespace))
+		cmp.Compare(x.Listener, y.Listener), cmp.Compare(x.Port, y.Port), cmp.Compare(x.ConsumerNamespace, y.ConsumerNamespace),
+		// Listeners that share a name (invalid, but possible in a folder)
+		// are still ordered.
+		cmp.Compare(x.Protocol, y.Protocol), cmp.Compare(x.Hostname, y.Hostname), slices.Compare(x.CertificateRefs, y.CertificateRefs))
 }
 
 // Equal reports whether two tables are the same.
