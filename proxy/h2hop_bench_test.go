@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"net"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -46,28 +45,5 @@ func meshPair(tb testing.TB) {
 // takes (without TLS). allocs/op are both proxies'.
 func BenchmarkProxyMeshH2C(b *testing.B) {
 	meshPair(b)
-	c, err := net.Dial("tcp", meshOutboundAddr)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
-	req := []byte("GET /bench HTTP/1.1\r\nHost: bench.local\r\nUser-Agent: loadgen\r\n\r\n")
-	buf := make([]byte, 4096)
-	for range 2 * h2Conns { // open every h2 connection
-		if _, err := c.Write(req); err != nil {
-			b.Fatal(err)
-		}
-		if err := readOneResponse(c, buf); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := c.Write(req); err != nil {
-			b.Fatal(err)
-		}
-		if err := readOneResponse(c, buf); err != nil {
-			b.Fatal(err)
-		}
-	}
+	benchKeepAliveGets(b, meshOutboundAddr, 2*h2Conns) // opens every h2 connection
 }

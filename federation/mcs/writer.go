@@ -327,6 +327,35 @@ func (r *reconciler) serviceImports(ctx context.Context, want []Import) []error 
 	return problems
 }
 
+// updateImport writes one part of *cur (set, through update: the spec or
+// the status subresource) until same says it matches im, reading the
+// object again after a write conflict; *cur follows the apiserver's copy.
+func (r *reconciler) updateImport(ctx context.Context, c interface {
+	Get(context.Context, string, metav1.GetOptions) (*mcsv1alpha1.ServiceImport, error)
+}, cur **mcsv1alpha1.ServiceImport, im *Import, verb string,
+	same func(*mcsv1alpha1.ServiceImport, *Import) bool, set func(*mcsv1alpha1.ServiceImport),
+	update func(context.Context, *mcsv1alpha1.ServiceImport, metav1.UpdateOptions) (*mcsv1alpha1.ServiceImport, error)) error {
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if same(*cur, im) {
+			return nil
+		}
+		o := (*cur).DeepCopy()
+		set(o)
+		upd, err := update(ctx, o, metav1.UpdateOptions{})
+		if err == nil {
+			r.w.writes.WithLabelValues("ServiceImport", verb).Inc()
+			*cur = upd
+			return nil
+		}
+		if apierrors.IsConflict(err) {
+			if fresh, gerr := c.Get(ctx, im.Service.Name, metav1.GetOptions{}); gerr == nil {
+				*cur = fresh
+			}
+		}
+		return err
+	})
+}
+
 func owned(o *mcsv1alpha1.ServiceImport) bool { return o.Labels[ManagedByLabel] == ManagedByValue }
 
 // applyImport creates or updates the ServiceImport of im; cur is the
@@ -360,50 +389,12 @@ func (r *reconciler) applyImport(ctx context.Context, im *Import, cur *mcsv1alph
 	}
 	// Spec, then status (a subresource), each only when it differs; on a
 	// conflict, read again and compare again.
-	if !specEqual(cur, im) {
-		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-			o := cur.DeepCopy()
-			setSpec(o, im)
-			upd, err := c.Update(ctx, o, metav1.UpdateOptions{})
-			if err == nil {
-				r.w.writes.WithLabelValues("ServiceImport", "update").Inc()
-				cur = upd
-				return nil
-			}
-			if apierrors.IsConflict(err) {
-				if fresh, gerr := c.Get(ctx, im.Service.Name, metav1.GetOptions{}); gerr == nil {
-					cur = fresh
-				}
-			}
-			return err
-		})
-		if err != nil {
-			return fmt.Errorf("ServiceImport %s: update spec: %w", im.Service, err)
-		}
+	if err := r.updateImport(ctx, c, &cur, im, "update", specEqual, func(o *mcsv1alpha1.ServiceImport) { setSpec(o, im) }, c.Update); err != nil {
+		return fmt.Errorf("ServiceImport %s: update spec: %w", im.Service, err)
 	}
-	if !statusEqual(cur, im) {
-		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-			if statusEqual(cur, im) {
-				return nil
-			}
-			o := cur.DeepCopy()
-			o.Status.Clusters = clusterStatuses(im.Clusters)
-			upd, err := c.UpdateStatus(ctx, o, metav1.UpdateOptions{})
-			if err == nil {
-				r.w.writes.WithLabelValues("ServiceImport", "update_status").Inc()
-				cur = upd
-				return nil
-			}
-			if apierrors.IsConflict(err) {
-				if fresh, gerr := c.Get(ctx, im.Service.Name, metav1.GetOptions{}); gerr == nil {
-					cur = fresh
-				}
-			}
-			return err
-		})
-		if err != nil {
-			return fmt.Errorf("ServiceImport %s: update status.clusters: %w", im.Service, err)
-		}
+	setStatus := func(o *mcsv1alpha1.ServiceImport) { o.Status.Clusters = clusterStatuses(im.Clusters) }
+	if err := r.updateImport(ctx, c, &cur, im, "update_status", statusEqual, setStatus, c.UpdateStatus); err != nil {
+		return fmt.Errorf("ServiceImport %s: update status.clusters: %w", im.Service, err)
 	}
 	return nil
 }
