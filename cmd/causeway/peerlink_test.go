@@ -8,11 +8,9 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -68,29 +66,7 @@ func startLinkPlane(t *testing.T, dir, name, ip string) {
 		"--network", "flat", "--poll", "50ms", "--xds", ip + ":15010", "--admin", ip + ":15011", "--mtls",
 		"--ca-dir", filepath.Join(dir, name, "ca"), "--tokens-file", filepath.Join(dir, name, "tokens.txt"),
 		"--svid-listen", ip + ":15012", "--bundle-listen", ip + ":15013", "--federation-listen", ip + ":15014"}
-	log, err := os.Create(filepath.Join(dir, name+".log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), execMainEnv+"=1")
-	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	err = cmd.Start()
-	log.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		timer := time.AfterFunc(5*time.Second, func() { _ = cmd.Process.Kill() })
-		_ = cmd.Wait()
-		timer.Stop()
-		if t.Failed() {
-			b, _ := os.ReadFile(filepath.Join(dir, name+".log"))
-			t.Logf("%s's log:\n%s", name, b)
-		}
-	})
+	startProcess(t, filepath.Join(dir, name+".log"), args...) // mcs_test.go
 }
 
 func adminGet(ip, path string) (string, error) {

@@ -28,7 +28,8 @@
 // time an input changes and the merge differs; it merges
 // incrementally (merge.Update), and compares and validates only the
 // services that are not the last emitted model's by identity
-// (mergecheck.go), so a change of one service costs about one service.
+// (Snapshot.Equal, Snapshot.ValidateChanged), so a change of one service
+// costs about one service.
 // Federation (federation.go)
 // is one control plane's federation side on the trust plane: the exporter
 // fed with local snapshots (MergerOptions.OnLocal = Federation.Update),

@@ -3,43 +3,8 @@ package controlplane
 import (
 	"slices"
 
-	"github.com/causewaymesh/causeway/internal/merge"
 	"github.com/causewaymesh/causeway/internal/model"
 )
-
-// The Merger's two checks of a merged snapshot s against the last one it
-// emitted, at the cost of the services that changed: a service Same as
-// last's (merge.Same: the same slices, which is what an incremental merge
-// of unchanged inputs gives) is neither compared endpoint by endpoint nor
-// validated again, since last was valid.
-
-// sameModel is last.Equal(s), with merge.Same as the shortcut per service.
-func sameModel(last, s *model.Snapshot) bool {
-	if last == nil || s == nil {
-		return last == s
-	}
-	if len(last.Services) != len(s.Services) || !withoutServices(last).Equal(withoutServices(s)) {
-		return false
-	}
-	for i := range s.Services {
-		if a, b := &last.Services[i], &s.Services[i]; !merge.Same(a, b) && !a.Equal(b) {
-			return false
-		}
-	}
-	return true
-}
-
-// withoutServices is a shallow copy of s without its services, for
-// comparing everything else.
-func withoutServices(s *model.Snapshot) *model.Snapshot {
-	c := *s
-	c.Services = nil
-	return &c
-}
-
-// validateChanged is s.ValidateChanged(last): s.Validate() at the cost of
-// the services not Same as last's.
-func validateChanged(s, last *model.Snapshot) error { return s.ValidateChanged(last) }
 
 // vipInputs: what model.WithClustersetIPs decides a service's VIP by (its
 // name, its VIPs and whether it needs a ClustersetIP) is the same in a and

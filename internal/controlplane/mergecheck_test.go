@@ -32,7 +32,7 @@ func edit(s *model.Snapshot, i int, f func(*model.Service)) *model.Snapshot {
 	return &c
 }
 
-// TestValidateChanged: with a valid last model, validateChanged(s) is
+// TestValidateChanged: with a valid last model, s.ValidateChanged(last) is
 // s.Validate(): nil, or the very same error.
 func TestValidateChanged(t *testing.T) {
 	last := checkSnap(5)
@@ -63,19 +63,21 @@ func TestValidateChanged(t *testing.T) {
 		}(), last: last, wrong: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, want := validateChanged(tc.s, tc.last), tc.s.Validate()
+			got, want := tc.s.ValidateChanged(tc.last), tc.s.Validate()
 			if (want != nil) != tc.wrong {
 				t.Fatalf("test case: Validate() = %v", want)
 			}
 			if fmt.Sprint(got) != fmt.Sprint(want) {
-				t.Fatalf("validateChanged = %v\nValidate      = %v", got, want)
+				t.Fatalf("ValidateChanged = %v\nValidate        = %v", got, want)
 			}
 		})
 	}
 }
 
-// TestSameModel: sameModel is Snapshot.Equal.
-func TestSameModel(t *testing.T) {
+// TestEqualWithSharedSlices: Snapshot.Equal, which stops at endpoints the
+// two models share (an incremental merge's unchanged services), still
+// tells every change, and equal copies, apart.
+func TestEqualWithSharedSlices(t *testing.T) {
 	last := checkSnap(4)
 	deep := edit(last, -1, nil)
 	for i := range deep.Services {
@@ -84,22 +86,23 @@ func TestSameModel(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		a, b *model.Snapshot
+		want bool
 	}{
-		{"same services", last, edit(last, -1, nil)},
-		{"equal services in new slices", last, deep},
-		{"an endpoint changed", last, edit(last, 1, func(sv *model.Service) { sv.Endpoints[0].Ready = false })},
-		{"a VIP assigned", last, edit(last, 1, func(sv *model.Service) { sv.ClustersetIP = "240.240.0.9" })},
-		{"a service less", last, func() *model.Snapshot { c := edit(last, -1, nil); c.Services = c.Services[1:]; return c }()},
+		{"same services", last, edit(last, -1, nil), true},
+		{"equal services in new slices", last, deep, true},
+		{"an endpoint changed", last, edit(last, 1, func(sv *model.Service) { sv.Endpoints[0].Ready = false }), false},
+		{"a VIP assigned", last, edit(last, 1, func(sv *model.Service) { sv.ClustersetIP = "240.240.0.9" }), false},
+		{"a service less", last, func() *model.Snapshot { c := edit(last, -1, nil); c.Services = c.Services[1:]; return c }(), false},
 		{"routes", last, func() *model.Snapshot {
 			c := edit(last, -1, nil)
 			c.Routes = []model.RouteTable{{Parent: model.RouteParent{Kind: model.ParentService, Namespace: "shop", Name: "svc-00", Port: 80}}}
 			return c
-		}()},
-		{"nil and one", nil, last},
-		{"nil and nil", nil, nil},
+		}(), false},
+		{"nil and one", nil, last, false},
+		{"nil and nil", nil, nil, true},
 	} {
-		if got, want := sameModel(tc.a, tc.b), tc.a.Equal(tc.b); got != want {
-			t.Errorf("%s: sameModel = %t, Equal = %t", tc.name, got, want)
+		if got := tc.a.Equal(tc.b); got != tc.want {
+			t.Errorf("%s: Equal = %t, want %t", tc.name, got, tc.want)
 		}
 	}
 }

@@ -42,7 +42,7 @@ type MergerOptions struct {
 // merge's services whose inputs are unchanged, the ServiceImport VIPs are
 // copied when no service's VIP inputs changed, and the comparison with
 // the last emitted model and its validation skip the services that are
-// the last model's by identity (mergecheck.go). What it emits is what a
+// the last model's by identity (Snapshot.Equal, ValidateChanged). What it emits is what a
 // merge from scratch would give: a no-op change emits nothing, and a
 // model that does not validate is rejected with Validate's full error.
 //
@@ -165,7 +165,7 @@ type mergeState struct {
 // local snapshot yet, the merge equals the last one emitted, or it does
 // not validate; it updates st. It merges, compares and validates only the
 // services whose inputs changed since the last merge (merge.Update;
-// mergecheck.go).
+// Snapshot.Equal and ValidateChanged stop at shared services).
 func (m *Merger) merge(st *mergeState) *model.Snapshot {
 	local := m.local.Load()
 	if local == nil {
@@ -199,10 +199,12 @@ func (m *Merger) merge(st *mergeState) *model.Snapshot {
 		m.nConflicts.Set(float64(len(conflicts)))
 	}
 	m.importedGauge.Set(float64(len(in.Imported)))
-	if sameModel(last, s) {
+	// Both stop at the services s shares with last (merge.Update keeps
+	// unchanged ones): a change costs the services it touched.
+	if last.Equal(s) {
 		return nil
 	}
-	if err := validateChanged(s, last); err != nil {
+	if err := s.ValidateChanged(last); err != nil {
 		m.invalid.Inc()
 		m.o.Logger.Error("model merge: the merged model does not validate (a bug); the last good one keeps serving", "err", err)
 		return nil
