@@ -71,8 +71,10 @@ e2e:
 bench: build
 	bash bench/run.sh
 
-# Regenerates trust/trustpb (hack/genproto.sh: Debian's protoc 3.21.12,
-# protoc-gen-go and protoc-gen-go-grpc pinned, in bin/), byte for byte.
+# Regenerates trust/trustpb, federation/federationpb and the sidecar's lean
+# xDS messages in proxy/leanxds (hack/genproto.sh: Debian's protoc 3.21.12,
+# protoc-gen-go, protoc-gen-go-grpc and protoc-gen-validate pinned, in bin/),
+# byte for byte.
 generate:
 	$(GO) generate ./...
 

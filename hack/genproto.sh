@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# genproto.sh regenerates the committed Go code of Causeway's protobuf APIs.
+# genproto.sh regenerates the committed Go code of Causeway's protobuf APIs,
+# and the sidecar's lean xDS messages (proxy/leanxds, by hack/leanxds).
 # The output is reproducible byte for byte: the generator versions are pinned
 # below (protoc-gen-go at the google.golang.org/protobuf version in go.mod),
 # built into bin/, and the protoc version is checked.
@@ -42,6 +43,12 @@ install_tool() { # name, package@version, expected --version output
 }
 install_tool protoc-gen-go "google.golang.org/protobuf/cmd/protoc-gen-go@$PROTOBUF_VERSION" "protoc-gen-go $PROTOBUF_VERSION"
 install_tool protoc-gen-go-grpc "google.golang.org/grpc/cmd/protoc-gen-go-grpc@$PROTOC_GEN_GO_GRPC_VERSION" "protoc-gen-go-grpc ${PROTOC_GEN_GO_GRPC_VERSION#v}"
+# protoc-gen-validate has no --version: its build info names the version.
+PGV_VERSION="$("$GO" list -m -f '{{.Version}}' github.com/envoyproxy/protoc-gen-validate)"
+if [[ "$("$GO" version -m "$BIN/protoc-gen-validate" 2>/dev/null | awk '$1 == "mod" {print $3}')" != "$PGV_VERSION" ]]; then
+	echo "genproto: installing github.com/envoyproxy/protoc-gen-validate@$PGV_VERSION into $BIN" >&2
+	GOBIN="$BIN" "$GO" install "github.com/envoyproxy/protoc-gen-validate@$PGV_VERSION"
+fi
 
 out="$ROOT"
 if [[ "${1:-}" == "--check" ]]; then
@@ -59,6 +66,7 @@ fi
 
 if [[ "${1:-}" == "--check" ]]; then
 	status=0
+	"$GO" run ./hack/leanxds -bin "$BIN" -check || status=1
 	for p in "${PROTOS[@]}"; do
 		base="${p%.proto}"
 		for f in "$base.pb.go" "${base}_grpc.pb.go"; do
@@ -70,3 +78,4 @@ if [[ "${1:-}" == "--check" ]]; then
 	done
 	exit "$status"
 fi
+"$GO" run ./hack/leanxds -bin "$BIN"

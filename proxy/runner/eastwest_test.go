@@ -4,9 +4,8 @@ import (
 	"strings"
 	"testing"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-
 	"github.com/causewaymesh/causeway/eastwest"
+	corev3 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/config/core/v3"
 )
 
 // TestEastWestConfig: east-west mode needs --inbound-ip, refuses inbound

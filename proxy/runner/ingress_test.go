@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	corev3 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/config/core/v3"
 )
 
 func TestIngressMode(t *testing.T) {

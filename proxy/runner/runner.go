@@ -21,8 +21,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
@@ -32,6 +30,7 @@ import (
 	"github.com/causewaymesh/causeway/proxy"
 	"github.com/causewaymesh/causeway/proxy/admin"
 	"github.com/causewaymesh/causeway/proxy/config"
+	corev3 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/config/core/v3"
 	"github.com/causewaymesh/causeway/proxy/telemetry"
 	"github.com/causewaymesh/causeway/proxy/xdsclient"
 	"github.com/causewaymesh/causeway/trust"

@@ -11,12 +11,12 @@ import (
 	"strconv"
 	"strings"
 
-	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"go.yaml.in/yaml/v3"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/causewaymesh/causeway/proxy/config"
+	"github.com/causewaymesh/causeway/proxy/leanxds"
+	bootstrapv3 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/config/bootstrap/v3"
+	corev3 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/config/core/v3"
 )
 
 // Bootstrap is what the proxy needs from an Envoy v3 bootstrap file.
@@ -44,7 +44,7 @@ func LoadBootstrap(path string) (*Bootstrap, error) {
 		return nil, fmt.Errorf("bootstrap %s: not YAML or JSON: %w", path, err)
 	}
 	var b bootstrapv3.Bootstrap
-	if err := protojson.Unmarshal(js, &b); err != nil {
+	if err := leanxds.UnmarshalJSON(js, &b); err != nil {
 		return nil, fmt.Errorf("bootstrap %s: not an envoy.config.bootstrap.v3.Bootstrap: %w", path, err)
 	}
 	out, err := translateBootstrap(&b)
@@ -71,7 +71,7 @@ func translateBootstrap(b *bootstrapv3.Bootstrap) (*Bootstrap, error) {
 	}
 	sr := b.GetStaticResources()
 	for _, l := range sr.GetListeners() {
-		v, err := TranslateListener(l)
+		v, err := translateListener(l)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("static_resources.listeners: %w", err))
 			continue
@@ -79,7 +79,7 @@ func translateBootstrap(b *bootstrapv3.Bootstrap) (*Bootstrap, error) {
 		out.Static.Listeners = append(out.Static.Listeners, v)
 	}
 	for _, c := range sr.GetClusters() {
-		v, err := TranslateCluster(c)
+		v, err := translateCluster(c)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("static_resources.clusters: %w", err))
 			continue
@@ -87,7 +87,7 @@ func translateBootstrap(b *bootstrapv3.Bootstrap) (*Bootstrap, error) {
 		out.Static.Clusters[v.Name] = v
 	}
 	for _, s := range sr.GetSecrets() {
-		v, err := TranslateSecret(s)
+		v, err := translateSecret(s)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("static_resources.secrets: %w", err))
 			continue

@@ -10,13 +10,13 @@ import (
 	"sync/atomic"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/causewaymesh/causeway/proxy/config"
+	corev3 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/config/core/v3"
+	discoveryv3 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/service/discovery/v3"
 )
 
 // Options configure a Client. Server, Node and OnUpdate are required
@@ -151,7 +151,6 @@ func (c *Client) Run(ctx context.Context) error {
 		return fmt.Errorf("xdsclient: dial %s: %w", c.o.Server, err)
 	}
 	defer conn.Close()
-	client := discoveryv3.NewAggregatedDiscoveryServiceClient(conn)
 	st.maybePublish() // starts the warming timer
 	c.status.Store(st.status())
 	var everProgressed bool
@@ -162,7 +161,7 @@ func (c *Client) Run(ctx context.Context) error {
 		c.status.Store(s)
 	}
 	for attempt := 0; ; attempt++ {
-		progressed, err := c.stream(ctx, client, st)
+		progressed, err := c.stream(ctx, conn, st)
 		st.onDisconnect()
 		everProgressed = everProgressed || progressed
 		refused = ""
@@ -195,6 +194,13 @@ func (c *Client) Run(ctx context.Context) error {
 	}
 }
 
+// The ADS method, opened with the lean messages of package leanxds rather
+// than go-control-plane's generated client (which would link every Envoy
+// message into the sidecar).
+const adsMethod = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+
+var adsStream = grpc.StreamDesc{StreamName: "StreamAggregatedResources", ServerStreams: true, ClientStreams: true}
+
 // isRefusal reports whether err is the server refusing this client
 // rather than a transport failure.
 func isRefusal(err error) bool {
@@ -216,14 +222,14 @@ func (c *Client) backoff(attempt int) time.Duration {
 // stream runs one ADS stream. This goroutine owns st; a receiver goroutine
 // hands it responses and a sender goroutine takes requests from it, both
 // through channels. progressed reports whether any response arrived.
-func (c *Client) stream(ctx context.Context, client discoveryv3.AggregatedDiscoveryServiceClient, st *state) (progressed bool, err error) {
+func (c *Client) stream(ctx context.Context, conn grpc.ClientConnInterface, st *state) (progressed bool, err error) {
 	sctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer func() {
 		cancel()
 		wg.Wait()
 	}()
-	s, err := client.StreamAggregatedResources(sctx)
+	s, err := conn.NewStream(sctx, &adsStream, adsMethod)
 	if err != nil {
 		return false, err
 	}
@@ -232,8 +238,8 @@ func (c *Client) stream(ctx context.Context, client discoveryv3.AggregatedDiscov
 	errC := make(chan error, 2)
 	wg.Go(func() {
 		for {
-			r, err := s.Recv()
-			if err != nil {
+			r := new(discoveryv3.DiscoveryResponse)
+			if err := s.RecvMsg(r); err != nil {
 				errC <- fmt.Errorf("receive: %w", err)
 				return
 			}
@@ -248,7 +254,7 @@ func (c *Client) stream(ctx context.Context, client discoveryv3.AggregatedDiscov
 		for {
 			select {
 			case r := <-sendC:
-				if err := s.Send(r); err != nil {
+				if err := s.SendMsg(r); err != nil {
 					errC <- fmt.Errorf("send: %w", err)
 					return
 				}

@@ -27,6 +27,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/causewaymesh/causeway/proxy/config"
+	leancore "github.com/causewaymesh/causeway/proxy/leanxds/envoy/config/core/v3"
 )
 
 func TestMain(m *testing.M) {
@@ -139,7 +140,7 @@ func runClient(t *testing.T, addr string, mod func(*Options)) *harness {
 	o := Options{
 		Server:         addr,
 		DialOptions:    []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())},
-		Node:           &corev3.Node{Id: testNode, Cluster: "web.default"},
+		Node:           &leancore.Node{Id: testNode, Cluster: "web.default"},
 		OnUpdate:       func(s *config.Snapshot) { h.snaps <- s },
 		BackoffBase:    10 * time.Millisecond,
 		BackoffMax:     100 * time.Millisecond,
@@ -403,9 +404,9 @@ func TestNewRejectsBadOptions(t *testing.T) {
 		o    Options
 		want string
 	}{
-		{"no OnUpdate", Options{Server: "127.0.0.1:1", Node: &corev3.Node{Id: "n"}}, "OnUpdate"},
+		{"no OnUpdate", Options{Server: "127.0.0.1:1", Node: &leancore.Node{Id: "n"}}, "OnUpdate"},
 		{"no node", Options{Server: "127.0.0.1:1", OnUpdate: func(*config.Snapshot) {}}, "Node is nil"},
-		{"no node id", Options{Server: "127.0.0.1:1", Node: &corev3.Node{}, OnUpdate: func(*config.Snapshot) {}}, "Node.Id is empty"},
+		{"no node id", Options{Server: "127.0.0.1:1", Node: &leancore.Node{}, OnUpdate: func(*config.Snapshot) {}}, "Node.Id is empty"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			if _, err := New(tt.o); err == nil || !strings.Contains(err.Error(), tt.want) {

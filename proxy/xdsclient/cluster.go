@@ -4,14 +4,15 @@ import (
 	"fmt"
 	"time"
 
-	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
-	httpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/causewaymesh/causeway/proxy/config"
+	clusterv3 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/config/cluster/v3"
+	corev3 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/config/core/v3"
+	tlsv3 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/extensions/transport_sockets/tls/v3"
+	httpv3 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/extensions/upstreams/http/v3"
 )
 
 // httpProtocolOptionsKey is the typed_extension_protocol_options key that
@@ -20,7 +21,14 @@ const httpProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolO
 
 // TranslateCluster validates c and translates it. All problems are
 // reported together, each naming the cluster and field.
-func TranslateCluster(cl *clusterv3.Cluster) (*config.Cluster, error) {
+//
+// m is Envoy's Cluster: the sidecar's lean copy (package leanxds) or
+// any other Go type of it, such as go-control-plane's.
+func TranslateCluster(m proto.Message) (*config.Cluster, error) {
+	return translateAs(m, "cluster", translateCluster)
+}
+
+func translateCluster(cl *clusterv3.Cluster) (*config.Cluster, error) {
 	c := newCollector("cluster", cl.GetName())
 	if cl == nil {
 		c.addf("", "send a Cluster", "nil resource")

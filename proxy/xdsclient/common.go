@@ -8,13 +8,13 @@ import (
 	"strings"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
-	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/causewaymesh/causeway/proxy/config"
+	corev3 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/config/core/v3"
+	matcherv3 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/type/matcher/v3"
+	typev3 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/type/v3"
 )
 
 // metadataNamespace is the filter_metadata key Causeway reads.

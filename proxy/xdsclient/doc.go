@@ -3,14 +3,18 @@
 //
 //   - the translation of Envoy xDS v3 resources (Listener,
 //     RouteConfiguration, Cluster, ClusterLoadAssignment, Secret) into the
-//     types of package config. Raw protos are validated once, here: first
-//     by their own generated ValidateAll, then against the subset Causeway
-//     implements (docs/xds.md). Every problem of a resource is reported
+//     types of package config. The resources are decoded into the lean
+//     messages of package leanxds (Envoy's wire format, not
+//     go-control-plane's Go types, which would link every Envoy message
+//     into the sidecar). They are validated once, here: first by their own
+//     generated ValidateAll (Envoy's rules, for the fields the sidecar
+//     reads), then against the subset Causeway implements (docs/xds.md). Every problem of a resource is reported
 //     together as *FieldError values (joined), each naming the resource,
 //     the proto field path and the fix. Nothing downstream re-checks.
 //   - an ADS client (state of the world, one gRPC stream) that subscribes,
 //     ACKs and NACKs, and publishes complete *config.Snapshot values.
-//   - LoadBootstrap, which reads a static Envoy v3 bootstrap file.
+//   - LoadBootstrap, which reads a static Envoy v3 bootstrap file (YAML or
+//     JSON; leanxds.UnmarshalJSON keeps Envoy's unknown-field errors).
 //
 // Concurrency contract: the translators are pure functions, safe for
 // concurrent use. Client.Run owns all client state in its own goroutine;

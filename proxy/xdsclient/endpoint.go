@@ -1,16 +1,24 @@
 package xdsclient
 
 import (
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/causewaymesh/causeway/proxy/config"
+	corev3 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/config/core/v3"
+	endpointv3 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/config/endpoint/v3"
 )
 
 // TranslateLoadAssignment validates a and translates it. Endpoint
 // addresses must be IP literals (as Envoy requires for EDS). All problems
 // are reported together, each naming the assignment and field.
-func TranslateLoadAssignment(a *endpointv3.ClusterLoadAssignment) (*config.LoadAssignment, error) {
+//
+// m is Envoy's ClusterLoadAssignment: the sidecar's lean copy (package leanxds) or
+// any other Go type of it, such as go-control-plane's.
+func TranslateLoadAssignment(m proto.Message) (*config.LoadAssignment, error) {
+	return translateAs(m, "cluster_load_assignment", translateLoadAssignment)
+}
+
+func translateLoadAssignment(a *endpointv3.ClusterLoadAssignment) (*config.LoadAssignment, error) {
 	c := newCollector("cluster_load_assignment", a.GetClusterName())
 	if a == nil {
 		c.addf("", "send a ClusterLoadAssignment", "nil resource")

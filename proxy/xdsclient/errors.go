@@ -7,6 +7,8 @@ import (
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/causewaymesh/causeway/proxy/leanxds"
 )
 
 // FieldError is one problem with one field of one xDS resource. Every error
@@ -144,4 +146,15 @@ func join(path, field string) string {
 // idx formats path[i].
 func idx(path string, i int) string {
 	return fmt.Sprintf("%s[%d]", path, i)
+}
+
+// translateAs decodes m as the lean message L (leanxds.As) and translates
+// it with f. kind names the resource in the error.
+func translateAs[L proto.Message, T any](m proto.Message, kind string, f func(L) (T, error)) (T, error) {
+	l, err := leanxds.As[L](m)
+	if err != nil {
+		var zero T
+		return zero, fmt.Errorf("%s: %w; send %s", kind, err, leanxds.EnvoyName(l))
+	}
+	return f(l)
 }

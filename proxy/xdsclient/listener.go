@@ -3,19 +3,20 @@ package xdsclient
 import (
 	"strings"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
-	rbachttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
-	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
-	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
-	rbacnetv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
-	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
-	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/causewaymesh/causeway/proxy/config"
+	"github.com/causewaymesh/causeway/proxy/leanxds"
+	corev3 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/config/core/v3"
+	listenerv3 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/config/listener/v3"
+	faultv3 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/extensions/filters/http/fault/v3"
+	rbachttpv3 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/extensions/filters/http/rbac/v3"
+	routerv3 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/extensions/filters/network/http_connection_manager/v3"
+	rbacnetv3 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/extensions/filters/network/rbac/v3"
+	tcpproxyv3 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/extensions/filters/network/tcp_proxy/v3"
+	tlsv3 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/extensions/transport_sockets/tls/v3"
 )
 
 // ignoredListenerFilter reports listener filters that only sniff and are
@@ -32,7 +33,14 @@ func ignoredListenerFilter(typeURL string) bool {
 
 // TranslateListener validates l and translates it. All problems are
 // reported together, each naming the listener and field.
-func TranslateListener(l *listenerv3.Listener) (*config.Listener, error) {
+//
+// m is Envoy's Listener: the sidecar's lean copy (package leanxds) or
+// any other Go type of it, such as go-control-plane's.
+func TranslateListener(m proto.Message) (*config.Listener, error) {
+	return translateAs(m, "listener", translateListener)
+}
+
+func translateListener(l *listenerv3.Listener) (*config.Listener, error) {
 	c := newCollector("listener", l.GetName())
 	if l == nil {
 		c.addf("", "send a Listener", "nil resource")
@@ -221,7 +229,7 @@ func (c *collector) filterChain(p string, fc *listenerv3.FilterChain, out *confi
 			c.addf(fp, "make http_connection_manager or tcp_proxy the last filter", "filter after the terminal filter")
 		}
 		switch {
-		case tc.MessageIs((*rbacnetv3.RBAC)(nil)):
+		case leanxds.Is(tc, (*rbacnetv3.RBAC)(nil)):
 			var rb rbacnetv3.RBAC
 			if c.unpack(join(fp, "typed_config"), tc, &rb) {
 				c.only(join(fp, "typed_config"), &rb, "rules", "stat_prefix")
@@ -229,12 +237,12 @@ func (c *collector) filterChain(p string, fc *listenerv3.FilterChain, out *confi
 					rbac = append(rbac, r)
 				}
 			}
-		case tc.MessageIs((*hcmv3.HttpConnectionManager)(nil)):
+		case leanxds.Is(tc, (*hcmv3.HttpConnectionManager)(nil)):
 			var h hcmv3.HttpConnectionManager
 			if c.unpack(join(fp, "typed_config"), tc, &h) {
 				out.HTTP = c.hcm(join(fp, "typed_config"), &h)
 			}
-		case tc.MessageIs((*tcpproxyv3.TcpProxy)(nil)):
+		case leanxds.Is(tc, (*tcpproxyv3.TcpProxy)(nil)):
 			var t tcpproxyv3.TcpProxy
 			if c.unpack(join(fp, "typed_config"), tc, &t) {
 				out.TCP = c.tcpProxy(join(fp, "typed_config"), &t)
@@ -254,8 +262,8 @@ func (c *collector) unpack(path string, a *anypb.Any, m interface {
 	proto.Message
 	ValidateAll() error
 }) bool {
-	if err := a.UnmarshalTo(m); err != nil {
-		c.wrap(path, "send a well-formed "+string(m.ProtoReflect().Descriptor().FullName()), err, "cannot decode")
+	if err := leanxds.UnmarshalAny(a, m); err != nil {
+		c.wrap(path, "send a well-formed "+string(leanxds.EnvoyName(m)), err, "cannot decode")
 		return false
 	}
 	return c.validate(path, m)
@@ -269,8 +277,8 @@ func (c *collector) transportSocket(path string, ts *corev3.TransportSocket, m i
 }) bool {
 	c.only(path, ts, "name", "typed_config")
 	tc := ts.GetTypedConfig()
-	if tc == nil || !tc.MessageIs(m) {
-		c.unsupported(path, ts.GetName()+" "+tc.GetTypeUrl(), "use "+tlsSocketName+" with a "+string(m.ProtoReflect().Descriptor().FullName()))
+	if tc == nil || !leanxds.Is(tc, m) {
+		c.unsupported(path, ts.GetName()+" "+tc.GetTypeUrl(), "use "+tlsSocketName+" with a "+string(leanxds.EnvoyName(m)))
 		return false
 	}
 	return c.unpack(join(path, "typed_config"), tc, m)
@@ -315,7 +323,7 @@ func (c *collector) hcm(path string, h *hcmv3.HttpConnectionManager) *config.HTT
 		c.only(fp, f, "name", "typed_config", "is_optional")
 		tc := f.GetTypedConfig()
 		switch {
-		case tc.MessageIs((*routerv3.Router)(nil)) || (tc == nil && f.GetName() == "envoy.filters.http.router"):
+		case leanxds.Is(tc, (*routerv3.Router)(nil)) || (tc == nil && f.GetName() == "envoy.filters.http.router"):
 			routerAt = i
 			if tc != nil {
 				var r routerv3.Router
@@ -323,7 +331,7 @@ func (c *collector) hcm(path string, h *hcmv3.HttpConnectionManager) *config.HTT
 					c.only(join(fp, "typed_config"), &r, "dynamic_stats", "suppress_envoy_headers", "start_child_span")
 				}
 			}
-		case tc.MessageIs((*rbachttpv3.RBAC)(nil)):
+		case leanxds.Is(tc, (*rbachttpv3.RBAC)(nil)):
 			var rb rbachttpv3.RBAC
 			if c.unpack(join(fp, "typed_config"), tc, &rb) {
 				c.only(join(fp, "typed_config"), &rb, "rules", "rules_stat_prefix")
@@ -331,7 +339,7 @@ func (c *collector) hcm(path string, h *hcmv3.HttpConnectionManager) *config.HTT
 					out.RBAC = append(out.RBAC, r)
 				}
 			}
-		case tc.MessageIs((*faultv3.HTTPFault)(nil)) || (tc == nil && f.GetName() == faultFilterName):
+		case leanxds.Is(tc, (*faultv3.HTTPFault)(nil)) || (tc == nil && f.GetName() == faultFilterName):
 			if tc != nil {
 				var fl faultv3.HTTPFault
 				if c.unpack(join(fp, "typed_config"), tc, &fl) && proto.Size(&fl) > 0 {

@@ -7,9 +7,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
-	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
-
 	"github.com/causewaymesh/causeway/proxy/config"
+	rbacv3 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/config/rbac/v3"
 )
 
 // rbacRules translates the rules of an RBAC filter (HTTP or network). nil

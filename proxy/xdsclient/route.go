@@ -5,11 +5,13 @@ import (
 	"regexp"
 	"strings"
 
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/causewaymesh/causeway/proxy/config"
+	"github.com/causewaymesh/causeway/proxy/leanxds"
+	routev3 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/config/route/v3"
+	faultv3 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/extensions/filters/http/fault/v3"
 )
 
 // faultFilterName is the typed_per_filter_config key of the fault filter.
@@ -17,7 +19,14 @@ const faultFilterName = "envoy.filters.http.fault"
 
 // TranslateRouteConfig validates r and translates it. All problems are
 // reported together, each naming the route configuration and field.
-func TranslateRouteConfig(r *routev3.RouteConfiguration) (*config.RouteConfig, error) {
+//
+// m is Envoy's RouteConfiguration: the sidecar's lean copy (package leanxds) or
+// any other Go type of it, such as go-control-plane's.
+func TranslateRouteConfig(m proto.Message) (*config.RouteConfig, error) {
+	return translateAs(m, "route_config", translateRouteConfig)
+}
+
+func translateRouteConfig(r *routev3.RouteConfiguration) (*config.RouteConfig, error) {
 	c := newCollector("route_config", r.GetName())
 	if r == nil {
 		c.addf("", "send a RouteConfiguration", "nil resource")
@@ -386,7 +395,7 @@ func (c *collector) directResponse(path string, d *routev3.DirectResponseAction)
 
 func (c *collector) fault(path string, a *anypb.Any) *config.FaultPolicy {
 	var f faultv3.HTTPFault
-	if err := a.UnmarshalTo(&f); err != nil {
+	if err := leanxds.UnmarshalAny(a, &f); err != nil {
 		c.wrap(path, "send an envoy.extensions.filters.http.fault.v3.HTTPFault", err, "cannot decode %q", a.GetTypeUrl())
 		return nil
 	}

@@ -4,15 +4,24 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/causewaymesh/causeway/proxy/config"
+	"github.com/causewaymesh/causeway/proxy/leanxds"
+	corev3 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/config/core/v3"
+	tlsv3 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/extensions/transport_sockets/tls/v3"
 )
 
 // TranslateSecret validates s and translates it: a certificate with its
 // key, or a set of trusted roots. Errors never contain key material.
-func TranslateSecret(s *tlsv3.Secret) (*config.Secret, error) {
+//
+// m is Envoy's Secret: the sidecar's lean copy (package leanxds) or
+// any other Go type of it, such as go-control-plane's.
+func TranslateSecret(m proto.Message) (*config.Secret, error) {
+	return translateAs(m, "secret", translateSecret)
+}
+
+func translateSecret(s *tlsv3.Secret) (*config.Secret, error) {
 	c := newCollector("secret", s.GetName())
 	if s == nil {
 		c.addf("", "send a Secret", "nil resource")
@@ -98,7 +107,7 @@ func (c *collector) pemPool(path string, d *corev3.DataSource) (*x509.CertPool, 
 // per trust domain.
 func (c *collector) spiffeValidator(path string, tc *corev3.TypedExtensionConfig, out *config.Secret) {
 	var v tlsv3.SPIFFECertValidatorConfig
-	if tc.GetTypedConfig() == nil || !tc.GetTypedConfig().MessageIs(&v) {
+	if tc.GetTypedConfig() == nil || !leanxds.Is(tc.GetTypedConfig(), &v) {
 		c.unsupported(path, tc.GetName(), "use envoy.tls.cert_validator.spiffe with a SPIFFECertValidatorConfig")
 		return
 	}

@@ -9,19 +9,19 @@ import (
 	"sort"
 	"time"
 
-	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
-	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/causewaymesh/causeway/proxy/config"
+	clusterv3 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/config/cluster/v3"
+	corev3 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/config/core/v3"
+	endpointv3 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/config/endpoint/v3"
+	listenerv3 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/config/listener/v3"
+	routev3 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/config/route/v3"
+	tlsv3 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/extensions/transport_sockets/tls/v3"
+	discoveryv3 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/service/discovery/v3"
 )
 
 // Type URLs of the resources the client subscribes to.
@@ -191,19 +191,19 @@ func translate(k kind, a *anypb.Any) (string, any, error) {
 	switch k {
 	case lds:
 		l := &listenerv3.Listener{}
-		m, run = l, func() (string, any, error) { v, err := TranslateListener(l); return l.GetName(), v, err }
+		m, run = l, func() (string, any, error) { v, err := translateListener(l); return l.GetName(), v, err }
 	case rds:
 		r := &routev3.RouteConfiguration{}
-		m, run = r, func() (string, any, error) { v, err := TranslateRouteConfig(r); return r.GetName(), v, err }
+		m, run = r, func() (string, any, error) { v, err := translateRouteConfig(r); return r.GetName(), v, err }
 	case cds:
 		c := &clusterv3.Cluster{}
-		m, run = c, func() (string, any, error) { v, err := TranslateCluster(c); return c.GetName(), v, err }
+		m, run = c, func() (string, any, error) { v, err := translateCluster(c); return c.GetName(), v, err }
 	case eds:
 		e := &endpointv3.ClusterLoadAssignment{}
-		m, run = e, func() (string, any, error) { v, err := TranslateLoadAssignment(e); return e.GetClusterName(), v, err }
+		m, run = e, func() (string, any, error) { v, err := translateLoadAssignment(e); return e.GetClusterName(), v, err }
 	default:
 		x := &tlsv3.Secret{}
-		m, run = x, func() (string, any, error) { v, err := TranslateSecret(x); return x.GetName(), v, err }
+		m, run = x, func() (string, any, error) { v, err := translateSecret(x); return x.GetName(), v, err }
 	}
 	if err := proto.Unmarshal(a.GetValue(), m); err != nil {
 		return "", nil, fmt.Errorf("cannot decode %s: %w", a.GetTypeUrl(), err)

@@ -1,9 +1,8 @@
 package xdsclient
 
 import (
-	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
-
 	"github.com/causewaymesh/causeway/proxy/config"
+	tlsv3 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/extensions/transport_sockets/tls/v3"
 )
 
 // tlsSocketName is the transport socket Causeway understands.
