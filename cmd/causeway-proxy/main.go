@@ -59,7 +59,7 @@ func run(args []string) int {
 	cfg.Mode = args[0]
 	fs := flag.NewFlagSet("causeway-proxy "+args[0], flag.ContinueOnError)
 	cfg.Flags(fs)
-	rt := runner.DefaultRuntimeConfig()
+	rt := runner.DefaultRuntimeConfig(cfg.Mode)
 	rt.Flags(fs)
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

@@ -10,9 +10,9 @@
 // "causeway.lean." so the copies never clash with the originals in a binary
 // that links both (the control plane, tests). A kept message keeps every
 // field; the fields messages.txt lists keep their types and validation
-// rules, and the others are opaque (bytes for a message, which has the same
-// wire type), so the sidecar can still see that they are set and refuse
-// them. It then runs protoc-gen-go and protoc-gen-validate on the result, as
+// rules, and every other message-typed field becomes a causeway.lean.Unread
+// (an empty message: presence kept, contents left as unknown bytes), so the
+// sidecar can still see that it is set and refuse it. It then runs protoc-gen-go and protoc-gen-validate on the result, as
 // protoc would.
 //
 //	go run ./hack/leanxds            regenerate proxy/leanxds

@@ -11,9 +11,9 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/causewaymesh/causeway/internal/h2grpc"
 )
 
 // AppProbesEnv holds the application's health checks that the injector
@@ -144,7 +144,7 @@ func runProbe(ctx context.Context, p AppProbe) error {
 		}
 		return c.Close()
 	case p.GRPC != nil:
-		cc, err := grpc.NewClient(hostPort("", p.GRPC.Port), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		cc, err := h2grpc.Dial(hostPort("", p.GRPC.Port), h2grpc.Options{})
 		if err != nil {
 			return err
 		}

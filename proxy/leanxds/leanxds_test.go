@@ -192,7 +192,7 @@ func TestUnmarshalJSON(t *testing.T) {
 	  "static_resources": {"listeners": [{"name": "l", "drain_type": "MODIFY_ONLY", "per_connection_buffer_limit_bytes": 1024,
 	    "filter_chains": [{"filters": [{"name": "hcm", "typed_config": {
 	      "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-	      "stat_prefix": "x", "drain_timeout": "5s", "tracing": {"random_sampling": {"value": 10}}}}]}]}],
+	      "stat_prefix": "x", "request_headers_timeout": "5s", "drain_timeout": "5s", "tracing": {"random_sampling": {"value": 10}}}}]}]}],
 	    "clusters": [{"name": "c", "cleanup_interval": "2s", "lb_subset_config": {"subset_selectors": [{"keys": ["a"]}]}}]}
 	}`
 	var b leanbootstrap.Bootstrap
@@ -210,7 +210,7 @@ func TestUnmarshalJSON(t *testing.T) {
 	if err := leanxds.UnmarshalAny(l.GetFilterChains()[0].GetFilters()[0].GetTypedConfig(), &h); err != nil {
 		t.Fatal(err)
 	}
-	if h.GetStatPrefix() != "x" || h.GetDrainTimeout().AsDuration().Seconds() != 5 || h.GetTracing() == nil {
+	if h.GetStatPrefix() != "x" || h.GetRequestHeadersTimeout().AsDuration().Seconds() != 5 || h.GetDrainTimeout() == nil || h.GetTracing() == nil {
 		t.Errorf("typed_config lost fields: %v", &h)
 	}
 	c := b.GetStaticResources().GetClusters()[0]

@@ -23,10 +23,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/causewaymesh/causeway/internal/h2grpc"
 	"github.com/causewaymesh/causeway/proxy"
 	"github.com/causewaymesh/causeway/proxy/admin"
 	"github.com/causewaymesh/causeway/proxy/config"
@@ -334,7 +333,7 @@ func Start(ctx context.Context, c Config, logw io.Writer) (*Process, error) {
 		fillNode(node, c, loc)
 		p.client, err = xdsclient.New(xdsclient.Options{
 			Server:       boot.ADSServer,
-			DialOptions:  xdsDialOptions(),
+			Transport:    xdsTransport(),
 			Node:         node,
 			Static:       boot.Static,
 			Logger:       log,
@@ -579,17 +578,12 @@ func (l *localSDS) applyLocked() error {
 	return l.px.Apply(&s)
 }
 
-// xdsDialOptions are the ADS connection's options. The flow-control window
-// is static (16 MiB, as the bench's Envoy-like clients), which turns off
-// grpc-go's BDP estimation: with it, every response the control plane
-// pushes is followed by a BDP ping that the control plane must answer, a
-// second write per push per sidecar (about 15% of a control plane's CPU
-// per change with 1,000 sidecars; docs/benchmarks.md, "Control plane
-// convergence").
-func xdsDialOptions() []grpc.DialOption {
-	return []grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithInitialWindowSize(16 << 20),
-		grpc.WithInitialConnWindowSize(16 << 20),
-	}
+// xdsTransport configures the ADS connection: plaintext HTTP/2 with a
+// static 16 MiB flow-control window (as the bench's Envoy-like clients).
+// net/http never sends BDP pings; grpc-go's client did unless its window
+// was static, and every push then cost the control plane a second write
+// per sidecar (about 15% of its CPU per change with 1,000 sidecars;
+// docs/benchmarks.md, "Control plane convergence").
+func xdsTransport() h2grpc.Options {
+	return h2grpc.Options{Window: 16 << 20}
 }

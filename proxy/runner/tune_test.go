@@ -54,7 +54,7 @@ func TestRuntimeConfigFlags(t *testing.T) {
 		{"negative limit", []string{"-memory-limit-bytes", "-5"}, RuntimeConfig{Sysmon: true, MemoryLimit: -5}, "-memory-limit-bytes -5"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := DefaultRuntimeConfig()
+			r := DefaultRuntimeConfig(eastWestMode)
 			fs := flag.NewFlagSet("x", flag.ContinueOnError)
 			r.Flags(fs)
 			if err := fs.Parse(tc.args); err != nil {
@@ -68,5 +68,27 @@ func TestRuntimeConfigFlags(t *testing.T) {
 				t.Errorf("Validate() = %v, want error containing %q", err, tc.wantErr)
 			}
 		})
+	}
+}
+
+// TestSidecarGCDefault checks that a sidecar halves Go's GC target unless
+// GOGC says otherwise, and that a gateway keeps Go's default.
+func TestSidecarGCDefault(t *testing.T) {
+	t.Setenv("GOGC", "")
+	if r := DefaultRuntimeConfig("sidecar"); r.GCPercent != SidecarGCPercent {
+		t.Errorf("sidecar GCPercent = %d, want %d", r.GCPercent, SidecarGCPercent)
+	}
+	if r := DefaultRuntimeConfig(eastWestMode); r.GCPercent != 0 {
+		t.Errorf("gateway GCPercent = %d, want 0 (GOGC or 100)", r.GCPercent)
+	}
+	t.Setenv("GOGC", "200")
+	if r := DefaultRuntimeConfig("sidecar"); r.GCPercent != 0 {
+		t.Errorf("sidecar with GOGC=200: GCPercent = %d, want 0 (GOGC applies)", r.GCPercent)
+	}
+	r := DefaultRuntimeConfig("sidecar")
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	r.Flags(fs)
+	if err := fs.Parse([]string{"-gc-percent", "80"}); err != nil || r.GCPercent != 80 {
+		t.Errorf("-gc-percent 80 with GOGC=200: GCPercent = %d, %v; the flag must win", r.GCPercent, err)
 	}
 }

@@ -10,10 +10,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/causewaymesh/causeway/internal/h2grpc"
 	"github.com/causewaymesh/causeway/proxy/config"
 	corev3 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/config/core/v3"
 	discoveryv3 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/service/discovery/v3"
@@ -22,10 +22,12 @@ import (
 // Options configure a Client. Server, Node and OnUpdate are required
 // (Server may be empty to run from Static alone).
 type Options struct {
-	Server      string            // host:port of the ADS server
-	DialOptions []grpc.DialOption // transport credentials etc.
-	Node        *corev3.Node
-	Static      *config.Snapshot // resources from the bootstrap, merged under dynamic ones
+	Server string // host:port of the ADS server
+	// Transport configures the ADS connection (h2grpc: gRPC over net/http's
+	// HTTP/2; TLS nil means plaintext).
+	Transport h2grpc.Options
+	Node      *corev3.Node
+	Static    *config.Snapshot // resources from the bootstrap, merged under dynamic ones
 	// OnUpdate is called from the goroutine running Run, in order, with
 	// every new complete snapshot. It must not block for long: the stream
 	// waits for it.
@@ -146,7 +148,7 @@ func (c *Client) Run(ctx context.Context) error {
 		<-ctx.Done()
 		return nil
 	}
-	conn, err := grpc.NewClient(c.o.Server, c.o.DialOptions...)
+	conn, err := h2grpc.Dial(c.o.Server, c.o.Transport)
 	if err != nil {
 		return fmt.Errorf("xdsclient: dial %s: %w", c.o.Server, err)
 	}
@@ -196,10 +198,9 @@ func (c *Client) Run(ctx context.Context) error {
 
 // The ADS method, opened with the lean messages of package leanxds rather
 // than go-control-plane's generated client (which would link every Envoy
-// message into the sidecar).
+// message into the sidecar), over package h2grpc rather than grpc-go's
+// client.
 const adsMethod = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
-
-var adsStream = grpc.StreamDesc{StreamName: "StreamAggregatedResources", ServerStreams: true, ClientStreams: true}
 
 // isRefusal reports whether err is the server refusing this client
 // rather than a transport failure.
@@ -222,14 +223,14 @@ func (c *Client) backoff(attempt int) time.Duration {
 // stream runs one ADS stream. This goroutine owns st; a receiver goroutine
 // hands it responses and a sender goroutine takes requests from it, both
 // through channels. progressed reports whether any response arrived.
-func (c *Client) stream(ctx context.Context, conn grpc.ClientConnInterface, st *state) (progressed bool, err error) {
+func (c *Client) stream(ctx context.Context, conn *h2grpc.ClientConn, st *state) (progressed bool, err error) {
 	sctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	defer func() {
 		cancel()
 		wg.Wait()
 	}()
-	s, err := conn.NewStream(sctx, &adsStream, adsMethod)
+	s, err := conn.Stream(sctx, adsMethod)
 	if err != nil {
 		return false, err
 	}

@@ -23,7 +23,6 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/causewaymesh/causeway/proxy/config"
@@ -139,7 +138,6 @@ func runClient(t *testing.T, addr string, mod func(*Options)) *harness {
 	h := &harness{snaps: make(chan *config.Snapshot, 100)}
 	o := Options{
 		Server:         addr,
-		DialOptions:    []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())},
 		Node:           &leancore.Node{Id: testNode, Cluster: "web.default"},
 		OnUpdate:       func(s *config.Snapshot) { h.snaps <- s },
 		BackoffBase:    10 * time.Millisecond,

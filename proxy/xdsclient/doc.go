@@ -11,8 +11,9 @@
 //     reads), then against the subset Causeway implements (docs/xds.md). Every problem of a resource is reported
 //     together as *FieldError values (joined), each naming the resource,
 //     the proto field path and the fix. Nothing downstream re-checks.
-//   - an ADS client (state of the world, one gRPC stream) that subscribes,
-//     ACKs and NACKs, and publishes complete *config.Snapshot values.
+//   - an ADS client (state of the world, one gRPC stream over package
+//     h2grpc) that subscribes, ACKs and NACKs, and publishes complete
+//     *config.Snapshot values.
 //   - LoadBootstrap, which reads a static Envoy v3 bootstrap file (YAML or
 //     JSON; leanxds.UnmarshalJSON keeps Envoy's unknown-field errors).
 //

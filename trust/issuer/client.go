@@ -21,11 +21,9 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/causewaymesh/causeway/internal/h2grpc"
 	"github.com/causewaymesh/causeway/trust"
 	"github.com/causewaymesh/causeway/trust/trustpb"
 )
@@ -128,15 +126,13 @@ type ClientConfig struct {
 	Rand io.Reader
 	// Now is the clock used to verify the SVID; nil means time.Now.
 	Now func() time.Time
-	// DialOptions are appended to the client's own (transport credentials).
-	DialOptions []grpc.DialOption
 }
 
 // Client fetches X.509-SVIDs from an issuer. For each Fetch it generates a
 // fresh ECDSA P-256 key that never leaves the process and sends only a CSR.
 // It is safe for concurrent use.
 type Client struct {
-	conn   *grpc.ClientConn
+	conn   *h2grpc.ClientConn
 	svid   trustpb.SVIDClient
 	target string
 	token  TokenSource
@@ -158,7 +154,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if cfg.TTL < 0 {
 		return nil, fmt.Errorf("issuer: ClientConfig.TTL is %v; use 0 for the server's default", cfg.TTL)
 	}
-	var creds credentials.TransportCredentials
+	var tc *tls.Config // nil: plaintext
 	switch {
 	case cfg.Insecure && cfg.Bundle != nil:
 		return nil, errors.New("issuer: ClientConfig sets both Bundle and Insecure; choose one")
@@ -166,14 +162,12 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		if err := checkLoopback(cfg.Target); err != nil {
 			return nil, err
 		}
-		creds = insecure.NewCredentials()
 	case cfg.Bundle != nil:
 		if cfg.ServerID.IsZero() {
 			return nil, errors.New("issuer: ClientConfig.ServerID is empty; set the issuer's SPIFFE ID, e.g. issuer.DefaultServerID(td)")
 		}
-		tc := tlsconfig.TLSClientConfig(cfg.Bundle, tlsconfig.AuthorizeID(cfg.ServerID))
+		tc = tlsconfig.TLSClientConfig(cfg.Bundle, tlsconfig.AuthorizeID(cfg.ServerID))
 		tc.MinVersion = tls.VersionTLS13
-		creds = credentials.NewTLS(tc)
 	default:
 		return nil, errors.New("issuer: ClientConfig has no Bundle; set the trust bundle that authenticates the issuer (or Insecure for loopback tests)")
 	}
@@ -183,8 +177,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	opts := append([]grpc.DialOption{grpc.WithTransportCredentials(creds)}, cfg.DialOptions...)
-	conn, err := grpc.NewClient(cfg.Target, opts...)
+	conn, err := h2grpc.Dial(cfg.Target, h2grpc.Options{TLS: tc})
 	if err != nil {
 		return nil, fmt.Errorf("issuer: client for %s: %w", cfg.Target, err)
 	}

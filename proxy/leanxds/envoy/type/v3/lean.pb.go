@@ -122,58 +122,6 @@ func (x *FractionalPercent) GetDenominator() FractionalPercent_DenominatorType {
 	return FractionalPercent_HUNDRED
 }
 
-type Int64Range struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Start         int64                  `protobuf:"varint,1,opt,name=start,proto3" json:"start,omitempty"`
-	End           int64                  `protobuf:"varint,2,opt,name=end,proto3" json:"end,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *Int64Range) Reset() {
-	*x = Int64Range{}
-	mi := &file_proxy_leanxds_envoy_type_v3_lean_proto_msgTypes[1]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *Int64Range) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*Int64Range) ProtoMessage() {}
-
-func (x *Int64Range) ProtoReflect() protoreflect.Message {
-	mi := &file_proxy_leanxds_envoy_type_v3_lean_proto_msgTypes[1]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use Int64Range.ProtoReflect.Descriptor instead.
-func (*Int64Range) Descriptor() ([]byte, []int) {
-	return file_proxy_leanxds_envoy_type_v3_lean_proto_rawDescGZIP(), []int{1}
-}
-
-func (x *Int64Range) GetStart() int64 {
-	if x != nil {
-		return x.Start
-	}
-	return 0
-}
-
-func (x *Int64Range) GetEnd() int64 {
-	if x != nil {
-		return x.End
-	}
-	return 0
-}
-
 type Percent struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Value         float64                `protobuf:"fixed64,1,opt,name=value,proto3" json:"value,omitempty"`
@@ -183,7 +131,7 @@ type Percent struct {
 
 func (x *Percent) Reset() {
 	*x = Percent{}
-	mi := &file_proxy_leanxds_envoy_type_v3_lean_proto_msgTypes[2]
+	mi := &file_proxy_leanxds_envoy_type_v3_lean_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -195,7 +143,7 @@ func (x *Percent) String() string {
 func (*Percent) ProtoMessage() {}
 
 func (x *Percent) ProtoReflect() protoreflect.Message {
-	mi := &file_proxy_leanxds_envoy_type_v3_lean_proto_msgTypes[2]
+	mi := &file_proxy_leanxds_envoy_type_v3_lean_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -208,7 +156,7 @@ func (x *Percent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Percent.ProtoReflect.Descriptor instead.
 func (*Percent) Descriptor() ([]byte, []int) {
-	return file_proxy_leanxds_envoy_type_v3_lean_proto_rawDescGZIP(), []int{2}
+	return file_proxy_leanxds_envoy_type_v3_lean_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *Percent) GetValue() float64 {
@@ -229,11 +177,7 @@ const file_proxy_leanxds_envoy_type_v3_lean_proto_rawDesc = "" +
 	"\x0fDenominatorType\x12\v\n" +
 	"\aHUNDRED\x10\x00\x12\x10\n" +
 	"\fTEN_THOUSAND\x10\x01\x12\v\n" +
-	"\aMILLION\x10\x02\"4\n" +
-	"\n" +
-	"Int64Range\x12\x14\n" +
-	"\x05start\x18\x01 \x01(\x03R\x05start\x12\x10\n" +
-	"\x03end\x18\x02 \x01(\x03R\x03end\"\x1f\n" +
+	"\aMILLION\x10\x02\"\x1f\n" +
 	"\aPercent\x12\x14\n" +
 	"\x05value\x18\x01 \x01(\x01R\x05valueBEZCgithub.com/causewaymesh/causeway/proxy/leanxds/envoy/type/v3;typev3b\x06proto3"
 
@@ -250,12 +194,11 @@ func file_proxy_leanxds_envoy_type_v3_lean_proto_rawDescGZIP() []byte {
 }
 
 var file_proxy_leanxds_envoy_type_v3_lean_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_proxy_leanxds_envoy_type_v3_lean_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_proxy_leanxds_envoy_type_v3_lean_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
 var file_proxy_leanxds_envoy_type_v3_lean_proto_goTypes = []any{
 	(FractionalPercent_DenominatorType)(0), // 0: causeway.lean.envoy.type.v3.FractionalPercent.DenominatorType
 	(*FractionalPercent)(nil),              // 1: causeway.lean.envoy.type.v3.FractionalPercent
-	(*Int64Range)(nil),                     // 2: causeway.lean.envoy.type.v3.Int64Range
-	(*Percent)(nil),                        // 3: causeway.lean.envoy.type.v3.Percent
+	(*Percent)(nil),                        // 2: causeway.lean.envoy.type.v3.Percent
 }
 var file_proxy_leanxds_envoy_type_v3_lean_proto_depIdxs = []int32{
 	0, // 0: causeway.lean.envoy.type.v3.FractionalPercent.denominator:type_name -> causeway.lean.envoy.type.v3.FractionalPercent.DenominatorType
@@ -277,7 +220,7 @@ func file_proxy_leanxds_envoy_type_v3_lean_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proxy_leanxds_envoy_type_v3_lean_proto_rawDesc), len(file_proxy_leanxds_envoy_type_v3_lean_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   3,
+			NumMessages:   2,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

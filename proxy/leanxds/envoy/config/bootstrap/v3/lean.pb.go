@@ -26,6 +26,100 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type Admin struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	AccessLog []*leanxds.Unread      `protobuf:"bytes,5,rep,name=access_log,json=accessLog,proto3" json:"access_log,omitempty"`
+	// Deprecated: Marked as deprecated in proxy/leanxds/envoy/config/bootstrap/v3/lean.proto.
+	AccessLogPath         string            `protobuf:"bytes,1,opt,name=access_log_path,json=accessLogPath,proto3" json:"access_log_path,omitempty"`
+	ProfilePath           string            `protobuf:"bytes,2,opt,name=profile_path,json=profilePath,proto3" json:"profile_path,omitempty"`
+	Address               *v3.Address       `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
+	SocketOptions         []*leanxds.Unread `protobuf:"bytes,4,rep,name=socket_options,json=socketOptions,proto3" json:"socket_options,omitempty"`
+	IgnoreGlobalConnLimit bool              `protobuf:"varint,6,opt,name=ignore_global_conn_limit,json=ignoreGlobalConnLimit,proto3" json:"ignore_global_conn_limit,omitempty"`
+	AllowPaths            []*leanxds.Unread `protobuf:"bytes,7,rep,name=allow_paths,json=allowPaths,proto3" json:"allow_paths,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
+}
+
+func (x *Admin) Reset() {
+	*x = Admin{}
+	mi := &file_proxy_leanxds_envoy_config_bootstrap_v3_lean_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Admin) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Admin) ProtoMessage() {}
+
+func (x *Admin) ProtoReflect() protoreflect.Message {
+	mi := &file_proxy_leanxds_envoy_config_bootstrap_v3_lean_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Admin.ProtoReflect.Descriptor instead.
+func (*Admin) Descriptor() ([]byte, []int) {
+	return file_proxy_leanxds_envoy_config_bootstrap_v3_lean_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *Admin) GetAccessLog() []*leanxds.Unread {
+	if x != nil {
+		return x.AccessLog
+	}
+	return nil
+}
+
+// Deprecated: Marked as deprecated in proxy/leanxds/envoy/config/bootstrap/v3/lean.proto.
+func (x *Admin) GetAccessLogPath() string {
+	if x != nil {
+		return x.AccessLogPath
+	}
+	return ""
+}
+
+func (x *Admin) GetProfilePath() string {
+	if x != nil {
+		return x.ProfilePath
+	}
+	return ""
+}
+
+func (x *Admin) GetAddress() *v3.Address {
+	if x != nil {
+		return x.Address
+	}
+	return nil
+}
+
+func (x *Admin) GetSocketOptions() []*leanxds.Unread {
+	if x != nil {
+		return x.SocketOptions
+	}
+	return nil
+}
+
+func (x *Admin) GetIgnoreGlobalConnLimit() bool {
+	if x != nil {
+		return x.IgnoreGlobalConnLimit
+	}
+	return false
+}
+
+func (x *Admin) GetAllowPaths() []*leanxds.Unread {
+	if x != nil {
+		return x.AllowPaths
+	}
+	return nil
+}
+
 type Bootstrap struct {
 	state               protoimpl.MessageState      `protogen:"open.v1"`
 	Node                *v3.Node                    `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
@@ -85,7 +179,7 @@ type Bootstrap struct {
 
 func (x *Bootstrap) Reset() {
 	*x = Bootstrap{}
-	mi := &file_proxy_leanxds_envoy_config_bootstrap_v3_lean_proto_msgTypes[0]
+	mi := &file_proxy_leanxds_envoy_config_bootstrap_v3_lean_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -97,7 +191,7 @@ func (x *Bootstrap) String() string {
 func (*Bootstrap) ProtoMessage() {}
 
 func (x *Bootstrap) ProtoReflect() protoreflect.Message {
-	mi := &file_proxy_leanxds_envoy_config_bootstrap_v3_lean_proto_msgTypes[0]
+	mi := &file_proxy_leanxds_envoy_config_bootstrap_v3_lean_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -110,7 +204,7 @@ func (x *Bootstrap) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Bootstrap.ProtoReflect.Descriptor instead.
 func (*Bootstrap) Descriptor() ([]byte, []int) {
-	return file_proxy_leanxds_envoy_config_bootstrap_v3_lean_proto_rawDescGZIP(), []int{0}
+	return file_proxy_leanxds_envoy_config_bootstrap_v3_lean_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *Bootstrap) GetNode() *v3.Node {
@@ -442,100 +536,6 @@ type Bootstrap_StatsEvictionInterval struct {
 
 func (*Bootstrap_StatsEvictionInterval) isBootstrap_StatsEviction() {}
 
-type Admin struct {
-	state     protoimpl.MessageState `protogen:"open.v1"`
-	AccessLog []*leanxds.Unread      `protobuf:"bytes,5,rep,name=access_log,json=accessLog,proto3" json:"access_log,omitempty"`
-	// Deprecated: Marked as deprecated in proxy/leanxds/envoy/config/bootstrap/v3/lean.proto.
-	AccessLogPath         string            `protobuf:"bytes,1,opt,name=access_log_path,json=accessLogPath,proto3" json:"access_log_path,omitempty"`
-	ProfilePath           string            `protobuf:"bytes,2,opt,name=profile_path,json=profilePath,proto3" json:"profile_path,omitempty"`
-	Address               *v3.Address       `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
-	SocketOptions         []*leanxds.Unread `protobuf:"bytes,4,rep,name=socket_options,json=socketOptions,proto3" json:"socket_options,omitempty"`
-	IgnoreGlobalConnLimit bool              `protobuf:"varint,6,opt,name=ignore_global_conn_limit,json=ignoreGlobalConnLimit,proto3" json:"ignore_global_conn_limit,omitempty"`
-	AllowPaths            []*leanxds.Unread `protobuf:"bytes,7,rep,name=allow_paths,json=allowPaths,proto3" json:"allow_paths,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
-}
-
-func (x *Admin) Reset() {
-	*x = Admin{}
-	mi := &file_proxy_leanxds_envoy_config_bootstrap_v3_lean_proto_msgTypes[1]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *Admin) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*Admin) ProtoMessage() {}
-
-func (x *Admin) ProtoReflect() protoreflect.Message {
-	mi := &file_proxy_leanxds_envoy_config_bootstrap_v3_lean_proto_msgTypes[1]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use Admin.ProtoReflect.Descriptor instead.
-func (*Admin) Descriptor() ([]byte, []int) {
-	return file_proxy_leanxds_envoy_config_bootstrap_v3_lean_proto_rawDescGZIP(), []int{1}
-}
-
-func (x *Admin) GetAccessLog() []*leanxds.Unread {
-	if x != nil {
-		return x.AccessLog
-	}
-	return nil
-}
-
-// Deprecated: Marked as deprecated in proxy/leanxds/envoy/config/bootstrap/v3/lean.proto.
-func (x *Admin) GetAccessLogPath() string {
-	if x != nil {
-		return x.AccessLogPath
-	}
-	return ""
-}
-
-func (x *Admin) GetProfilePath() string {
-	if x != nil {
-		return x.ProfilePath
-	}
-	return ""
-}
-
-func (x *Admin) GetAddress() *v3.Address {
-	if x != nil {
-		return x.Address
-	}
-	return nil
-}
-
-func (x *Admin) GetSocketOptions() []*leanxds.Unread {
-	if x != nil {
-		return x.SocketOptions
-	}
-	return nil
-}
-
-func (x *Admin) GetIgnoreGlobalConnLimit() bool {
-	if x != nil {
-		return x.IgnoreGlobalConnLimit
-	}
-	return false
-}
-
-func (x *Admin) GetAllowPaths() []*leanxds.Unread {
-	if x != nil {
-		return x.AllowPaths
-	}
-	return nil
-}
-
 type Bootstrap_StaticResources struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Listeners     []*v31.Listener        `protobuf:"bytes,1,rep,name=listeners,proto3" json:"listeners,omitempty"`
@@ -572,7 +572,7 @@ func (x *Bootstrap_StaticResources) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Bootstrap_StaticResources.ProtoReflect.Descriptor instead.
 func (*Bootstrap_StaticResources) Descriptor() ([]byte, []int) {
-	return file_proxy_leanxds_envoy_config_bootstrap_v3_lean_proto_rawDescGZIP(), []int{0, 0}
+	return file_proxy_leanxds_envoy_config_bootstrap_v3_lean_proto_rawDescGZIP(), []int{1, 0}
 }
 
 func (x *Bootstrap_StaticResources) GetListeners() []*v31.Listener {
@@ -634,7 +634,7 @@ func (x *Bootstrap_DynamicResources) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Bootstrap_DynamicResources.ProtoReflect.Descriptor instead.
 func (*Bootstrap_DynamicResources) Descriptor() ([]byte, []int) {
-	return file_proxy_leanxds_envoy_config_bootstrap_v3_lean_proto_rawDescGZIP(), []int{0, 1}
+	return file_proxy_leanxds_envoy_config_bootstrap_v3_lean_proto_rawDescGZIP(), []int{1, 1}
 }
 
 func (x *Bootstrap_DynamicResources) GetLdsConfig() *leanxds.Unread {
@@ -676,7 +676,17 @@ var File_proxy_leanxds_envoy_config_bootstrap_v3_lean_proto protoreflect.FileDes
 
 const file_proxy_leanxds_envoy_config_bootstrap_v3_lean_proto_rawDesc = "" +
 	"\n" +
-	"2proxy/leanxds/envoy/config/bootstrap/v3/lean.proto\x12'causeway.lean.envoy.config.bootstrap.v3\x1a0proxy/leanxds/envoy/config/cluster/v3/lean.proto\x1a-proxy/leanxds/envoy/config/core/v3/lean.proto\x1a1proxy/leanxds/envoy/config/listener/v3/lean.proto\x1aBproxy/leanxds/envoy/extensions/transport_sockets/tls/v3/lean.proto\x1a\x1aproxy/leanxds/unread.proto\"\xe0\x1a\n" +
+	"2proxy/leanxds/envoy/config/bootstrap/v3/lean.proto\x12'causeway.lean.envoy.config.bootstrap.v3\x1a0proxy/leanxds/envoy/config/cluster/v3/lean.proto\x1a-proxy/leanxds/envoy/config/core/v3/lean.proto\x1a1proxy/leanxds/envoy/config/listener/v3/lean.proto\x1aBproxy/leanxds/envoy/extensions/transport_sockets/tls/v3/lean.proto\x1a\x1aproxy/leanxds/unread.proto\"\x82\x03\n" +
+	"\x05Admin\x124\n" +
+	"\n" +
+	"access_log\x18\x05 \x03(\v2\x15.causeway.lean.UnreadR\taccessLog\x12*\n" +
+	"\x0faccess_log_path\x18\x01 \x01(\tB\x02\x18\x01R\raccessLogPath\x12!\n" +
+	"\fprofile_path\x18\x02 \x01(\tR\vprofilePath\x12E\n" +
+	"\aaddress\x18\x03 \x01(\v2+.causeway.lean.envoy.config.core.v3.AddressR\aaddress\x12<\n" +
+	"\x0esocket_options\x18\x04 \x03(\v2\x15.causeway.lean.UnreadR\rsocketOptions\x127\n" +
+	"\x18ignore_global_conn_limit\x18\x06 \x01(\bR\x15ignoreGlobalConnLimit\x126\n" +
+	"\vallow_paths\x18\a \x03(\v2\x15.causeway.lean.UnreadR\n" +
+	"allowPaths\"\xe0\x1a\n" +
 	"\tBootstrap\x12<\n" +
 	"\x04node\x18\x01 \x01(\v2(.causeway.lean.envoy.config.core.v3.NodeR\x04node\x12.\n" +
 	"\x13node_context_params\x18\x1a \x03(\tR\x11nodeContextParams\x12m\n" +
@@ -736,17 +746,7 @@ const file_proxy_leanxds_envoy_config_bootstrap_v3_lean_proto_rawDesc = "" +
 	"\n" +
 	"ads_config\x18\x03 \x01(\v23.causeway.lean.envoy.config.core.v3.ApiConfigSourceR\tadsConfigB\r\n" +
 	"\vstats_flushB\x10\n" +
-	"\x0estats_eviction\"\x82\x03\n" +
-	"\x05Admin\x124\n" +
-	"\n" +
-	"access_log\x18\x05 \x03(\v2\x15.causeway.lean.UnreadR\taccessLog\x12*\n" +
-	"\x0faccess_log_path\x18\x01 \x01(\tB\x02\x18\x01R\raccessLogPath\x12!\n" +
-	"\fprofile_path\x18\x02 \x01(\tR\vprofilePath\x12E\n" +
-	"\aaddress\x18\x03 \x01(\v2+.causeway.lean.envoy.config.core.v3.AddressR\aaddress\x12<\n" +
-	"\x0esocket_options\x18\x04 \x03(\v2\x15.causeway.lean.UnreadR\rsocketOptions\x127\n" +
-	"\x18ignore_global_conn_limit\x18\x06 \x01(\bR\x15ignoreGlobalConnLimit\x126\n" +
-	"\vallow_paths\x18\a \x03(\v2\x15.causeway.lean.UnreadR\n" +
-	"allowPathsBVZTgithub.com/causewaymesh/causeway/proxy/leanxds/envoy/config/bootstrap/v3;bootstrapv3b\x06proto3"
+	"\x0estats_evictionBVZTgithub.com/causewaymesh/causeway/proxy/leanxds/envoy/config/bootstrap/v3;bootstrapv3b\x06proto3"
 
 var (
 	file_proxy_leanxds_envoy_config_bootstrap_v3_lean_proto_rawDescOnce sync.Once
@@ -762,60 +762,60 @@ func file_proxy_leanxds_envoy_config_bootstrap_v3_lean_proto_rawDescGZIP() []byt
 
 var file_proxy_leanxds_envoy_config_bootstrap_v3_lean_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_proxy_leanxds_envoy_config_bootstrap_v3_lean_proto_goTypes = []any{
-	(*Bootstrap)(nil),                  // 0: causeway.lean.envoy.config.bootstrap.v3.Bootstrap
-	(*Admin)(nil),                      // 1: causeway.lean.envoy.config.bootstrap.v3.Admin
+	(*Admin)(nil),                      // 0: causeway.lean.envoy.config.bootstrap.v3.Admin
+	(*Bootstrap)(nil),                  // 1: causeway.lean.envoy.config.bootstrap.v3.Bootstrap
 	(*Bootstrap_StaticResources)(nil),  // 2: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.StaticResources
 	(*Bootstrap_DynamicResources)(nil), // 3: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.DynamicResources
-	(*v3.Node)(nil),                    // 4: causeway.lean.envoy.config.core.v3.Node
-	(*leanxds.Unread)(nil),             // 5: causeway.lean.Unread
-	(*v3.Address)(nil),                 // 6: causeway.lean.envoy.config.core.v3.Address
+	(*leanxds.Unread)(nil),             // 4: causeway.lean.Unread
+	(*v3.Address)(nil),                 // 5: causeway.lean.envoy.config.core.v3.Address
+	(*v3.Node)(nil),                    // 6: causeway.lean.envoy.config.core.v3.Node
 	(*v31.Listener)(nil),               // 7: causeway.lean.envoy.config.listener.v3.Listener
 	(*v32.Cluster)(nil),                // 8: causeway.lean.envoy.config.cluster.v3.Cluster
 	(*v33.Secret)(nil),                 // 9: causeway.lean.envoy.extensions.transport_sockets.tls.v3.Secret
 	(*v3.ApiConfigSource)(nil),         // 10: causeway.lean.envoy.config.core.v3.ApiConfigSource
 }
 var file_proxy_leanxds_envoy_config_bootstrap_v3_lean_proto_depIdxs = []int32{
-	4,  // 0: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.node:type_name -> causeway.lean.envoy.config.core.v3.Node
-	2,  // 1: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.static_resources:type_name -> causeway.lean.envoy.config.bootstrap.v3.Bootstrap.StaticResources
-	3,  // 2: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.dynamic_resources:type_name -> causeway.lean.envoy.config.bootstrap.v3.Bootstrap.DynamicResources
-	5,  // 3: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.cluster_manager:type_name -> causeway.lean.Unread
-	5,  // 4: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.hds_config:type_name -> causeway.lean.Unread
-	5,  // 5: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.stats_sinks:type_name -> causeway.lean.Unread
-	5,  // 6: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.deferred_stat_options:type_name -> causeway.lean.Unread
-	5,  // 7: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.stats_config:type_name -> causeway.lean.Unread
-	5,  // 8: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.stats_flush_interval:type_name -> causeway.lean.Unread
-	5,  // 9: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.stats_eviction_interval:type_name -> causeway.lean.Unread
-	5,  // 10: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.watchdog:type_name -> causeway.lean.Unread
-	5,  // 11: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.watchdogs:type_name -> causeway.lean.Unread
-	5,  // 12: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.tracing:type_name -> causeway.lean.Unread
-	5,  // 13: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.layered_runtime:type_name -> causeway.lean.Unread
-	1,  // 14: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.admin:type_name -> causeway.lean.envoy.config.bootstrap.v3.Admin
-	5,  // 15: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.overload_manager:type_name -> causeway.lean.Unread
-	5,  // 16: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.stats_server_version_override:type_name -> causeway.lean.Unread
-	5,  // 17: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.dns_resolution_config:type_name -> causeway.lean.Unread
-	5,  // 18: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.typed_dns_resolver_config:type_name -> causeway.lean.Unread
-	5,  // 19: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.bootstrap_extensions:type_name -> causeway.lean.Unread
-	5,  // 20: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.fatal_actions:type_name -> causeway.lean.Unread
-	5,  // 21: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.config_sources:type_name -> causeway.lean.Unread
-	5,  // 22: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.default_config_source:type_name -> causeway.lean.Unread
-	5,  // 23: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.certificate_provider_instances:type_name -> causeway.lean.Unread
-	5,  // 24: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.inline_headers:type_name -> causeway.lean.Unread
-	5,  // 25: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.default_regex_engine:type_name -> causeway.lean.Unread
-	5,  // 26: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.xds_delegate_extension:type_name -> causeway.lean.Unread
-	5,  // 27: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.xds_config_tracker_extension:type_name -> causeway.lean.Unread
-	5,  // 28: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.listener_manager:type_name -> causeway.lean.Unread
-	5,  // 29: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.application_log_config:type_name -> causeway.lean.Unread
-	5,  // 30: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.grpc_async_client_manager_config:type_name -> causeway.lean.Unread
-	5,  // 31: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.memory_allocator_manager:type_name -> causeway.lean.Unread
-	5,  // 32: causeway.lean.envoy.config.bootstrap.v3.Admin.access_log:type_name -> causeway.lean.Unread
-	6,  // 33: causeway.lean.envoy.config.bootstrap.v3.Admin.address:type_name -> causeway.lean.envoy.config.core.v3.Address
-	5,  // 34: causeway.lean.envoy.config.bootstrap.v3.Admin.socket_options:type_name -> causeway.lean.Unread
-	5,  // 35: causeway.lean.envoy.config.bootstrap.v3.Admin.allow_paths:type_name -> causeway.lean.Unread
+	4,  // 0: causeway.lean.envoy.config.bootstrap.v3.Admin.access_log:type_name -> causeway.lean.Unread
+	5,  // 1: causeway.lean.envoy.config.bootstrap.v3.Admin.address:type_name -> causeway.lean.envoy.config.core.v3.Address
+	4,  // 2: causeway.lean.envoy.config.bootstrap.v3.Admin.socket_options:type_name -> causeway.lean.Unread
+	4,  // 3: causeway.lean.envoy.config.bootstrap.v3.Admin.allow_paths:type_name -> causeway.lean.Unread
+	6,  // 4: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.node:type_name -> causeway.lean.envoy.config.core.v3.Node
+	2,  // 5: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.static_resources:type_name -> causeway.lean.envoy.config.bootstrap.v3.Bootstrap.StaticResources
+	3,  // 6: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.dynamic_resources:type_name -> causeway.lean.envoy.config.bootstrap.v3.Bootstrap.DynamicResources
+	4,  // 7: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.cluster_manager:type_name -> causeway.lean.Unread
+	4,  // 8: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.hds_config:type_name -> causeway.lean.Unread
+	4,  // 9: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.stats_sinks:type_name -> causeway.lean.Unread
+	4,  // 10: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.deferred_stat_options:type_name -> causeway.lean.Unread
+	4,  // 11: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.stats_config:type_name -> causeway.lean.Unread
+	4,  // 12: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.stats_flush_interval:type_name -> causeway.lean.Unread
+	4,  // 13: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.stats_eviction_interval:type_name -> causeway.lean.Unread
+	4,  // 14: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.watchdog:type_name -> causeway.lean.Unread
+	4,  // 15: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.watchdogs:type_name -> causeway.lean.Unread
+	4,  // 16: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.tracing:type_name -> causeway.lean.Unread
+	4,  // 17: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.layered_runtime:type_name -> causeway.lean.Unread
+	0,  // 18: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.admin:type_name -> causeway.lean.envoy.config.bootstrap.v3.Admin
+	4,  // 19: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.overload_manager:type_name -> causeway.lean.Unread
+	4,  // 20: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.stats_server_version_override:type_name -> causeway.lean.Unread
+	4,  // 21: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.dns_resolution_config:type_name -> causeway.lean.Unread
+	4,  // 22: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.typed_dns_resolver_config:type_name -> causeway.lean.Unread
+	4,  // 23: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.bootstrap_extensions:type_name -> causeway.lean.Unread
+	4,  // 24: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.fatal_actions:type_name -> causeway.lean.Unread
+	4,  // 25: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.config_sources:type_name -> causeway.lean.Unread
+	4,  // 26: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.default_config_source:type_name -> causeway.lean.Unread
+	4,  // 27: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.certificate_provider_instances:type_name -> causeway.lean.Unread
+	4,  // 28: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.inline_headers:type_name -> causeway.lean.Unread
+	4,  // 29: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.default_regex_engine:type_name -> causeway.lean.Unread
+	4,  // 30: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.xds_delegate_extension:type_name -> causeway.lean.Unread
+	4,  // 31: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.xds_config_tracker_extension:type_name -> causeway.lean.Unread
+	4,  // 32: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.listener_manager:type_name -> causeway.lean.Unread
+	4,  // 33: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.application_log_config:type_name -> causeway.lean.Unread
+	4,  // 34: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.grpc_async_client_manager_config:type_name -> causeway.lean.Unread
+	4,  // 35: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.memory_allocator_manager:type_name -> causeway.lean.Unread
 	7,  // 36: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.StaticResources.listeners:type_name -> causeway.lean.envoy.config.listener.v3.Listener
 	8,  // 37: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.StaticResources.clusters:type_name -> causeway.lean.envoy.config.cluster.v3.Cluster
 	9,  // 38: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.StaticResources.secrets:type_name -> causeway.lean.envoy.extensions.transport_sockets.tls.v3.Secret
-	5,  // 39: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.DynamicResources.lds_config:type_name -> causeway.lean.Unread
-	5,  // 40: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.DynamicResources.cds_config:type_name -> causeway.lean.Unread
+	4,  // 39: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.DynamicResources.lds_config:type_name -> causeway.lean.Unread
+	4,  // 40: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.DynamicResources.cds_config:type_name -> causeway.lean.Unread
 	10, // 41: causeway.lean.envoy.config.bootstrap.v3.Bootstrap.DynamicResources.ads_config:type_name -> causeway.lean.envoy.config.core.v3.ApiConfigSource
 	42, // [42:42] is the sub-list for method output_type
 	42, // [42:42] is the sub-list for method input_type
@@ -829,7 +829,7 @@ func file_proxy_leanxds_envoy_config_bootstrap_v3_lean_proto_init() {
 	if File_proxy_leanxds_envoy_config_bootstrap_v3_lean_proto != nil {
 		return
 	}
-	file_proxy_leanxds_envoy_config_bootstrap_v3_lean_proto_msgTypes[0].OneofWrappers = []any{
+	file_proxy_leanxds_envoy_config_bootstrap_v3_lean_proto_msgTypes[1].OneofWrappers = []any{
 		(*Bootstrap_StatsFlushOnAdmin)(nil),
 		(*Bootstrap_StatsEvictionInterval)(nil),
 	}

@@ -368,12 +368,12 @@ type Cluster struct {
 	// Deprecated: Marked as deprecated in proxy/leanxds/envoy/config/cluster/v3/lean.proto.
 	UpstreamHttpProtocolOptions *leanxds.Unread `protobuf:"bytes,46,opt,name=upstream_http_protocol_options,json=upstreamHttpProtocolOptions,proto3" json:"upstream_http_protocol_options,omitempty"`
 	// Deprecated: Marked as deprecated in proxy/leanxds/envoy/config/cluster/v3/lean.proto.
-	CommonHttpProtocolOptions *v31.HttpProtocolOptions `protobuf:"bytes,29,opt,name=common_http_protocol_options,json=commonHttpProtocolOptions,proto3" json:"common_http_protocol_options,omitempty"`
+	CommonHttpProtocolOptions *leanxds.Unread `protobuf:"bytes,29,opt,name=common_http_protocol_options,json=commonHttpProtocolOptions,proto3" json:"common_http_protocol_options,omitempty"`
 	// Deprecated: Marked as deprecated in proxy/leanxds/envoy/config/cluster/v3/lean.proto.
-	HttpProtocolOptions *v31.Http1ProtocolOptions `protobuf:"bytes,13,opt,name=http_protocol_options,json=httpProtocolOptions,proto3" json:"http_protocol_options,omitempty"`
+	HttpProtocolOptions *leanxds.Unread `protobuf:"bytes,13,opt,name=http_protocol_options,json=httpProtocolOptions,proto3" json:"http_protocol_options,omitempty"`
 	// Deprecated: Marked as deprecated in proxy/leanxds/envoy/config/cluster/v3/lean.proto.
-	Http2ProtocolOptions          *v31.Http2ProtocolOptions `protobuf:"bytes,14,opt,name=http2_protocol_options,json=http2ProtocolOptions,proto3" json:"http2_protocol_options,omitempty"`
-	TypedExtensionProtocolOptions map[string]*anypb.Any     `protobuf:"bytes,36,rep,name=typed_extension_protocol_options,json=typedExtensionProtocolOptions,proto3" json:"typed_extension_protocol_options,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Http2ProtocolOptions          *leanxds.Unread       `protobuf:"bytes,14,opt,name=http2_protocol_options,json=http2ProtocolOptions,proto3" json:"http2_protocol_options,omitempty"`
+	TypedExtensionProtocolOptions map[string]*anypb.Any `protobuf:"bytes,36,rep,name=typed_extension_protocol_options,json=typedExtensionProtocolOptions,proto3" json:"typed_extension_protocol_options,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// Deprecated: Marked as deprecated in proxy/leanxds/envoy/config/cluster/v3/lean.proto.
 	DnsRefreshRate *leanxds.Unread `protobuf:"bytes,16,opt,name=dns_refresh_rate,json=dnsRefreshRate,proto3" json:"dns_refresh_rate,omitempty"`
 	// Deprecated: Marked as deprecated in proxy/leanxds/envoy/config/cluster/v3/lean.proto.
@@ -405,7 +405,7 @@ type Cluster struct {
 	LbConfig        isCluster_LbConfig      `protobuf_oneof:"lb_config"`
 	CommonLbConfig  *Cluster_CommonLbConfig `protobuf:"bytes,27,opt,name=common_lb_config,json=commonLbConfig,proto3" json:"common_lb_config,omitempty"`
 	TransportSocket *v31.TransportSocket    `protobuf:"bytes,24,opt,name=transport_socket,json=transportSocket,proto3" json:"transport_socket,omitempty"`
-	Metadata        *v31.Metadata           `protobuf:"bytes,25,opt,name=metadata,proto3" json:"metadata,omitempty"`
+	Metadata        *leanxds.Unread         `protobuf:"bytes,25,opt,name=metadata,proto3" json:"metadata,omitempty"`
 	// Deprecated: Marked as deprecated in proxy/leanxds/envoy/config/cluster/v3/lean.proto.
 	ProtocolSelection                   Cluster_ClusterProtocolSelection `protobuf:"varint,26,opt,name=protocol_selection,json=protocolSelection,proto3,enum=causeway.lean.envoy.config.cluster.v3.Cluster_ClusterProtocolSelection" json:"protocol_selection,omitempty"`
 	UpstreamConnectionOptions           *leanxds.Unread                  `protobuf:"bytes,30,opt,name=upstream_connection_options,json=upstreamConnectionOptions,proto3" json:"upstream_connection_options,omitempty"`
@@ -589,7 +589,7 @@ func (x *Cluster) GetUpstreamHttpProtocolOptions() *leanxds.Unread {
 }
 
 // Deprecated: Marked as deprecated in proxy/leanxds/envoy/config/cluster/v3/lean.proto.
-func (x *Cluster) GetCommonHttpProtocolOptions() *v31.HttpProtocolOptions {
+func (x *Cluster) GetCommonHttpProtocolOptions() *leanxds.Unread {
 	if x != nil {
 		return x.CommonHttpProtocolOptions
 	}
@@ -597,7 +597,7 @@ func (x *Cluster) GetCommonHttpProtocolOptions() *v31.HttpProtocolOptions {
 }
 
 // Deprecated: Marked as deprecated in proxy/leanxds/envoy/config/cluster/v3/lean.proto.
-func (x *Cluster) GetHttpProtocolOptions() *v31.Http1ProtocolOptions {
+func (x *Cluster) GetHttpProtocolOptions() *leanxds.Unread {
 	if x != nil {
 		return x.HttpProtocolOptions
 	}
@@ -605,7 +605,7 @@ func (x *Cluster) GetHttpProtocolOptions() *v31.Http1ProtocolOptions {
 }
 
 // Deprecated: Marked as deprecated in proxy/leanxds/envoy/config/cluster/v3/lean.proto.
-func (x *Cluster) GetHttp2ProtocolOptions() *v31.Http2ProtocolOptions {
+func (x *Cluster) GetHttp2ProtocolOptions() *leanxds.Unread {
 	if x != nil {
 		return x.Http2ProtocolOptions
 	}
@@ -790,7 +790,7 @@ func (x *Cluster) GetTransportSocket() *v31.TransportSocket {
 	return nil
 }
 
-func (x *Cluster) GetMetadata() *v31.Metadata {
+func (x *Cluster) GetMetadata() *leanxds.Unread {
 	if x != nil {
 		return x.Metadata
 	}
@@ -1354,7 +1354,7 @@ func (x *CircuitBreakers_Thresholds_RetryBudget) GetMinRetryConcurrency() *wrapp
 type Cluster_CustomClusterType struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	TypedConfig   *anypb.Any             `protobuf:"bytes,2,opt,name=typed_config,json=typedConfig,proto3" json:"typed_config,omitempty"`
+	TypedConfig   *leanxds.Unread        `protobuf:"bytes,2,opt,name=typed_config,json=typedConfig,proto3" json:"typed_config,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1396,7 +1396,7 @@ func (x *Cluster_CustomClusterType) GetName() string {
 	return ""
 }
 
-func (x *Cluster_CustomClusterType) GetTypedConfig() *anypb.Any {
+func (x *Cluster_CustomClusterType) GetTypedConfig() *leanxds.Unread {
 	if x != nil {
 		return x.TypedConfig
 	}
@@ -1670,7 +1670,7 @@ const file_proxy_leanxds_envoy_config_cluster_v3_lean_proto_rawDesc = "" +
 	"\vRetryBudget\x12K\n" +
 	"\x0ebudget_percent\x18\x01 \x01(\v2$.causeway.lean.envoy.type.v3.PercentR\rbudgetPercent\x12>\n" +
 	"\x0fbudget_interval\x18\x03 \x01(\v2\x15.causeway.lean.UnreadR\x0ebudgetInterval\x12P\n" +
-	"\x15min_retry_concurrency\x18\x02 \x01(\v2\x1c.google.protobuf.UInt32ValueR\x13minRetryConcurrency\"\x8b2\n" +
+	"\x15min_retry_concurrency\x18\x02 \x01(\v2\x1c.google.protobuf.UInt32ValueR\x13minRetryConcurrency\"\x8d1\n" +
 	"\aCluster\x12O\n" +
 	"\x18transport_socket_matches\x18+ \x03(\v2\x15.causeway.lean.UnreadR\x16transportSocketMatches\x12O\n" +
 	"\x18transport_socket_matcher\x18; \x01(\v2\x15.causeway.lean.UnreadR\x16transportSocketMatcher\x12\x12\n" +
@@ -1689,10 +1689,10 @@ const file_proxy_leanxds_envoy_config_cluster_v3_lean_proto_rawDesc = "" +
 	"\x1bmax_requests_per_connection\x18\t \x01(\v2\x15.causeway.lean.UnreadB\x02\x18\x01R\x18maxRequestsPerConnection\x12a\n" +
 	"\x10circuit_breakers\x18\n" +
 	" \x01(\v26.causeway.lean.envoy.config.cluster.v3.CircuitBreakersR\x0fcircuitBreakers\x12^\n" +
-	"\x1eupstream_http_protocol_options\x18. \x01(\v2\x15.causeway.lean.UnreadB\x02\x18\x01R\x1bupstreamHttpProtocolOptions\x12|\n" +
-	"\x1ccommon_http_protocol_options\x18\x1d \x01(\v27.causeway.lean.envoy.config.core.v3.HttpProtocolOptionsB\x02\x18\x01R\x19commonHttpProtocolOptions\x12p\n" +
-	"\x15http_protocol_options\x18\r \x01(\v28.causeway.lean.envoy.config.core.v3.Http1ProtocolOptionsB\x02\x18\x01R\x13httpProtocolOptions\x12r\n" +
-	"\x16http2_protocol_options\x18\x0e \x01(\v28.causeway.lean.envoy.config.core.v3.Http2ProtocolOptionsB\x02\x18\x01R\x14http2ProtocolOptions\x12\x9a\x01\n" +
+	"\x1eupstream_http_protocol_options\x18. \x01(\v2\x15.causeway.lean.UnreadB\x02\x18\x01R\x1bupstreamHttpProtocolOptions\x12Z\n" +
+	"\x1ccommon_http_protocol_options\x18\x1d \x01(\v2\x15.causeway.lean.UnreadB\x02\x18\x01R\x19commonHttpProtocolOptions\x12M\n" +
+	"\x15http_protocol_options\x18\r \x01(\v2\x15.causeway.lean.UnreadB\x02\x18\x01R\x13httpProtocolOptions\x12O\n" +
+	"\x16http2_protocol_options\x18\x0e \x01(\v2\x15.causeway.lean.UnreadB\x02\x18\x01R\x14http2ProtocolOptions\x12\x9a\x01\n" +
 	" typed_extension_protocol_options\x18$ \x03(\v2Q.causeway.lean.envoy.config.cluster.v3.Cluster.TypedExtensionProtocolOptionsEntryR\x1dtypedExtensionProtocolOptions\x12C\n" +
 	"\x10dns_refresh_rate\x18\x10 \x01(\v2\x15.causeway.lean.UnreadB\x02\x18\x01R\x0ednsRefreshRate\x128\n" +
 	"\n" +
@@ -1715,8 +1715,8 @@ const file_proxy_leanxds_envoy_config_cluster_v3_lean_proto_rawDesc = "" +
 	"\x17least_request_lb_config\x18% \x01(\v2\x15.causeway.lean.UnreadH\x01R\x14leastRequestLbConfig\x12J\n" +
 	"\x15round_robin_lb_config\x188 \x01(\v2\x15.causeway.lean.UnreadH\x01R\x12roundRobinLbConfig\x12g\n" +
 	"\x10common_lb_config\x18\x1b \x01(\v2=.causeway.lean.envoy.config.cluster.v3.Cluster.CommonLbConfigR\x0ecommonLbConfig\x12^\n" +
-	"\x10transport_socket\x18\x18 \x01(\v23.causeway.lean.envoy.config.core.v3.TransportSocketR\x0ftransportSocket\x12H\n" +
-	"\bmetadata\x18\x19 \x01(\v2,.causeway.lean.envoy.config.core.v3.MetadataR\bmetadata\x12z\n" +
+	"\x10transport_socket\x18\x18 \x01(\v23.causeway.lean.envoy.config.core.v3.TransportSocketR\x0ftransportSocket\x121\n" +
+	"\bmetadata\x18\x19 \x01(\v2\x15.causeway.lean.UnreadR\bmetadata\x12z\n" +
 	"\x12protocol_selection\x18\x1a \x01(\x0e2G.causeway.lean.envoy.config.cluster.v3.Cluster.ClusterProtocolSelectionB\x02\x18\x01R\x11protocolSelection\x12U\n" +
 	"\x1bupstream_connection_options\x18\x1e \x01(\v2\x15.causeway.lean.UnreadR\x19upstreamConnectionOptions\x12U\n" +
 	"(close_connections_on_host_health_failure\x18\x1f \x01(\bR#closeConnectionsOnHostHealthFailure\x12@\n" +
@@ -1734,10 +1734,10 @@ const file_proxy_leanxds_envoy_config_cluster_v3_lean_proto_rawDesc = "" +
 	"\x10queuing_policies\x18> \x01(\v2\x15.causeway.lean.UnreadR\x0fqueuingPolicies\x1af\n" +
 	"\"TypedExtensionProtocolOptionsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12*\n" +
-	"\x05value\x18\x02 \x01(\v2\x14.google.protobuf.AnyR\x05value:\x028\x01\x1a`\n" +
+	"\x05value\x18\x02 \x01(\v2\x14.google.protobuf.AnyR\x05value:\x028\x01\x1aa\n" +
 	"\x11CustomClusterType\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x127\n" +
-	"\ftyped_config\x18\x02 \x01(\v2\x14.google.protobuf.AnyR\vtypedConfig\x1ak\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x128\n" +
+	"\ftyped_config\x18\x02 \x01(\v2\x15.causeway.lean.UnreadR\vtypedConfig\x1ak\n" +
 	"\x10EdsClusterConfig\x124\n" +
 	"\n" +
 	"eds_config\x18\x01 \x01(\v2\x15.causeway.lean.UnreadR\tedsConfig\x12!\n" +
@@ -1850,16 +1850,12 @@ var file_proxy_leanxds_envoy_config_cluster_v3_lean_proto_goTypes = []any{
 	(*leanxds.Unread)(nil),            // 15: causeway.lean.Unread
 	(*durationpb.Duration)(nil),       // 16: google.protobuf.Duration
 	(*v3.ClusterLoadAssignment)(nil),  // 17: causeway.lean.envoy.config.endpoint.v3.ClusterLoadAssignment
-	(*v31.HttpProtocolOptions)(nil),   // 18: causeway.lean.envoy.config.core.v3.HttpProtocolOptions
-	(*v31.Http1ProtocolOptions)(nil),  // 19: causeway.lean.envoy.config.core.v3.Http1ProtocolOptions
-	(*v31.Http2ProtocolOptions)(nil),  // 20: causeway.lean.envoy.config.core.v3.Http2ProtocolOptions
-	(*v31.TransportSocket)(nil),       // 21: causeway.lean.envoy.config.core.v3.TransportSocket
-	(*v31.Metadata)(nil),              // 22: causeway.lean.envoy.config.core.v3.Metadata
-	(*wrapperspb.UInt32Value)(nil),    // 23: google.protobuf.UInt32Value
-	(v31.RoutingPriority)(0),          // 24: causeway.lean.envoy.config.core.v3.RoutingPriority
-	(*v32.Percent)(nil),               // 25: causeway.lean.envoy.type.v3.Percent
-	(*anypb.Any)(nil),                 // 26: google.protobuf.Any
-	(*wrapperspb.UInt64Value)(nil),    // 27: google.protobuf.UInt64Value
+	(*v31.TransportSocket)(nil),       // 18: causeway.lean.envoy.config.core.v3.TransportSocket
+	(*wrapperspb.UInt32Value)(nil),    // 19: google.protobuf.UInt32Value
+	(v31.RoutingPriority)(0),          // 20: causeway.lean.envoy.config.core.v3.RoutingPriority
+	(*v32.Percent)(nil),               // 21: causeway.lean.envoy.type.v3.Percent
+	(*anypb.Any)(nil),                 // 22: google.protobuf.Any
+	(*wrapperspb.UInt64Value)(nil),    // 23: google.protobuf.UInt64Value
 }
 var file_proxy_leanxds_envoy_config_cluster_v3_lean_proto_depIdxs = []int32{
 	8,  // 0: causeway.lean.envoy.config.cluster.v3.CircuitBreakers.thresholds:type_name -> causeway.lean.envoy.config.cluster.v3.CircuitBreakers.Thresholds
@@ -1879,9 +1875,9 @@ var file_proxy_leanxds_envoy_config_cluster_v3_lean_proto_depIdxs = []int32{
 	15, // 14: causeway.lean.envoy.config.cluster.v3.Cluster.max_requests_per_connection:type_name -> causeway.lean.Unread
 	5,  // 15: causeway.lean.envoy.config.cluster.v3.Cluster.circuit_breakers:type_name -> causeway.lean.envoy.config.cluster.v3.CircuitBreakers
 	15, // 16: causeway.lean.envoy.config.cluster.v3.Cluster.upstream_http_protocol_options:type_name -> causeway.lean.Unread
-	18, // 17: causeway.lean.envoy.config.cluster.v3.Cluster.common_http_protocol_options:type_name -> causeway.lean.envoy.config.core.v3.HttpProtocolOptions
-	19, // 18: causeway.lean.envoy.config.cluster.v3.Cluster.http_protocol_options:type_name -> causeway.lean.envoy.config.core.v3.Http1ProtocolOptions
-	20, // 19: causeway.lean.envoy.config.cluster.v3.Cluster.http2_protocol_options:type_name -> causeway.lean.envoy.config.core.v3.Http2ProtocolOptions
+	15, // 17: causeway.lean.envoy.config.cluster.v3.Cluster.common_http_protocol_options:type_name -> causeway.lean.Unread
+	15, // 18: causeway.lean.envoy.config.cluster.v3.Cluster.http_protocol_options:type_name -> causeway.lean.Unread
+	15, // 19: causeway.lean.envoy.config.cluster.v3.Cluster.http2_protocol_options:type_name -> causeway.lean.Unread
 	10, // 20: causeway.lean.envoy.config.cluster.v3.Cluster.typed_extension_protocol_options:type_name -> causeway.lean.envoy.config.cluster.v3.Cluster.TypedExtensionProtocolOptionsEntry
 	15, // 21: causeway.lean.envoy.config.cluster.v3.Cluster.dns_refresh_rate:type_name -> causeway.lean.Unread
 	15, // 22: causeway.lean.envoy.config.cluster.v3.Cluster.dns_jitter:type_name -> causeway.lean.Unread
@@ -1901,8 +1897,8 @@ var file_proxy_leanxds_envoy_config_cluster_v3_lean_proto_depIdxs = []int32{
 	15, // 36: causeway.lean.envoy.config.cluster.v3.Cluster.least_request_lb_config:type_name -> causeway.lean.Unread
 	15, // 37: causeway.lean.envoy.config.cluster.v3.Cluster.round_robin_lb_config:type_name -> causeway.lean.Unread
 	14, // 38: causeway.lean.envoy.config.cluster.v3.Cluster.common_lb_config:type_name -> causeway.lean.envoy.config.cluster.v3.Cluster.CommonLbConfig
-	21, // 39: causeway.lean.envoy.config.cluster.v3.Cluster.transport_socket:type_name -> causeway.lean.envoy.config.core.v3.TransportSocket
-	22, // 40: causeway.lean.envoy.config.cluster.v3.Cluster.metadata:type_name -> causeway.lean.envoy.config.core.v3.Metadata
+	18, // 39: causeway.lean.envoy.config.cluster.v3.Cluster.transport_socket:type_name -> causeway.lean.envoy.config.core.v3.TransportSocket
+	15, // 40: causeway.lean.envoy.config.cluster.v3.Cluster.metadata:type_name -> causeway.lean.Unread
 	3,  // 41: causeway.lean.envoy.config.cluster.v3.Cluster.protocol_selection:type_name -> causeway.lean.envoy.config.cluster.v3.Cluster.ClusterProtocolSelection
 	15, // 42: causeway.lean.envoy.config.cluster.v3.Cluster.upstream_connection_options:type_name -> causeway.lean.Unread
 	15, // 43: causeway.lean.envoy.config.cluster.v3.Cluster.filters:type_name -> causeway.lean.Unread
@@ -1912,17 +1908,17 @@ var file_proxy_leanxds_envoy_config_cluster_v3_lean_proto_depIdxs = []int32{
 	15, // 47: causeway.lean.envoy.config.cluster.v3.Cluster.track_cluster_stats:type_name -> causeway.lean.Unread
 	15, // 48: causeway.lean.envoy.config.cluster.v3.Cluster.preconnect_policy:type_name -> causeway.lean.Unread
 	15, // 49: causeway.lean.envoy.config.cluster.v3.Cluster.queuing_policies:type_name -> causeway.lean.Unread
-	23, // 50: causeway.lean.envoy.config.cluster.v3.OutlierDetection.consecutive_5xx:type_name -> google.protobuf.UInt32Value
+	19, // 50: causeway.lean.envoy.config.cluster.v3.OutlierDetection.consecutive_5xx:type_name -> google.protobuf.UInt32Value
 	16, // 51: causeway.lean.envoy.config.cluster.v3.OutlierDetection.interval:type_name -> google.protobuf.Duration
 	16, // 52: causeway.lean.envoy.config.cluster.v3.OutlierDetection.base_ejection_time:type_name -> google.protobuf.Duration
-	23, // 53: causeway.lean.envoy.config.cluster.v3.OutlierDetection.max_ejection_percent:type_name -> google.protobuf.UInt32Value
-	23, // 54: causeway.lean.envoy.config.cluster.v3.OutlierDetection.enforcing_consecutive_5xx:type_name -> google.protobuf.UInt32Value
-	23, // 55: causeway.lean.envoy.config.cluster.v3.OutlierDetection.enforcing_success_rate:type_name -> google.protobuf.UInt32Value
-	23, // 56: causeway.lean.envoy.config.cluster.v3.OutlierDetection.success_rate_minimum_hosts:type_name -> google.protobuf.UInt32Value
-	23, // 57: causeway.lean.envoy.config.cluster.v3.OutlierDetection.success_rate_request_volume:type_name -> google.protobuf.UInt32Value
-	23, // 58: causeway.lean.envoy.config.cluster.v3.OutlierDetection.success_rate_stdev_factor:type_name -> google.protobuf.UInt32Value
-	23, // 59: causeway.lean.envoy.config.cluster.v3.OutlierDetection.consecutive_gateway_failure:type_name -> google.protobuf.UInt32Value
-	23, // 60: causeway.lean.envoy.config.cluster.v3.OutlierDetection.enforcing_consecutive_gateway_failure:type_name -> google.protobuf.UInt32Value
+	19, // 53: causeway.lean.envoy.config.cluster.v3.OutlierDetection.max_ejection_percent:type_name -> google.protobuf.UInt32Value
+	19, // 54: causeway.lean.envoy.config.cluster.v3.OutlierDetection.enforcing_consecutive_5xx:type_name -> google.protobuf.UInt32Value
+	19, // 55: causeway.lean.envoy.config.cluster.v3.OutlierDetection.enforcing_success_rate:type_name -> google.protobuf.UInt32Value
+	19, // 56: causeway.lean.envoy.config.cluster.v3.OutlierDetection.success_rate_minimum_hosts:type_name -> google.protobuf.UInt32Value
+	19, // 57: causeway.lean.envoy.config.cluster.v3.OutlierDetection.success_rate_request_volume:type_name -> google.protobuf.UInt32Value
+	19, // 58: causeway.lean.envoy.config.cluster.v3.OutlierDetection.success_rate_stdev_factor:type_name -> google.protobuf.UInt32Value
+	19, // 59: causeway.lean.envoy.config.cluster.v3.OutlierDetection.consecutive_gateway_failure:type_name -> google.protobuf.UInt32Value
+	19, // 60: causeway.lean.envoy.config.cluster.v3.OutlierDetection.enforcing_consecutive_gateway_failure:type_name -> google.protobuf.UInt32Value
 	15, // 61: causeway.lean.envoy.config.cluster.v3.OutlierDetection.consecutive_local_origin_failure:type_name -> causeway.lean.Unread
 	15, // 62: causeway.lean.envoy.config.cluster.v3.OutlierDetection.enforcing_consecutive_local_origin_failure:type_name -> causeway.lean.Unread
 	15, // 63: causeway.lean.envoy.config.cluster.v3.OutlierDetection.enforcing_local_origin_success_rate:type_name -> causeway.lean.Unread
@@ -1937,23 +1933,23 @@ var file_proxy_leanxds_envoy_config_cluster_v3_lean_proto_depIdxs = []int32{
 	15, // 72: causeway.lean.envoy.config.cluster.v3.OutlierDetection.monitors:type_name -> causeway.lean.Unread
 	15, // 73: causeway.lean.envoy.config.cluster.v3.OutlierDetection.always_eject_one_host:type_name -> causeway.lean.Unread
 	15, // 74: causeway.lean.envoy.config.cluster.v3.OutlierDetection.detect_degraded_hosts:type_name -> causeway.lean.Unread
-	24, // 75: causeway.lean.envoy.config.cluster.v3.CircuitBreakers.Thresholds.priority:type_name -> causeway.lean.envoy.config.core.v3.RoutingPriority
-	23, // 76: causeway.lean.envoy.config.cluster.v3.CircuitBreakers.Thresholds.max_connections:type_name -> google.protobuf.UInt32Value
-	23, // 77: causeway.lean.envoy.config.cluster.v3.CircuitBreakers.Thresholds.max_pending_requests:type_name -> google.protobuf.UInt32Value
-	23, // 78: causeway.lean.envoy.config.cluster.v3.CircuitBreakers.Thresholds.max_requests:type_name -> google.protobuf.UInt32Value
-	23, // 79: causeway.lean.envoy.config.cluster.v3.CircuitBreakers.Thresholds.max_retries:type_name -> google.protobuf.UInt32Value
+	20, // 75: causeway.lean.envoy.config.cluster.v3.CircuitBreakers.Thresholds.priority:type_name -> causeway.lean.envoy.config.core.v3.RoutingPriority
+	19, // 76: causeway.lean.envoy.config.cluster.v3.CircuitBreakers.Thresholds.max_connections:type_name -> google.protobuf.UInt32Value
+	19, // 77: causeway.lean.envoy.config.cluster.v3.CircuitBreakers.Thresholds.max_pending_requests:type_name -> google.protobuf.UInt32Value
+	19, // 78: causeway.lean.envoy.config.cluster.v3.CircuitBreakers.Thresholds.max_requests:type_name -> google.protobuf.UInt32Value
+	19, // 79: causeway.lean.envoy.config.cluster.v3.CircuitBreakers.Thresholds.max_retries:type_name -> google.protobuf.UInt32Value
 	9,  // 80: causeway.lean.envoy.config.cluster.v3.CircuitBreakers.Thresholds.retry_budget:type_name -> causeway.lean.envoy.config.cluster.v3.CircuitBreakers.Thresholds.RetryBudget
 	15, // 81: causeway.lean.envoy.config.cluster.v3.CircuitBreakers.Thresholds.max_connection_pools:type_name -> causeway.lean.Unread
-	25, // 82: causeway.lean.envoy.config.cluster.v3.CircuitBreakers.Thresholds.RetryBudget.budget_percent:type_name -> causeway.lean.envoy.type.v3.Percent
+	21, // 82: causeway.lean.envoy.config.cluster.v3.CircuitBreakers.Thresholds.RetryBudget.budget_percent:type_name -> causeway.lean.envoy.type.v3.Percent
 	15, // 83: causeway.lean.envoy.config.cluster.v3.CircuitBreakers.Thresholds.RetryBudget.budget_interval:type_name -> causeway.lean.Unread
-	23, // 84: causeway.lean.envoy.config.cluster.v3.CircuitBreakers.Thresholds.RetryBudget.min_retry_concurrency:type_name -> google.protobuf.UInt32Value
-	26, // 85: causeway.lean.envoy.config.cluster.v3.Cluster.TypedExtensionProtocolOptionsEntry.value:type_name -> google.protobuf.Any
-	26, // 86: causeway.lean.envoy.config.cluster.v3.Cluster.CustomClusterType.typed_config:type_name -> google.protobuf.Any
+	19, // 84: causeway.lean.envoy.config.cluster.v3.CircuitBreakers.Thresholds.RetryBudget.min_retry_concurrency:type_name -> google.protobuf.UInt32Value
+	22, // 85: causeway.lean.envoy.config.cluster.v3.Cluster.TypedExtensionProtocolOptionsEntry.value:type_name -> google.protobuf.Any
+	15, // 86: causeway.lean.envoy.config.cluster.v3.Cluster.CustomClusterType.typed_config:type_name -> causeway.lean.Unread
 	15, // 87: causeway.lean.envoy.config.cluster.v3.Cluster.EdsClusterConfig.eds_config:type_name -> causeway.lean.Unread
 	15, // 88: causeway.lean.envoy.config.cluster.v3.Cluster.RingHashLbConfig.minimum_ring_size:type_name -> causeway.lean.Unread
 	4,  // 89: causeway.lean.envoy.config.cluster.v3.Cluster.RingHashLbConfig.hash_function:type_name -> causeway.lean.envoy.config.cluster.v3.Cluster.RingHashLbConfig.HashFunction
-	27, // 90: causeway.lean.envoy.config.cluster.v3.Cluster.RingHashLbConfig.maximum_ring_size:type_name -> google.protobuf.UInt64Value
-	25, // 91: causeway.lean.envoy.config.cluster.v3.Cluster.CommonLbConfig.healthy_panic_threshold:type_name -> causeway.lean.envoy.type.v3.Percent
+	23, // 90: causeway.lean.envoy.config.cluster.v3.Cluster.RingHashLbConfig.maximum_ring_size:type_name -> google.protobuf.UInt64Value
+	21, // 91: causeway.lean.envoy.config.cluster.v3.Cluster.CommonLbConfig.healthy_panic_threshold:type_name -> causeway.lean.envoy.type.v3.Percent
 	15, // 92: causeway.lean.envoy.config.cluster.v3.Cluster.CommonLbConfig.zone_aware_lb_config:type_name -> causeway.lean.Unread
 	15, // 93: causeway.lean.envoy.config.cluster.v3.Cluster.CommonLbConfig.locality_weighted_lb_config:type_name -> causeway.lean.Unread
 	15, // 94: causeway.lean.envoy.config.cluster.v3.Cluster.CommonLbConfig.update_merge_window:type_name -> causeway.lean.Unread

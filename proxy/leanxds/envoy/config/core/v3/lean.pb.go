@@ -27,6 +27,52 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type RoutingPriority int32
+
+const (
+	RoutingPriority_DEFAULT RoutingPriority = 0
+	RoutingPriority_HIGH    RoutingPriority = 1
+)
+
+// Enum value maps for RoutingPriority.
+var (
+	RoutingPriority_name = map[int32]string{
+		0: "DEFAULT",
+		1: "HIGH",
+	}
+	RoutingPriority_value = map[string]int32{
+		"DEFAULT": 0,
+		"HIGH":    1,
+	}
+)
+
+func (x RoutingPriority) Enum() *RoutingPriority {
+	p := new(RoutingPriority)
+	*p = x
+	return p
+}
+
+func (x RoutingPriority) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (RoutingPriority) Descriptor() protoreflect.EnumDescriptor {
+	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_enumTypes[0].Descriptor()
+}
+
+func (RoutingPriority) Type() protoreflect.EnumType {
+	return &file_proxy_leanxds_envoy_config_core_v3_lean_proto_enumTypes[0]
+}
+
+func (x RoutingPriority) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use RoutingPriority.Descriptor instead.
+func (RoutingPriority) EnumDescriptor() ([]byte, []int) {
+	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP(), []int{0}
+}
+
 type ApiVersion int32
 
 const (
@@ -60,11 +106,11 @@ func (x ApiVersion) String() string {
 }
 
 func (ApiVersion) Descriptor() protoreflect.EnumDescriptor {
-	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_enumTypes[0].Descriptor()
+	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_enumTypes[1].Descriptor()
 }
 
 func (ApiVersion) Type() protoreflect.EnumType {
-	return &file_proxy_leanxds_envoy_config_core_v3_lean_proto_enumTypes[0]
+	return &file_proxy_leanxds_envoy_config_core_v3_lean_proto_enumTypes[1]
 }
 
 func (x ApiVersion) Number() protoreflect.EnumNumber {
@@ -73,102 +119,7 @@ func (x ApiVersion) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ApiVersion.Descriptor instead.
 func (ApiVersion) EnumDescriptor() ([]byte, []int) {
-	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP(), []int{0}
-}
-
-type TrafficDirection int32
-
-const (
-	TrafficDirection_UNSPECIFIED TrafficDirection = 0
-	TrafficDirection_INBOUND     TrafficDirection = 1
-	TrafficDirection_OUTBOUND    TrafficDirection = 2
-)
-
-// Enum value maps for TrafficDirection.
-var (
-	TrafficDirection_name = map[int32]string{
-		0: "UNSPECIFIED",
-		1: "INBOUND",
-		2: "OUTBOUND",
-	}
-	TrafficDirection_value = map[string]int32{
-		"UNSPECIFIED": 0,
-		"INBOUND":     1,
-		"OUTBOUND":    2,
-	}
-)
-
-func (x TrafficDirection) Enum() *TrafficDirection {
-	p := new(TrafficDirection)
-	*p = x
-	return p
-}
-
-func (x TrafficDirection) String() string {
-	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
-}
-
-func (TrafficDirection) Descriptor() protoreflect.EnumDescriptor {
-	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_enumTypes[1].Descriptor()
-}
-
-func (TrafficDirection) Type() protoreflect.EnumType {
-	return &file_proxy_leanxds_envoy_config_core_v3_lean_proto_enumTypes[1]
-}
-
-func (x TrafficDirection) Number() protoreflect.EnumNumber {
-	return protoreflect.EnumNumber(x)
-}
-
-// Deprecated: Use TrafficDirection.Descriptor instead.
-func (TrafficDirection) EnumDescriptor() ([]byte, []int) {
 	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP(), []int{1}
-}
-
-type RoutingPriority int32
-
-const (
-	RoutingPriority_DEFAULT RoutingPriority = 0
-	RoutingPriority_HIGH    RoutingPriority = 1
-)
-
-// Enum value maps for RoutingPriority.
-var (
-	RoutingPriority_name = map[int32]string{
-		0: "DEFAULT",
-		1: "HIGH",
-	}
-	RoutingPriority_value = map[string]int32{
-		"DEFAULT": 0,
-		"HIGH":    1,
-	}
-)
-
-func (x RoutingPriority) Enum() *RoutingPriority {
-	p := new(RoutingPriority)
-	*p = x
-	return p
-}
-
-func (x RoutingPriority) String() string {
-	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
-}
-
-func (RoutingPriority) Descriptor() protoreflect.EnumDescriptor {
-	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_enumTypes[2].Descriptor()
-}
-
-func (RoutingPriority) Type() protoreflect.EnumType {
-	return &file_proxy_leanxds_envoy_config_core_v3_lean_proto_enumTypes[2]
-}
-
-func (x RoutingPriority) Number() protoreflect.EnumNumber {
-	return protoreflect.EnumNumber(x)
-}
-
-// Deprecated: Use RoutingPriority.Descriptor instead.
-func (RoutingPriority) EnumDescriptor() ([]byte, []int) {
-	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP(), []int{2}
 }
 
 type HealthStatus int32
@@ -213,11 +164,11 @@ func (x HealthStatus) String() string {
 }
 
 func (HealthStatus) Descriptor() protoreflect.EnumDescriptor {
-	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_enumTypes[3].Descriptor()
+	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_enumTypes[2].Descriptor()
 }
 
 func (HealthStatus) Type() protoreflect.EnumType {
-	return &file_proxy_leanxds_envoy_config_core_v3_lean_proto_enumTypes[3]
+	return &file_proxy_leanxds_envoy_config_core_v3_lean_proto_enumTypes[2]
 }
 
 func (x HealthStatus) Number() protoreflect.EnumNumber {
@@ -226,6 +177,55 @@ func (x HealthStatus) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use HealthStatus.Descriptor instead.
 func (HealthStatus) EnumDescriptor() ([]byte, []int) {
+	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP(), []int{2}
+}
+
+type TrafficDirection int32
+
+const (
+	TrafficDirection_UNSPECIFIED TrafficDirection = 0
+	TrafficDirection_INBOUND     TrafficDirection = 1
+	TrafficDirection_OUTBOUND    TrafficDirection = 2
+)
+
+// Enum value maps for TrafficDirection.
+var (
+	TrafficDirection_name = map[int32]string{
+		0: "UNSPECIFIED",
+		1: "INBOUND",
+		2: "OUTBOUND",
+	}
+	TrafficDirection_value = map[string]int32{
+		"UNSPECIFIED": 0,
+		"INBOUND":     1,
+		"OUTBOUND":    2,
+	}
+)
+
+func (x TrafficDirection) Enum() *TrafficDirection {
+	p := new(TrafficDirection)
+	*p = x
+	return p
+}
+
+func (x TrafficDirection) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (TrafficDirection) Descriptor() protoreflect.EnumDescriptor {
+	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_enumTypes[3].Descriptor()
+}
+
+func (TrafficDirection) Type() protoreflect.EnumType {
+	return &file_proxy_leanxds_envoy_config_core_v3_lean_proto_enumTypes[3]
+}
+
+func (x TrafficDirection) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use TrafficDirection.Descriptor instead.
+func (TrafficDirection) EnumDescriptor() ([]byte, []int) {
 	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP(), []int{3}
 }
 
@@ -284,7 +284,7 @@ func (x ApiConfigSource_ApiType) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use ApiConfigSource_ApiType.Descriptor instead.
 func (ApiConfigSource_ApiType) EnumDescriptor() ([]byte, []int) {
-	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP(), []int{2, 0}
+	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP(), []int{1, 0}
 }
 
 type HeaderValueOption_HeaderAppendAction int32
@@ -336,7 +336,7 @@ func (x HeaderValueOption_HeaderAppendAction) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use HeaderValueOption_HeaderAppendAction.Descriptor instead.
 func (HeaderValueOption_HeaderAppendAction) EnumDescriptor() ([]byte, []int) {
-	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP(), []int{8, 0}
+	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP(), []int{5, 0}
 }
 
 type HttpProtocolOptions_HeadersWithUnderscoresAction int32
@@ -385,7 +385,7 @@ func (x HttpProtocolOptions_HeadersWithUnderscoresAction) Number() protoreflect.
 
 // Deprecated: Use HttpProtocolOptions_HeadersWithUnderscoresAction.Descriptor instead.
 func (HttpProtocolOptions_HeadersWithUnderscoresAction) EnumDescriptor() ([]byte, []int) {
-	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP(), []int{11, 0}
+	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP(), []int{6, 0}
 }
 
 type SocketAddress_Protocol int32
@@ -431,7 +431,7 @@ func (x SocketAddress_Protocol) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SocketAddress_Protocol.Descriptor instead.
 func (SocketAddress_Protocol) EnumDescriptor() ([]byte, []int) {
-	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP(), []int{17, 0}
+	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP(), []int{11, 0}
 }
 
 type Address struct {
@@ -532,42 +532,6 @@ func (*Address_Pipe) isAddress_Address() {}
 
 func (*Address_EnvoyInternalAddress) isAddress_Address() {}
 
-type AggregatedConfigSource struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *AggregatedConfigSource) Reset() {
-	*x = AggregatedConfigSource{}
-	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[1]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *AggregatedConfigSource) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*AggregatedConfigSource) ProtoMessage() {}
-
-func (x *AggregatedConfigSource) ProtoReflect() protoreflect.Message {
-	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[1]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use AggregatedConfigSource.ProtoReflect.Descriptor instead.
-func (*AggregatedConfigSource) Descriptor() ([]byte, []int) {
-	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP(), []int{1}
-}
-
 type ApiConfigSource struct {
 	state                     protoimpl.MessageState  `protogen:"open.v1"`
 	ApiType                   ApiConfigSource_ApiType `protobuf:"varint,1,opt,name=api_type,json=apiType,proto3,enum=causeway.lean.envoy.config.core.v3.ApiConfigSource_ApiType" json:"api_type,omitempty"`
@@ -585,7 +549,7 @@ type ApiConfigSource struct {
 
 func (x *ApiConfigSource) Reset() {
 	*x = ApiConfigSource{}
-	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[2]
+	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -597,7 +561,7 @@ func (x *ApiConfigSource) String() string {
 func (*ApiConfigSource) ProtoMessage() {}
 
 func (x *ApiConfigSource) ProtoReflect() protoreflect.Message {
-	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[2]
+	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -610,7 +574,7 @@ func (x *ApiConfigSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApiConfigSource.ProtoReflect.Descriptor instead.
 func (*ApiConfigSource) Descriptor() ([]byte, []int) {
-	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP(), []int{2}
+	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *ApiConfigSource) GetApiType() ApiConfigSource_ApiType {
@@ -676,214 +640,6 @@ func (x *ApiConfigSource) GetConfigValidators() []*leanxds.Unread {
 	return nil
 }
 
-type CidrRange struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	AddressPrefix string                 `protobuf:"bytes,1,opt,name=address_prefix,json=addressPrefix,proto3" json:"address_prefix,omitempty"`
-	PrefixLen     *leanxds.Unread        `protobuf:"bytes,2,opt,name=prefix_len,json=prefixLen,proto3" json:"prefix_len,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *CidrRange) Reset() {
-	*x = CidrRange{}
-	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[3]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *CidrRange) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*CidrRange) ProtoMessage() {}
-
-func (x *CidrRange) ProtoReflect() protoreflect.Message {
-	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[3]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use CidrRange.ProtoReflect.Descriptor instead.
-func (*CidrRange) Descriptor() ([]byte, []int) {
-	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP(), []int{3}
-}
-
-func (x *CidrRange) GetAddressPrefix() string {
-	if x != nil {
-		return x.AddressPrefix
-	}
-	return ""
-}
-
-func (x *CidrRange) GetPrefixLen() *leanxds.Unread {
-	if x != nil {
-		return x.PrefixLen
-	}
-	return nil
-}
-
-type ConfigSource struct {
-	state       protoimpl.MessageState `protogen:"open.v1"`
-	Authorities []*leanxds.Unread      `protobuf:"bytes,7,rep,name=authorities,proto3" json:"authorities,omitempty"`
-	// Types that are valid to be assigned to ConfigSourceSpecifier:
-	//
-	//	*ConfigSource_Path
-	//	*ConfigSource_PathConfigSource
-	//	*ConfigSource_ApiConfigSource
-	//	*ConfigSource_Ads
-	//	*ConfigSource_Self
-	ConfigSourceSpecifier isConfigSource_ConfigSourceSpecifier `protobuf_oneof:"config_source_specifier"`
-	InitialFetchTimeout   *leanxds.Unread                      `protobuf:"bytes,4,opt,name=initial_fetch_timeout,json=initialFetchTimeout,proto3" json:"initial_fetch_timeout,omitempty"`
-	ResourceApiVersion    ApiVersion                           `protobuf:"varint,6,opt,name=resource_api_version,json=resourceApiVersion,proto3,enum=causeway.lean.envoy.config.core.v3.ApiVersion" json:"resource_api_version,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
-}
-
-func (x *ConfigSource) Reset() {
-	*x = ConfigSource{}
-	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[4]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *ConfigSource) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*ConfigSource) ProtoMessage() {}
-
-func (x *ConfigSource) ProtoReflect() protoreflect.Message {
-	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[4]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use ConfigSource.ProtoReflect.Descriptor instead.
-func (*ConfigSource) Descriptor() ([]byte, []int) {
-	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP(), []int{4}
-}
-
-func (x *ConfigSource) GetAuthorities() []*leanxds.Unread {
-	if x != nil {
-		return x.Authorities
-	}
-	return nil
-}
-
-func (x *ConfigSource) GetConfigSourceSpecifier() isConfigSource_ConfigSourceSpecifier {
-	if x != nil {
-		return x.ConfigSourceSpecifier
-	}
-	return nil
-}
-
-// Deprecated: Marked as deprecated in proxy/leanxds/envoy/config/core/v3/lean.proto.
-func (x *ConfigSource) GetPath() string {
-	if x != nil {
-		if x, ok := x.ConfigSourceSpecifier.(*ConfigSource_Path); ok {
-			return x.Path
-		}
-	}
-	return ""
-}
-
-func (x *ConfigSource) GetPathConfigSource() *leanxds.Unread {
-	if x != nil {
-		if x, ok := x.ConfigSourceSpecifier.(*ConfigSource_PathConfigSource); ok {
-			return x.PathConfigSource
-		}
-	}
-	return nil
-}
-
-func (x *ConfigSource) GetApiConfigSource() *ApiConfigSource {
-	if x != nil {
-		if x, ok := x.ConfigSourceSpecifier.(*ConfigSource_ApiConfigSource); ok {
-			return x.ApiConfigSource
-		}
-	}
-	return nil
-}
-
-func (x *ConfigSource) GetAds() *leanxds.Unread {
-	if x != nil {
-		if x, ok := x.ConfigSourceSpecifier.(*ConfigSource_Ads); ok {
-			return x.Ads
-		}
-	}
-	return nil
-}
-
-func (x *ConfigSource) GetSelf() *SelfConfigSource {
-	if x != nil {
-		if x, ok := x.ConfigSourceSpecifier.(*ConfigSource_Self); ok {
-			return x.Self
-		}
-	}
-	return nil
-}
-
-func (x *ConfigSource) GetInitialFetchTimeout() *leanxds.Unread {
-	if x != nil {
-		return x.InitialFetchTimeout
-	}
-	return nil
-}
-
-func (x *ConfigSource) GetResourceApiVersion() ApiVersion {
-	if x != nil {
-		return x.ResourceApiVersion
-	}
-	return ApiVersion_AUTO
-}
-
-type isConfigSource_ConfigSourceSpecifier interface {
-	isConfigSource_ConfigSourceSpecifier()
-}
-
-type ConfigSource_Path struct {
-	// Deprecated: Marked as deprecated in proxy/leanxds/envoy/config/core/v3/lean.proto.
-	Path string `protobuf:"bytes,1,opt,name=path,proto3,oneof"`
-}
-
-type ConfigSource_PathConfigSource struct {
-	PathConfigSource *leanxds.Unread `protobuf:"bytes,8,opt,name=path_config_source,json=pathConfigSource,proto3,oneof"`
-}
-
-type ConfigSource_ApiConfigSource struct {
-	ApiConfigSource *ApiConfigSource `protobuf:"bytes,2,opt,name=api_config_source,json=apiConfigSource,proto3,oneof"`
-}
-
-type ConfigSource_Ads struct {
-	Ads *leanxds.Unread `protobuf:"bytes,3,opt,name=ads,proto3,oneof"`
-}
-
-type ConfigSource_Self struct {
-	Self *SelfConfigSource `protobuf:"bytes,5,opt,name=self,proto3,oneof"`
-}
-
-func (*ConfigSource_Path) isConfigSource_ConfigSourceSpecifier() {}
-
-func (*ConfigSource_PathConfigSource) isConfigSource_ConfigSourceSpecifier() {}
-
-func (*ConfigSource_ApiConfigSource) isConfigSource_ConfigSourceSpecifier() {}
-
-func (*ConfigSource_Ads) isConfigSource_ConfigSourceSpecifier() {}
-
-func (*ConfigSource_Self) isConfigSource_ConfigSourceSpecifier() {}
-
 type DataSource struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Specifier:
@@ -900,7 +656,7 @@ type DataSource struct {
 
 func (x *DataSource) Reset() {
 	*x = DataSource{}
-	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[5]
+	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -912,7 +668,7 @@ func (x *DataSource) String() string {
 func (*DataSource) ProtoMessage() {}
 
 func (x *DataSource) ProtoReflect() protoreflect.Message {
-	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[5]
+	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -925,7 +681,7 @@ func (x *DataSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataSource.ProtoReflect.Descriptor instead.
 func (*DataSource) Descriptor() ([]byte, []int) {
-	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP(), []int{5}
+	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *DataSource) GetSpecifier() isDataSource_Specifier {
@@ -1013,7 +769,7 @@ type GrpcService struct {
 	//	*GrpcService_EnvoyGrpc_
 	//	*GrpcService_GoogleGrpc_
 	TargetSpecifier isGrpcService_TargetSpecifier `protobuf_oneof:"target_specifier"`
-	Timeout         *durationpb.Duration          `protobuf:"bytes,3,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	Timeout         *leanxds.Unread               `protobuf:"bytes,3,opt,name=timeout,proto3" json:"timeout,omitempty"`
 	InitialMetadata []*leanxds.Unread             `protobuf:"bytes,5,rep,name=initial_metadata,json=initialMetadata,proto3" json:"initial_metadata,omitempty"`
 	RetryPolicy     *leanxds.Unread               `protobuf:"bytes,6,opt,name=retry_policy,json=retryPolicy,proto3" json:"retry_policy,omitempty"`
 	unknownFields   protoimpl.UnknownFields
@@ -1022,7 +778,7 @@ type GrpcService struct {
 
 func (x *GrpcService) Reset() {
 	*x = GrpcService{}
-	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[6]
+	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1034,7 +790,7 @@ func (x *GrpcService) String() string {
 func (*GrpcService) ProtoMessage() {}
 
 func (x *GrpcService) ProtoReflect() protoreflect.Message {
-	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[6]
+	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1047,7 +803,7 @@ func (x *GrpcService) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrpcService.ProtoReflect.Descriptor instead.
 func (*GrpcService) Descriptor() ([]byte, []int) {
-	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP(), []int{6}
+	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *GrpcService) GetTargetSpecifier() isGrpcService_TargetSpecifier {
@@ -1075,7 +831,7 @@ func (x *GrpcService) GetGoogleGrpc() *GrpcService_GoogleGrpc {
 	return nil
 }
 
-func (x *GrpcService) GetTimeout() *durationpb.Duration {
+func (x *GrpcService) GetTimeout() *leanxds.Unread {
 	if x != nil {
 		return x.Timeout
 	}
@@ -1123,7 +879,7 @@ type HeaderValue struct {
 
 func (x *HeaderValue) Reset() {
 	*x = HeaderValue{}
-	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[7]
+	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1135,7 +891,7 @@ func (x *HeaderValue) String() string {
 func (*HeaderValue) ProtoMessage() {}
 
 func (x *HeaderValue) ProtoReflect() protoreflect.Message {
-	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[7]
+	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1148,7 +904,7 @@ func (x *HeaderValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderValue.ProtoReflect.Descriptor instead.
 func (*HeaderValue) Descriptor() ([]byte, []int) {
-	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP(), []int{7}
+	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *HeaderValue) GetKey() string {
@@ -1185,7 +941,7 @@ type HeaderValueOption struct {
 
 func (x *HeaderValueOption) Reset() {
 	*x = HeaderValueOption{}
-	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[8]
+	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1197,7 +953,7 @@ func (x *HeaderValueOption) String() string {
 func (*HeaderValueOption) ProtoMessage() {}
 
 func (x *HeaderValueOption) ProtoReflect() protoreflect.Message {
-	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[8]
+	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1210,7 +966,7 @@ func (x *HeaderValueOption) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeaderValueOption.ProtoReflect.Descriptor instead.
 func (*HeaderValueOption) Descriptor() ([]byte, []int) {
-	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP(), []int{8}
+	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *HeaderValueOption) GetHeader() *HeaderValue {
@@ -1242,346 +998,6 @@ func (x *HeaderValueOption) GetKeepEmptyValue() bool {
 	return false
 }
 
-type Http1ProtocolOptions struct {
-	state                                   protoimpl.MessageState `protogen:"open.v1"`
-	AllowAbsoluteUrl                        *leanxds.Unread        `protobuf:"bytes,1,opt,name=allow_absolute_url,json=allowAbsoluteUrl,proto3" json:"allow_absolute_url,omitempty"`
-	AcceptHttp_10                           bool                   `protobuf:"varint,2,opt,name=accept_http_10,json=acceptHttp10,proto3" json:"accept_http_10,omitempty"`
-	DefaultHostForHttp_10                   string                 `protobuf:"bytes,3,opt,name=default_host_for_http_10,json=defaultHostForHttp10,proto3" json:"default_host_for_http_10,omitempty"`
-	HeaderKeyFormat                         *leanxds.Unread        `protobuf:"bytes,4,opt,name=header_key_format,json=headerKeyFormat,proto3" json:"header_key_format,omitempty"`
-	EnableTrailers                          bool                   `protobuf:"varint,5,opt,name=enable_trailers,json=enableTrailers,proto3" json:"enable_trailers,omitempty"`
-	AllowChunkedLength                      bool                   `protobuf:"varint,6,opt,name=allow_chunked_length,json=allowChunkedLength,proto3" json:"allow_chunked_length,omitempty"`
-	OverrideStreamErrorOnInvalidHttpMessage *leanxds.Unread        `protobuf:"bytes,7,opt,name=override_stream_error_on_invalid_http_message,json=overrideStreamErrorOnInvalidHttpMessage,proto3" json:"override_stream_error_on_invalid_http_message,omitempty"`
-	SendFullyQualifiedUrl                   bool                   `protobuf:"varint,8,opt,name=send_fully_qualified_url,json=sendFullyQualifiedUrl,proto3" json:"send_fully_qualified_url,omitempty"`
-	// Deprecated: Marked as deprecated in proxy/leanxds/envoy/config/core/v3/lean.proto.
-	UseBalsaParser       *leanxds.Unread   `protobuf:"bytes,9,opt,name=use_balsa_parser,json=useBalsaParser,proto3" json:"use_balsa_parser,omitempty"`
-	AllowCustomMethods   bool              `protobuf:"varint,10,opt,name=allow_custom_methods,json=allowCustomMethods,proto3" json:"allow_custom_methods,omitempty"`
-	IgnoreHttp_11Upgrade []*leanxds.Unread `protobuf:"bytes,11,rep,name=ignore_http_11_upgrade,json=ignoreHttp11Upgrade,proto3" json:"ignore_http_11_upgrade,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
-}
-
-func (x *Http1ProtocolOptions) Reset() {
-	*x = Http1ProtocolOptions{}
-	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[9]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *Http1ProtocolOptions) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*Http1ProtocolOptions) ProtoMessage() {}
-
-func (x *Http1ProtocolOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[9]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use Http1ProtocolOptions.ProtoReflect.Descriptor instead.
-func (*Http1ProtocolOptions) Descriptor() ([]byte, []int) {
-	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP(), []int{9}
-}
-
-func (x *Http1ProtocolOptions) GetAllowAbsoluteUrl() *leanxds.Unread {
-	if x != nil {
-		return x.AllowAbsoluteUrl
-	}
-	return nil
-}
-
-func (x *Http1ProtocolOptions) GetAcceptHttp_10() bool {
-	if x != nil {
-		return x.AcceptHttp_10
-	}
-	return false
-}
-
-func (x *Http1ProtocolOptions) GetDefaultHostForHttp_10() string {
-	if x != nil {
-		return x.DefaultHostForHttp_10
-	}
-	return ""
-}
-
-func (x *Http1ProtocolOptions) GetHeaderKeyFormat() *leanxds.Unread {
-	if x != nil {
-		return x.HeaderKeyFormat
-	}
-	return nil
-}
-
-func (x *Http1ProtocolOptions) GetEnableTrailers() bool {
-	if x != nil {
-		return x.EnableTrailers
-	}
-	return false
-}
-
-func (x *Http1ProtocolOptions) GetAllowChunkedLength() bool {
-	if x != nil {
-		return x.AllowChunkedLength
-	}
-	return false
-}
-
-func (x *Http1ProtocolOptions) GetOverrideStreamErrorOnInvalidHttpMessage() *leanxds.Unread {
-	if x != nil {
-		return x.OverrideStreamErrorOnInvalidHttpMessage
-	}
-	return nil
-}
-
-func (x *Http1ProtocolOptions) GetSendFullyQualifiedUrl() bool {
-	if x != nil {
-		return x.SendFullyQualifiedUrl
-	}
-	return false
-}
-
-// Deprecated: Marked as deprecated in proxy/leanxds/envoy/config/core/v3/lean.proto.
-func (x *Http1ProtocolOptions) GetUseBalsaParser() *leanxds.Unread {
-	if x != nil {
-		return x.UseBalsaParser
-	}
-	return nil
-}
-
-func (x *Http1ProtocolOptions) GetAllowCustomMethods() bool {
-	if x != nil {
-		return x.AllowCustomMethods
-	}
-	return false
-}
-
-func (x *Http1ProtocolOptions) GetIgnoreHttp_11Upgrade() []*leanxds.Unread {
-	if x != nil {
-		return x.IgnoreHttp_11Upgrade
-	}
-	return nil
-}
-
-type Http2ProtocolOptions struct {
-	state                                        protoimpl.MessageState `protogen:"open.v1"`
-	HpackTableSize                               *leanxds.Unread        `protobuf:"bytes,1,opt,name=hpack_table_size,json=hpackTableSize,proto3" json:"hpack_table_size,omitempty"`
-	MaxConcurrentStreams                         *leanxds.Unread        `protobuf:"bytes,2,opt,name=max_concurrent_streams,json=maxConcurrentStreams,proto3" json:"max_concurrent_streams,omitempty"`
-	InitialStreamWindowSize                      *leanxds.Unread        `protobuf:"bytes,3,opt,name=initial_stream_window_size,json=initialStreamWindowSize,proto3" json:"initial_stream_window_size,omitempty"`
-	InitialConnectionWindowSize                  *leanxds.Unread        `protobuf:"bytes,4,opt,name=initial_connection_window_size,json=initialConnectionWindowSize,proto3" json:"initial_connection_window_size,omitempty"`
-	AllowConnect                                 bool                   `protobuf:"varint,5,opt,name=allow_connect,json=allowConnect,proto3" json:"allow_connect,omitempty"`
-	AllowMetadata                                bool                   `protobuf:"varint,6,opt,name=allow_metadata,json=allowMetadata,proto3" json:"allow_metadata,omitempty"`
-	MaxOutboundFrames                            *leanxds.Unread        `protobuf:"bytes,7,opt,name=max_outbound_frames,json=maxOutboundFrames,proto3" json:"max_outbound_frames,omitempty"`
-	MaxOutboundControlFrames                     *leanxds.Unread        `protobuf:"bytes,8,opt,name=max_outbound_control_frames,json=maxOutboundControlFrames,proto3" json:"max_outbound_control_frames,omitempty"`
-	MaxConsecutiveInboundFramesWithEmptyPayload  *leanxds.Unread        `protobuf:"bytes,9,opt,name=max_consecutive_inbound_frames_with_empty_payload,json=maxConsecutiveInboundFramesWithEmptyPayload,proto3" json:"max_consecutive_inbound_frames_with_empty_payload,omitempty"`
-	MaxInboundPriorityFramesPerStream            *leanxds.Unread        `protobuf:"bytes,10,opt,name=max_inbound_priority_frames_per_stream,json=maxInboundPriorityFramesPerStream,proto3" json:"max_inbound_priority_frames_per_stream,omitempty"`
-	MaxInboundWindowUpdateFramesPerDataFrameSent *leanxds.Unread        `protobuf:"bytes,11,opt,name=max_inbound_window_update_frames_per_data_frame_sent,json=maxInboundWindowUpdateFramesPerDataFrameSent,proto3" json:"max_inbound_window_update_frames_per_data_frame_sent,omitempty"`
-	// Deprecated: Marked as deprecated in proxy/leanxds/envoy/config/core/v3/lean.proto.
-	StreamErrorOnInvalidHttpMessaging       bool              `protobuf:"varint,12,opt,name=stream_error_on_invalid_http_messaging,json=streamErrorOnInvalidHttpMessaging,proto3" json:"stream_error_on_invalid_http_messaging,omitempty"`
-	OverrideStreamErrorOnInvalidHttpMessage *leanxds.Unread   `protobuf:"bytes,14,opt,name=override_stream_error_on_invalid_http_message,json=overrideStreamErrorOnInvalidHttpMessage,proto3" json:"override_stream_error_on_invalid_http_message,omitempty"`
-	CustomSettingsParameters                []*leanxds.Unread `protobuf:"bytes,13,rep,name=custom_settings_parameters,json=customSettingsParameters,proto3" json:"custom_settings_parameters,omitempty"`
-	ConnectionKeepalive                     *leanxds.Unread   `protobuf:"bytes,15,opt,name=connection_keepalive,json=connectionKeepalive,proto3" json:"connection_keepalive,omitempty"`
-	UseOghttp2Codec                         *leanxds.Unread   `protobuf:"bytes,16,opt,name=use_oghttp2_codec,json=useOghttp2Codec,proto3" json:"use_oghttp2_codec,omitempty"`
-	MaxMetadataSize                         *leanxds.Unread   `protobuf:"bytes,17,opt,name=max_metadata_size,json=maxMetadataSize,proto3" json:"max_metadata_size,omitempty"`
-	EnableHuffmanEncoding                   *leanxds.Unread   `protobuf:"bytes,18,opt,name=enable_huffman_encoding,json=enableHuffmanEncoding,proto3" json:"enable_huffman_encoding,omitempty"`
-	MaxHeaderFieldSizeKb                    *leanxds.Unread   `protobuf:"bytes,19,opt,name=max_header_field_size_kb,json=maxHeaderFieldSizeKb,proto3" json:"max_header_field_size_kb,omitempty"`
-	DisallowObsText                         *leanxds.Unread   `protobuf:"bytes,20,opt,name=disallow_obs_text,json=disallowObsText,proto3" json:"disallow_obs_text,omitempty"`
-	StreamResetBurst                        *leanxds.Unread   `protobuf:"bytes,21,opt,name=stream_reset_burst,json=streamResetBurst,proto3" json:"stream_reset_burst,omitempty"`
-	StreamResetRate                         *leanxds.Unread   `protobuf:"bytes,22,opt,name=stream_reset_rate,json=streamResetRate,proto3" json:"stream_reset_rate,omitempty"`
-	unknownFields                           protoimpl.UnknownFields
-	sizeCache                               protoimpl.SizeCache
-}
-
-func (x *Http2ProtocolOptions) Reset() {
-	*x = Http2ProtocolOptions{}
-	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[10]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *Http2ProtocolOptions) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*Http2ProtocolOptions) ProtoMessage() {}
-
-func (x *Http2ProtocolOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[10]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use Http2ProtocolOptions.ProtoReflect.Descriptor instead.
-func (*Http2ProtocolOptions) Descriptor() ([]byte, []int) {
-	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP(), []int{10}
-}
-
-func (x *Http2ProtocolOptions) GetHpackTableSize() *leanxds.Unread {
-	if x != nil {
-		return x.HpackTableSize
-	}
-	return nil
-}
-
-func (x *Http2ProtocolOptions) GetMaxConcurrentStreams() *leanxds.Unread {
-	if x != nil {
-		return x.MaxConcurrentStreams
-	}
-	return nil
-}
-
-func (x *Http2ProtocolOptions) GetInitialStreamWindowSize() *leanxds.Unread {
-	if x != nil {
-		return x.InitialStreamWindowSize
-	}
-	return nil
-}
-
-func (x *Http2ProtocolOptions) GetInitialConnectionWindowSize() *leanxds.Unread {
-	if x != nil {
-		return x.InitialConnectionWindowSize
-	}
-	return nil
-}
-
-func (x *Http2ProtocolOptions) GetAllowConnect() bool {
-	if x != nil {
-		return x.AllowConnect
-	}
-	return false
-}
-
-func (x *Http2ProtocolOptions) GetAllowMetadata() bool {
-	if x != nil {
-		return x.AllowMetadata
-	}
-	return false
-}
-
-func (x *Http2ProtocolOptions) GetMaxOutboundFrames() *leanxds.Unread {
-	if x != nil {
-		return x.MaxOutboundFrames
-	}
-	return nil
-}
-
-func (x *Http2ProtocolOptions) GetMaxOutboundControlFrames() *leanxds.Unread {
-	if x != nil {
-		return x.MaxOutboundControlFrames
-	}
-	return nil
-}
-
-func (x *Http2ProtocolOptions) GetMaxConsecutiveInboundFramesWithEmptyPayload() *leanxds.Unread {
-	if x != nil {
-		return x.MaxConsecutiveInboundFramesWithEmptyPayload
-	}
-	return nil
-}
-
-func (x *Http2ProtocolOptions) GetMaxInboundPriorityFramesPerStream() *leanxds.Unread {
-	if x != nil {
-		return x.MaxInboundPriorityFramesPerStream
-	}
-	return nil
-}
-
-func (x *Http2ProtocolOptions) GetMaxInboundWindowUpdateFramesPerDataFrameSent() *leanxds.Unread {
-	if x != nil {
-		return x.MaxInboundWindowUpdateFramesPerDataFrameSent
-	}
-	return nil
-}
-
-// Deprecated: Marked as deprecated in proxy/leanxds/envoy/config/core/v3/lean.proto.
-func (x *Http2ProtocolOptions) GetStreamErrorOnInvalidHttpMessaging() bool {
-	if x != nil {
-		return x.StreamErrorOnInvalidHttpMessaging
-	}
-	return false
-}
-
-func (x *Http2ProtocolOptions) GetOverrideStreamErrorOnInvalidHttpMessage() *leanxds.Unread {
-	if x != nil {
-		return x.OverrideStreamErrorOnInvalidHttpMessage
-	}
-	return nil
-}
-
-func (x *Http2ProtocolOptions) GetCustomSettingsParameters() []*leanxds.Unread {
-	if x != nil {
-		return x.CustomSettingsParameters
-	}
-	return nil
-}
-
-func (x *Http2ProtocolOptions) GetConnectionKeepalive() *leanxds.Unread {
-	if x != nil {
-		return x.ConnectionKeepalive
-	}
-	return nil
-}
-
-func (x *Http2ProtocolOptions) GetUseOghttp2Codec() *leanxds.Unread {
-	if x != nil {
-		return x.UseOghttp2Codec
-	}
-	return nil
-}
-
-func (x *Http2ProtocolOptions) GetMaxMetadataSize() *leanxds.Unread {
-	if x != nil {
-		return x.MaxMetadataSize
-	}
-	return nil
-}
-
-func (x *Http2ProtocolOptions) GetEnableHuffmanEncoding() *leanxds.Unread {
-	if x != nil {
-		return x.EnableHuffmanEncoding
-	}
-	return nil
-}
-
-func (x *Http2ProtocolOptions) GetMaxHeaderFieldSizeKb() *leanxds.Unread {
-	if x != nil {
-		return x.MaxHeaderFieldSizeKb
-	}
-	return nil
-}
-
-func (x *Http2ProtocolOptions) GetDisallowObsText() *leanxds.Unread {
-	if x != nil {
-		return x.DisallowObsText
-	}
-	return nil
-}
-
-func (x *Http2ProtocolOptions) GetStreamResetBurst() *leanxds.Unread {
-	if x != nil {
-		return x.StreamResetBurst
-	}
-	return nil
-}
-
-func (x *Http2ProtocolOptions) GetStreamResetRate() *leanxds.Unread {
-	if x != nil {
-		return x.StreamResetRate
-	}
-	return nil
-}
-
 type HttpProtocolOptions struct {
 	state                        protoimpl.MessageState                           `protogen:"open.v1"`
 	IdleTimeout                  *durationpb.Duration                             `protobuf:"bytes,1,opt,name=idle_timeout,json=idleTimeout,proto3" json:"idle_timeout,omitempty"`
@@ -1598,7 +1014,7 @@ type HttpProtocolOptions struct {
 
 func (x *HttpProtocolOptions) Reset() {
 	*x = HttpProtocolOptions{}
-	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[11]
+	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1610,7 +1026,7 @@ func (x *HttpProtocolOptions) String() string {
 func (*HttpProtocolOptions) ProtoMessage() {}
 
 func (x *HttpProtocolOptions) ProtoReflect() protoreflect.Message {
-	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[11]
+	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1623,7 +1039,7 @@ func (x *HttpProtocolOptions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HttpProtocolOptions.ProtoReflect.Descriptor instead.
 func (*HttpProtocolOptions) Descriptor() ([]byte, []int) {
-	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP(), []int{11}
+	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *HttpProtocolOptions) GetIdleTimeout() *durationpb.Duration {
@@ -1693,7 +1109,7 @@ type Locality struct {
 
 func (x *Locality) Reset() {
 	*x = Locality{}
-	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[12]
+	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1705,7 +1121,7 @@ func (x *Locality) String() string {
 func (*Locality) ProtoMessage() {}
 
 func (x *Locality) ProtoReflect() protoreflect.Message {
-	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[12]
+	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1718,7 +1134,7 @@ func (x *Locality) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Locality.ProtoReflect.Descriptor instead.
 func (*Locality) Descriptor() ([]byte, []int) {
-	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP(), []int{12}
+	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Locality) GetRegion() string {
@@ -1752,7 +1168,7 @@ type Metadata struct {
 
 func (x *Metadata) Reset() {
 	*x = Metadata{}
-	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[13]
+	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1764,7 +1180,7 @@ func (x *Metadata) String() string {
 func (*Metadata) ProtoMessage() {}
 
 func (x *Metadata) ProtoReflect() protoreflect.Message {
-	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[13]
+	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1777,7 +1193,7 @@ func (x *Metadata) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Metadata.ProtoReflect.Descriptor instead.
 func (*Metadata) Descriptor() ([]byte, []int) {
-	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP(), []int{13}
+	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Metadata) GetFilterMetadata() map[string]*structpb.Struct {
@@ -1817,7 +1233,7 @@ type Node struct {
 
 func (x *Node) Reset() {
 	*x = Node{}
-	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[14]
+	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1829,7 +1245,7 @@ func (x *Node) String() string {
 func (*Node) ProtoMessage() {}
 
 func (x *Node) ProtoReflect() protoreflect.Message {
-	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[14]
+	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1842,7 +1258,7 @@ func (x *Node) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Node.ProtoReflect.Descriptor instead.
 func (*Node) Descriptor() ([]byte, []int) {
-	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP(), []int{14}
+	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Node) GetId() string {
@@ -1960,7 +1376,7 @@ type RuntimeFractionalPercent struct {
 
 func (x *RuntimeFractionalPercent) Reset() {
 	*x = RuntimeFractionalPercent{}
-	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[15]
+	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1972,7 +1388,7 @@ func (x *RuntimeFractionalPercent) String() string {
 func (*RuntimeFractionalPercent) ProtoMessage() {}
 
 func (x *RuntimeFractionalPercent) ProtoReflect() protoreflect.Message {
-	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[15]
+	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1985,7 +1401,7 @@ func (x *RuntimeFractionalPercent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RuntimeFractionalPercent.ProtoReflect.Descriptor instead.
 func (*RuntimeFractionalPercent) Descriptor() ([]byte, []int) {
-	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP(), []int{15}
+	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RuntimeFractionalPercent) GetDefaultValue() *v3.FractionalPercent {
@@ -2000,50 +1416,6 @@ func (x *RuntimeFractionalPercent) GetRuntimeKey() string {
 		return x.RuntimeKey
 	}
 	return ""
-}
-
-type SelfConfigSource struct {
-	state               protoimpl.MessageState `protogen:"open.v1"`
-	TransportApiVersion ApiVersion             `protobuf:"varint,1,opt,name=transport_api_version,json=transportApiVersion,proto3,enum=causeway.lean.envoy.config.core.v3.ApiVersion" json:"transport_api_version,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
-}
-
-func (x *SelfConfigSource) Reset() {
-	*x = SelfConfigSource{}
-	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[16]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *SelfConfigSource) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*SelfConfigSource) ProtoMessage() {}
-
-func (x *SelfConfigSource) ProtoReflect() protoreflect.Message {
-	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[16]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use SelfConfigSource.ProtoReflect.Descriptor instead.
-func (*SelfConfigSource) Descriptor() ([]byte, []int) {
-	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP(), []int{16}
-}
-
-func (x *SelfConfigSource) GetTransportApiVersion() ApiVersion {
-	if x != nil {
-		return x.TransportApiVersion
-	}
-	return ApiVersion_AUTO
 }
 
 type SocketAddress struct {
@@ -2064,7 +1436,7 @@ type SocketAddress struct {
 
 func (x *SocketAddress) Reset() {
 	*x = SocketAddress{}
-	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[17]
+	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2076,7 +1448,7 @@ func (x *SocketAddress) String() string {
 func (*SocketAddress) ProtoMessage() {}
 
 func (x *SocketAddress) ProtoReflect() protoreflect.Message {
-	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[17]
+	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2089,7 +1461,7 @@ func (x *SocketAddress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SocketAddress.ProtoReflect.Descriptor instead.
 func (*SocketAddress) Descriptor() ([]byte, []int) {
-	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP(), []int{17}
+	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SocketAddress) GetProtocol() SocketAddress_Protocol {
@@ -2181,7 +1553,7 @@ type TransportSocket struct {
 
 func (x *TransportSocket) Reset() {
 	*x = TransportSocket{}
-	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[18]
+	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2193,7 +1565,7 @@ func (x *TransportSocket) String() string {
 func (*TransportSocket) ProtoMessage() {}
 
 func (x *TransportSocket) ProtoReflect() protoreflect.Message {
-	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[18]
+	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2206,7 +1578,7 @@ func (x *TransportSocket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransportSocket.ProtoReflect.Descriptor instead.
 func (*TransportSocket) Descriptor() ([]byte, []int) {
-	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP(), []int{18}
+	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *TransportSocket) GetName() string {
@@ -2252,7 +1624,7 @@ type TypedExtensionConfig struct {
 
 func (x *TypedExtensionConfig) Reset() {
 	*x = TypedExtensionConfig{}
-	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[19]
+	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2264,7 +1636,7 @@ func (x *TypedExtensionConfig) String() string {
 func (*TypedExtensionConfig) ProtoMessage() {}
 
 func (x *TypedExtensionConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[19]
+	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2277,7 +1649,7 @@ func (x *TypedExtensionConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TypedExtensionConfig.ProtoReflect.Descriptor instead.
 func (*TypedExtensionConfig) Descriptor() ([]byte, []int) {
-	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP(), []int{19}
+	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *TypedExtensionConfig) GetName() string {
@@ -2307,7 +1679,7 @@ type GrpcService_EnvoyGrpc struct {
 
 func (x *GrpcService_EnvoyGrpc) Reset() {
 	*x = GrpcService_EnvoyGrpc{}
-	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[20]
+	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2319,7 +1691,7 @@ func (x *GrpcService_EnvoyGrpc) String() string {
 func (*GrpcService_EnvoyGrpc) ProtoMessage() {}
 
 func (x *GrpcService_EnvoyGrpc) ProtoReflect() protoreflect.Message {
-	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[20]
+	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2332,7 +1704,7 @@ func (x *GrpcService_EnvoyGrpc) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrpcService_EnvoyGrpc.ProtoReflect.Descriptor instead.
 func (*GrpcService_EnvoyGrpc) Descriptor() ([]byte, []int) {
-	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP(), []int{6, 0}
+	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP(), []int{3, 0}
 }
 
 func (x *GrpcService_EnvoyGrpc) GetClusterName() string {
@@ -2388,7 +1760,7 @@ type GrpcService_GoogleGrpc struct {
 
 func (x *GrpcService_GoogleGrpc) Reset() {
 	*x = GrpcService_GoogleGrpc{}
-	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[21]
+	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2400,7 +1772,7 @@ func (x *GrpcService_GoogleGrpc) String() string {
 func (*GrpcService_GoogleGrpc) ProtoMessage() {}
 
 func (x *GrpcService_GoogleGrpc) ProtoReflect() protoreflect.Message {
-	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[21]
+	mi := &file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2413,7 +1785,7 @@ func (x *GrpcService_GoogleGrpc) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GrpcService_GoogleGrpc.ProtoReflect.Descriptor instead.
 func (*GrpcService_GoogleGrpc) Descriptor() ([]byte, []int) {
-	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP(), []int{6, 1}
+	return file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP(), []int{3, 1}
 }
 
 func (x *GrpcService_GoogleGrpc) GetTargetUri() string {
@@ -2495,8 +1867,7 @@ const file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDesc = "" +
 	"\x0esocket_address\x18\x01 \x01(\v21.causeway.lean.envoy.config.core.v3.SocketAddressH\x00R\rsocketAddress\x12+\n" +
 	"\x04pipe\x18\x02 \x01(\v2\x15.causeway.lean.UnreadH\x00R\x04pipe\x12M\n" +
 	"\x16envoy_internal_address\x18\x03 \x01(\v2\x15.causeway.lean.UnreadH\x00R\x14envoyInternalAddressB\t\n" +
-	"\aaddress\"\x18\n" +
-	"\x16AggregatedConfigSource\"\x9d\x06\n" +
+	"\aaddress\"\x9d\x06\n" +
 	"\x0fApiConfigSource\x12V\n" +
 	"\bapi_type\x18\x01 \x01(\x0e2;.causeway.lean.envoy.config.core.v3.ApiConfigSource.ApiTypeR\aapiType\x12b\n" +
 	"\x15transport_api_version\x18\b \x01(\x0e2..causeway.lean.envoy.config.core.v3.ApiVersionR\x13transportApiVersion\x12#\n" +
@@ -2514,21 +1885,7 @@ const file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDesc = "" +
 	"\n" +
 	"DELTA_GRPC\x10\x03\x12\x13\n" +
 	"\x0fAGGREGATED_GRPC\x10\x05\x12\x19\n" +
-	"\x15AGGREGATED_DELTA_GRPC\x10\x06\"h\n" +
-	"\tCidrRange\x12%\n" +
-	"\x0eaddress_prefix\x18\x01 \x01(\tR\raddressPrefix\x124\n" +
-	"\n" +
-	"prefix_len\x18\x02 \x01(\v2\x15.causeway.lean.UnreadR\tprefixLen\"\xca\x04\n" +
-	"\fConfigSource\x127\n" +
-	"\vauthorities\x18\a \x03(\v2\x15.causeway.lean.UnreadR\vauthorities\x12\x18\n" +
-	"\x04path\x18\x01 \x01(\tB\x02\x18\x01H\x00R\x04path\x12E\n" +
-	"\x12path_config_source\x18\b \x01(\v2\x15.causeway.lean.UnreadH\x00R\x10pathConfigSource\x12a\n" +
-	"\x11api_config_source\x18\x02 \x01(\v23.causeway.lean.envoy.config.core.v3.ApiConfigSourceH\x00R\x0fapiConfigSource\x12)\n" +
-	"\x03ads\x18\x03 \x01(\v2\x15.causeway.lean.UnreadH\x00R\x03ads\x12J\n" +
-	"\x04self\x18\x05 \x01(\v24.causeway.lean.envoy.config.core.v3.SelfConfigSourceH\x00R\x04self\x12I\n" +
-	"\x15initial_fetch_timeout\x18\x04 \x01(\v2\x15.causeway.lean.UnreadR\x13initialFetchTimeout\x12`\n" +
-	"\x14resource_api_version\x18\x06 \x01(\x0e2..causeway.lean.envoy.config.core.v3.ApiVersionR\x12resourceApiVersionB\x19\n" +
-	"\x17config_source_specifier\"\xfc\x01\n" +
+	"\x15AGGREGATED_DELTA_GRPC\x10\x06\"\xfc\x01\n" +
 	"\n" +
 	"DataSource\x12\x1c\n" +
 	"\bfilename\x18\x01 \x01(\tH\x00R\bfilename\x12#\n" +
@@ -2536,14 +1893,14 @@ const file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDesc = "" +
 	"\rinline_string\x18\x03 \x01(\tH\x00R\finlineString\x123\n" +
 	"\x14environment_variable\x18\x04 \x01(\tH\x00R\x13environmentVariable\x12B\n" +
 	"\x11watched_directory\x18\x05 \x01(\v2\x15.causeway.lean.UnreadR\x10watchedDirectoryB\v\n" +
-	"\tspecifier\"\x91\n" +
+	"\tspecifier\"\x8d\n" +
 	"\n" +
 	"\vGrpcService\x12Z\n" +
 	"\n" +
 	"envoy_grpc\x18\x01 \x01(\v29.causeway.lean.envoy.config.core.v3.GrpcService.EnvoyGrpcH\x00R\tenvoyGrpc\x12]\n" +
 	"\vgoogle_grpc\x18\x02 \x01(\v2:.causeway.lean.envoy.config.core.v3.GrpcService.GoogleGrpcH\x00R\n" +
-	"googleGrpc\x123\n" +
-	"\atimeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12@\n" +
+	"googleGrpc\x12/\n" +
+	"\atimeout\x18\x03 \x01(\v2\x15.causeway.lean.UnreadR\atimeout\x12@\n" +
 	"\x10initial_metadata\x18\x05 \x03(\v2\x15.causeway.lean.UnreadR\x0finitialMetadata\x128\n" +
 	"\fretry_policy\x18\x06 \x01(\v2\x15.causeway.lean.UnreadR\vretryPolicy\x1a\x88\x02\n" +
 	"\tEnvoyGrpc\x12!\n" +
@@ -2581,44 +1938,7 @@ const file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDesc = "" +
 	"\x17APPEND_IF_EXISTS_OR_ADD\x10\x00\x12\x11\n" +
 	"\rADD_IF_ABSENT\x10\x01\x12\x1e\n" +
 	"\x1aOVERWRITE_IF_EXISTS_OR_ADD\x10\x02\x12\x17\n" +
-	"\x13OVERWRITE_IF_EXISTS\x10\x03\"\xca\x05\n" +
-	"\x14Http1ProtocolOptions\x12C\n" +
-	"\x12allow_absolute_url\x18\x01 \x01(\v2\x15.causeway.lean.UnreadR\x10allowAbsoluteUrl\x12$\n" +
-	"\x0eaccept_http_10\x18\x02 \x01(\bR\facceptHttp10\x126\n" +
-	"\x18default_host_for_http_10\x18\x03 \x01(\tR\x14defaultHostForHttp10\x12A\n" +
-	"\x11header_key_format\x18\x04 \x01(\v2\x15.causeway.lean.UnreadR\x0fheaderKeyFormat\x12'\n" +
-	"\x0fenable_trailers\x18\x05 \x01(\bR\x0eenableTrailers\x120\n" +
-	"\x14allow_chunked_length\x18\x06 \x01(\bR\x12allowChunkedLength\x12u\n" +
-	"-override_stream_error_on_invalid_http_message\x18\a \x01(\v2\x15.causeway.lean.UnreadR'overrideStreamErrorOnInvalidHttpMessage\x127\n" +
-	"\x18send_fully_qualified_url\x18\b \x01(\bR\x15sendFullyQualifiedUrl\x12C\n" +
-	"\x10use_balsa_parser\x18\t \x01(\v2\x15.causeway.lean.UnreadB\x02\x18\x01R\x0euseBalsaParser\x120\n" +
-	"\x14allow_custom_methods\x18\n" +
-	" \x01(\bR\x12allowCustomMethods\x12J\n" +
-	"\x16ignore_http_11_upgrade\x18\v \x03(\v2\x15.causeway.lean.UnreadR\x13ignoreHttp11Upgrade\"\x86\x0e\n" +
-	"\x14Http2ProtocolOptions\x12?\n" +
-	"\x10hpack_table_size\x18\x01 \x01(\v2\x15.causeway.lean.UnreadR\x0ehpackTableSize\x12K\n" +
-	"\x16max_concurrent_streams\x18\x02 \x01(\v2\x15.causeway.lean.UnreadR\x14maxConcurrentStreams\x12R\n" +
-	"\x1ainitial_stream_window_size\x18\x03 \x01(\v2\x15.causeway.lean.UnreadR\x17initialStreamWindowSize\x12Z\n" +
-	"\x1einitial_connection_window_size\x18\x04 \x01(\v2\x15.causeway.lean.UnreadR\x1binitialConnectionWindowSize\x12#\n" +
-	"\rallow_connect\x18\x05 \x01(\bR\fallowConnect\x12%\n" +
-	"\x0eallow_metadata\x18\x06 \x01(\bR\rallowMetadata\x12E\n" +
-	"\x13max_outbound_frames\x18\a \x01(\v2\x15.causeway.lean.UnreadR\x11maxOutboundFrames\x12T\n" +
-	"\x1bmax_outbound_control_frames\x18\b \x01(\v2\x15.causeway.lean.UnreadR\x18maxOutboundControlFrames\x12}\n" +
-	"1max_consecutive_inbound_frames_with_empty_payload\x18\t \x01(\v2\x15.causeway.lean.UnreadR+maxConsecutiveInboundFramesWithEmptyPayload\x12h\n" +
-	"&max_inbound_priority_frames_per_stream\x18\n" +
-	" \x01(\v2\x15.causeway.lean.UnreadR!maxInboundPriorityFramesPerStream\x12\x81\x01\n" +
-	"4max_inbound_window_update_frames_per_data_frame_sent\x18\v \x01(\v2\x15.causeway.lean.UnreadR,maxInboundWindowUpdateFramesPerDataFrameSent\x12U\n" +
-	"&stream_error_on_invalid_http_messaging\x18\f \x01(\bB\x02\x18\x01R!streamErrorOnInvalidHttpMessaging\x12u\n" +
-	"-override_stream_error_on_invalid_http_message\x18\x0e \x01(\v2\x15.causeway.lean.UnreadR'overrideStreamErrorOnInvalidHttpMessage\x12S\n" +
-	"\x1acustom_settings_parameters\x18\r \x03(\v2\x15.causeway.lean.UnreadR\x18customSettingsParameters\x12H\n" +
-	"\x14connection_keepalive\x18\x0f \x01(\v2\x15.causeway.lean.UnreadR\x13connectionKeepalive\x12A\n" +
-	"\x11use_oghttp2_codec\x18\x10 \x01(\v2\x15.causeway.lean.UnreadR\x0fuseOghttp2Codec\x12A\n" +
-	"\x11max_metadata_size\x18\x11 \x01(\v2\x15.causeway.lean.UnreadR\x0fmaxMetadataSize\x12M\n" +
-	"\x17enable_huffman_encoding\x18\x12 \x01(\v2\x15.causeway.lean.UnreadR\x15enableHuffmanEncoding\x12M\n" +
-	"\x18max_header_field_size_kb\x18\x13 \x01(\v2\x15.causeway.lean.UnreadR\x14maxHeaderFieldSizeKb\x12A\n" +
-	"\x11disallow_obs_text\x18\x14 \x01(\v2\x15.causeway.lean.UnreadR\x0fdisallowObsText\x12C\n" +
-	"\x12stream_reset_burst\x18\x15 \x01(\v2\x15.causeway.lean.UnreadR\x10streamResetBurst\x12A\n" +
-	"\x11stream_reset_rate\x18\x16 \x01(\v2\x15.causeway.lean.UnreadR\x0fstreamResetRate\"\x9a\x06\n" +
+	"\x13OVERWRITE_IF_EXISTS\x10\x03\"\x9a\x06\n" +
 	"\x13HttpProtocolOptions\x12<\n" +
 	"\fidle_timeout\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\vidleTimeout\x12M\n" +
 	"\x17max_connection_duration\x18\x03 \x01(\v2\x15.causeway.lean.UnreadR\x15maxConnectionDuration\x12Z\n" +
@@ -2661,9 +1981,7 @@ const file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDesc = "" +
 	"\x18RuntimeFractionalPercent\x12S\n" +
 	"\rdefault_value\x18\x01 \x01(\v2..causeway.lean.envoy.type.v3.FractionalPercentR\fdefaultValue\x12\x1f\n" +
 	"\vruntime_key\x18\x02 \x01(\tR\n" +
-	"runtimeKey\"v\n" +
-	"\x10SelfConfigSource\x12b\n" +
-	"\x15transport_api_version\x18\x01 \x01(\x0e2..causeway.lean.envoy.config.core.v3.ApiVersionR\x13transportApiVersion\"\xf7\x02\n" +
+	"runtimeKey\"\xf7\x02\n" +
 	"\rSocketAddress\x12V\n" +
 	"\bprotocol\x18\x01 \x01(\x0e2:.causeway.lean.envoy.config.core.v3.SocketAddress.ProtocolR\bprotocol\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x1f\n" +
@@ -2685,26 +2003,26 @@ const file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDesc = "" +
 	"\vconfig_type\"c\n" +
 	"\x14TypedExtensionConfig\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x127\n" +
-	"\ftyped_config\x18\x02 \x01(\v2\x14.google.protobuf.AnyR\vtypedConfig*&\n" +
+	"\ftyped_config\x18\x02 \x01(\v2\x14.google.protobuf.AnyR\vtypedConfig*(\n" +
+	"\x0fRoutingPriority\x12\v\n" +
+	"\aDEFAULT\x10\x00\x12\b\n" +
+	"\x04HIGH\x10\x01*&\n" +
 	"\n" +
 	"ApiVersion\x12\b\n" +
 	"\x04AUTO\x10\x00\x12\x06\n" +
 	"\x02V2\x10\x01\x12\x06\n" +
-	"\x02V3\x10\x02*>\n" +
-	"\x10TrafficDirection\x12\x0f\n" +
-	"\vUNSPECIFIED\x10\x00\x12\v\n" +
-	"\aINBOUND\x10\x01\x12\f\n" +
-	"\bOUTBOUND\x10\x02*(\n" +
-	"\x0fRoutingPriority\x12\v\n" +
-	"\aDEFAULT\x10\x00\x12\b\n" +
-	"\x04HIGH\x10\x01*`\n" +
+	"\x02V3\x10\x02*`\n" +
 	"\fHealthStatus\x12\v\n" +
 	"\aUNKNOWN\x10\x00\x12\v\n" +
 	"\aHEALTHY\x10\x01\x12\r\n" +
 	"\tUNHEALTHY\x10\x02\x12\f\n" +
 	"\bDRAINING\x10\x03\x12\v\n" +
 	"\aTIMEOUT\x10\x04\x12\f\n" +
-	"\bDEGRADED\x10\x05BLZJgithub.com/causewaymesh/causeway/proxy/leanxds/envoy/config/core/v3;corev3b\x06proto3"
+	"\bDEGRADED\x10\x05*>\n" +
+	"\x10TrafficDirection\x12\x0f\n" +
+	"\vUNSPECIFIED\x10\x00\x12\v\n" +
+	"\aINBOUND\x10\x01\x12\f\n" +
+	"\bOUTBOUND\x10\x02BLZJgithub.com/causewaymesh/causeway/proxy/leanxds/envoy/config/core/v3;corev3b\x06proto3"
 
 var (
 	file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescOnce sync.Once
@@ -2719,134 +2037,95 @@ func file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDescGZIP() []byte {
 }
 
 var file_proxy_leanxds_envoy_config_core_v3_lean_proto_enumTypes = make([]protoimpl.EnumInfo, 8)
-var file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_proxy_leanxds_envoy_config_core_v3_lean_proto_goTypes = []any{
-	(ApiVersion)(0),                                       // 0: causeway.lean.envoy.config.core.v3.ApiVersion
-	(TrafficDirection)(0),                                 // 1: causeway.lean.envoy.config.core.v3.TrafficDirection
-	(RoutingPriority)(0),                                  // 2: causeway.lean.envoy.config.core.v3.RoutingPriority
-	(HealthStatus)(0),                                     // 3: causeway.lean.envoy.config.core.v3.HealthStatus
+	(RoutingPriority)(0),                                  // 0: causeway.lean.envoy.config.core.v3.RoutingPriority
+	(ApiVersion)(0),                                       // 1: causeway.lean.envoy.config.core.v3.ApiVersion
+	(HealthStatus)(0),                                     // 2: causeway.lean.envoy.config.core.v3.HealthStatus
+	(TrafficDirection)(0),                                 // 3: causeway.lean.envoy.config.core.v3.TrafficDirection
 	(ApiConfigSource_ApiType)(0),                          // 4: causeway.lean.envoy.config.core.v3.ApiConfigSource.ApiType
 	(HeaderValueOption_HeaderAppendAction)(0),             // 5: causeway.lean.envoy.config.core.v3.HeaderValueOption.HeaderAppendAction
 	(HttpProtocolOptions_HeadersWithUnderscoresAction)(0), // 6: causeway.lean.envoy.config.core.v3.HttpProtocolOptions.HeadersWithUnderscoresAction
 	(SocketAddress_Protocol)(0),                           // 7: causeway.lean.envoy.config.core.v3.SocketAddress.Protocol
 	(*Address)(nil),                                       // 8: causeway.lean.envoy.config.core.v3.Address
-	(*AggregatedConfigSource)(nil),                        // 9: causeway.lean.envoy.config.core.v3.AggregatedConfigSource
-	(*ApiConfigSource)(nil),                               // 10: causeway.lean.envoy.config.core.v3.ApiConfigSource
-	(*CidrRange)(nil),                                     // 11: causeway.lean.envoy.config.core.v3.CidrRange
-	(*ConfigSource)(nil),                                  // 12: causeway.lean.envoy.config.core.v3.ConfigSource
-	(*DataSource)(nil),                                    // 13: causeway.lean.envoy.config.core.v3.DataSource
-	(*GrpcService)(nil),                                   // 14: causeway.lean.envoy.config.core.v3.GrpcService
-	(*HeaderValue)(nil),                                   // 15: causeway.lean.envoy.config.core.v3.HeaderValue
-	(*HeaderValueOption)(nil),                             // 16: causeway.lean.envoy.config.core.v3.HeaderValueOption
-	(*Http1ProtocolOptions)(nil),                          // 17: causeway.lean.envoy.config.core.v3.Http1ProtocolOptions
-	(*Http2ProtocolOptions)(nil),                          // 18: causeway.lean.envoy.config.core.v3.Http2ProtocolOptions
-	(*HttpProtocolOptions)(nil),                           // 19: causeway.lean.envoy.config.core.v3.HttpProtocolOptions
-	(*Locality)(nil),                                      // 20: causeway.lean.envoy.config.core.v3.Locality
-	(*Metadata)(nil),                                      // 21: causeway.lean.envoy.config.core.v3.Metadata
-	(*Node)(nil),                                          // 22: causeway.lean.envoy.config.core.v3.Node
-	(*RuntimeFractionalPercent)(nil),                      // 23: causeway.lean.envoy.config.core.v3.RuntimeFractionalPercent
-	(*SelfConfigSource)(nil),                              // 24: causeway.lean.envoy.config.core.v3.SelfConfigSource
-	(*SocketAddress)(nil),                                 // 25: causeway.lean.envoy.config.core.v3.SocketAddress
-	(*TransportSocket)(nil),                               // 26: causeway.lean.envoy.config.core.v3.TransportSocket
-	(*TypedExtensionConfig)(nil),                          // 27: causeway.lean.envoy.config.core.v3.TypedExtensionConfig
-	(*GrpcService_EnvoyGrpc)(nil),                         // 28: causeway.lean.envoy.config.core.v3.GrpcService.EnvoyGrpc
-	(*GrpcService_GoogleGrpc)(nil),                        // 29: causeway.lean.envoy.config.core.v3.GrpcService.GoogleGrpc
-	nil,                                                   // 30: causeway.lean.envoy.config.core.v3.Metadata.FilterMetadataEntry
-	(*leanxds.Unread)(nil),                                // 31: causeway.lean.Unread
-	(*durationpb.Duration)(nil),                           // 32: google.protobuf.Duration
-	(*wrapperspb.BoolValue)(nil),                          // 33: google.protobuf.BoolValue
-	(*structpb.Struct)(nil),                               // 34: google.protobuf.Struct
-	(*v3.FractionalPercent)(nil),                          // 35: causeway.lean.envoy.type.v3.FractionalPercent
-	(*anypb.Any)(nil),                                     // 36: google.protobuf.Any
+	(*ApiConfigSource)(nil),                               // 9: causeway.lean.envoy.config.core.v3.ApiConfigSource
+	(*DataSource)(nil),                                    // 10: causeway.lean.envoy.config.core.v3.DataSource
+	(*GrpcService)(nil),                                   // 11: causeway.lean.envoy.config.core.v3.GrpcService
+	(*HeaderValue)(nil),                                   // 12: causeway.lean.envoy.config.core.v3.HeaderValue
+	(*HeaderValueOption)(nil),                             // 13: causeway.lean.envoy.config.core.v3.HeaderValueOption
+	(*HttpProtocolOptions)(nil),                           // 14: causeway.lean.envoy.config.core.v3.HttpProtocolOptions
+	(*Locality)(nil),                                      // 15: causeway.lean.envoy.config.core.v3.Locality
+	(*Metadata)(nil),                                      // 16: causeway.lean.envoy.config.core.v3.Metadata
+	(*Node)(nil),                                          // 17: causeway.lean.envoy.config.core.v3.Node
+	(*RuntimeFractionalPercent)(nil),                      // 18: causeway.lean.envoy.config.core.v3.RuntimeFractionalPercent
+	(*SocketAddress)(nil),                                 // 19: causeway.lean.envoy.config.core.v3.SocketAddress
+	(*TransportSocket)(nil),                               // 20: causeway.lean.envoy.config.core.v3.TransportSocket
+	(*TypedExtensionConfig)(nil),                          // 21: causeway.lean.envoy.config.core.v3.TypedExtensionConfig
+	(*GrpcService_EnvoyGrpc)(nil),                         // 22: causeway.lean.envoy.config.core.v3.GrpcService.EnvoyGrpc
+	(*GrpcService_GoogleGrpc)(nil),                        // 23: causeway.lean.envoy.config.core.v3.GrpcService.GoogleGrpc
+	nil,                                                   // 24: causeway.lean.envoy.config.core.v3.Metadata.FilterMetadataEntry
+	(*leanxds.Unread)(nil),                                // 25: causeway.lean.Unread
+	(*wrapperspb.BoolValue)(nil),                          // 26: google.protobuf.BoolValue
+	(*durationpb.Duration)(nil),                           // 27: google.protobuf.Duration
+	(*structpb.Struct)(nil),                               // 28: google.protobuf.Struct
+	(*v3.FractionalPercent)(nil),                          // 29: causeway.lean.envoy.type.v3.FractionalPercent
+	(*anypb.Any)(nil),                                     // 30: google.protobuf.Any
 }
 var file_proxy_leanxds_envoy_config_core_v3_lean_proto_depIdxs = []int32{
-	25, // 0: causeway.lean.envoy.config.core.v3.Address.socket_address:type_name -> causeway.lean.envoy.config.core.v3.SocketAddress
-	31, // 1: causeway.lean.envoy.config.core.v3.Address.pipe:type_name -> causeway.lean.Unread
-	31, // 2: causeway.lean.envoy.config.core.v3.Address.envoy_internal_address:type_name -> causeway.lean.Unread
+	19, // 0: causeway.lean.envoy.config.core.v3.Address.socket_address:type_name -> causeway.lean.envoy.config.core.v3.SocketAddress
+	25, // 1: causeway.lean.envoy.config.core.v3.Address.pipe:type_name -> causeway.lean.Unread
+	25, // 2: causeway.lean.envoy.config.core.v3.Address.envoy_internal_address:type_name -> causeway.lean.Unread
 	4,  // 3: causeway.lean.envoy.config.core.v3.ApiConfigSource.api_type:type_name -> causeway.lean.envoy.config.core.v3.ApiConfigSource.ApiType
-	0,  // 4: causeway.lean.envoy.config.core.v3.ApiConfigSource.transport_api_version:type_name -> causeway.lean.envoy.config.core.v3.ApiVersion
-	14, // 5: causeway.lean.envoy.config.core.v3.ApiConfigSource.grpc_services:type_name -> causeway.lean.envoy.config.core.v3.GrpcService
-	31, // 6: causeway.lean.envoy.config.core.v3.ApiConfigSource.refresh_delay:type_name -> causeway.lean.Unread
-	31, // 7: causeway.lean.envoy.config.core.v3.ApiConfigSource.request_timeout:type_name -> causeway.lean.Unread
-	31, // 8: causeway.lean.envoy.config.core.v3.ApiConfigSource.rate_limit_settings:type_name -> causeway.lean.Unread
-	31, // 9: causeway.lean.envoy.config.core.v3.ApiConfigSource.config_validators:type_name -> causeway.lean.Unread
-	31, // 10: causeway.lean.envoy.config.core.v3.CidrRange.prefix_len:type_name -> causeway.lean.Unread
-	31, // 11: causeway.lean.envoy.config.core.v3.ConfigSource.authorities:type_name -> causeway.lean.Unread
-	31, // 12: causeway.lean.envoy.config.core.v3.ConfigSource.path_config_source:type_name -> causeway.lean.Unread
-	10, // 13: causeway.lean.envoy.config.core.v3.ConfigSource.api_config_source:type_name -> causeway.lean.envoy.config.core.v3.ApiConfigSource
-	31, // 14: causeway.lean.envoy.config.core.v3.ConfigSource.ads:type_name -> causeway.lean.Unread
-	24, // 15: causeway.lean.envoy.config.core.v3.ConfigSource.self:type_name -> causeway.lean.envoy.config.core.v3.SelfConfigSource
-	31, // 16: causeway.lean.envoy.config.core.v3.ConfigSource.initial_fetch_timeout:type_name -> causeway.lean.Unread
-	0,  // 17: causeway.lean.envoy.config.core.v3.ConfigSource.resource_api_version:type_name -> causeway.lean.envoy.config.core.v3.ApiVersion
-	31, // 18: causeway.lean.envoy.config.core.v3.DataSource.watched_directory:type_name -> causeway.lean.Unread
-	28, // 19: causeway.lean.envoy.config.core.v3.GrpcService.envoy_grpc:type_name -> causeway.lean.envoy.config.core.v3.GrpcService.EnvoyGrpc
-	29, // 20: causeway.lean.envoy.config.core.v3.GrpcService.google_grpc:type_name -> causeway.lean.envoy.config.core.v3.GrpcService.GoogleGrpc
-	32, // 21: causeway.lean.envoy.config.core.v3.GrpcService.timeout:type_name -> google.protobuf.Duration
-	31, // 22: causeway.lean.envoy.config.core.v3.GrpcService.initial_metadata:type_name -> causeway.lean.Unread
-	31, // 23: causeway.lean.envoy.config.core.v3.GrpcService.retry_policy:type_name -> causeway.lean.Unread
-	15, // 24: causeway.lean.envoy.config.core.v3.HeaderValueOption.header:type_name -> causeway.lean.envoy.config.core.v3.HeaderValue
-	33, // 25: causeway.lean.envoy.config.core.v3.HeaderValueOption.append:type_name -> google.protobuf.BoolValue
-	5,  // 26: causeway.lean.envoy.config.core.v3.HeaderValueOption.append_action:type_name -> causeway.lean.envoy.config.core.v3.HeaderValueOption.HeaderAppendAction
-	31, // 27: causeway.lean.envoy.config.core.v3.Http1ProtocolOptions.allow_absolute_url:type_name -> causeway.lean.Unread
-	31, // 28: causeway.lean.envoy.config.core.v3.Http1ProtocolOptions.header_key_format:type_name -> causeway.lean.Unread
-	31, // 29: causeway.lean.envoy.config.core.v3.Http1ProtocolOptions.override_stream_error_on_invalid_http_message:type_name -> causeway.lean.Unread
-	31, // 30: causeway.lean.envoy.config.core.v3.Http1ProtocolOptions.use_balsa_parser:type_name -> causeway.lean.Unread
-	31, // 31: causeway.lean.envoy.config.core.v3.Http1ProtocolOptions.ignore_http_11_upgrade:type_name -> causeway.lean.Unread
-	31, // 32: causeway.lean.envoy.config.core.v3.Http2ProtocolOptions.hpack_table_size:type_name -> causeway.lean.Unread
-	31, // 33: causeway.lean.envoy.config.core.v3.Http2ProtocolOptions.max_concurrent_streams:type_name -> causeway.lean.Unread
-	31, // 34: causeway.lean.envoy.config.core.v3.Http2ProtocolOptions.initial_stream_window_size:type_name -> causeway.lean.Unread
-	31, // 35: causeway.lean.envoy.config.core.v3.Http2ProtocolOptions.initial_connection_window_size:type_name -> causeway.lean.Unread
-	31, // 36: causeway.lean.envoy.config.core.v3.Http2ProtocolOptions.max_outbound_frames:type_name -> causeway.lean.Unread
-	31, // 37: causeway.lean.envoy.config.core.v3.Http2ProtocolOptions.max_outbound_control_frames:type_name -> causeway.lean.Unread
-	31, // 38: causeway.lean.envoy.config.core.v3.Http2ProtocolOptions.max_consecutive_inbound_frames_with_empty_payload:type_name -> causeway.lean.Unread
-	31, // 39: causeway.lean.envoy.config.core.v3.Http2ProtocolOptions.max_inbound_priority_frames_per_stream:type_name -> causeway.lean.Unread
-	31, // 40: causeway.lean.envoy.config.core.v3.Http2ProtocolOptions.max_inbound_window_update_frames_per_data_frame_sent:type_name -> causeway.lean.Unread
-	31, // 41: causeway.lean.envoy.config.core.v3.Http2ProtocolOptions.override_stream_error_on_invalid_http_message:type_name -> causeway.lean.Unread
-	31, // 42: causeway.lean.envoy.config.core.v3.Http2ProtocolOptions.custom_settings_parameters:type_name -> causeway.lean.Unread
-	31, // 43: causeway.lean.envoy.config.core.v3.Http2ProtocolOptions.connection_keepalive:type_name -> causeway.lean.Unread
-	31, // 44: causeway.lean.envoy.config.core.v3.Http2ProtocolOptions.use_oghttp2_codec:type_name -> causeway.lean.Unread
-	31, // 45: causeway.lean.envoy.config.core.v3.Http2ProtocolOptions.max_metadata_size:type_name -> causeway.lean.Unread
-	31, // 46: causeway.lean.envoy.config.core.v3.Http2ProtocolOptions.enable_huffman_encoding:type_name -> causeway.lean.Unread
-	31, // 47: causeway.lean.envoy.config.core.v3.Http2ProtocolOptions.max_header_field_size_kb:type_name -> causeway.lean.Unread
-	31, // 48: causeway.lean.envoy.config.core.v3.Http2ProtocolOptions.disallow_obs_text:type_name -> causeway.lean.Unread
-	31, // 49: causeway.lean.envoy.config.core.v3.Http2ProtocolOptions.stream_reset_burst:type_name -> causeway.lean.Unread
-	31, // 50: causeway.lean.envoy.config.core.v3.Http2ProtocolOptions.stream_reset_rate:type_name -> causeway.lean.Unread
-	32, // 51: causeway.lean.envoy.config.core.v3.HttpProtocolOptions.idle_timeout:type_name -> google.protobuf.Duration
-	31, // 52: causeway.lean.envoy.config.core.v3.HttpProtocolOptions.max_connection_duration:type_name -> causeway.lean.Unread
-	31, // 53: causeway.lean.envoy.config.core.v3.HttpProtocolOptions.max_connection_duration_jitter:type_name -> causeway.lean.Unread
-	31, // 54: causeway.lean.envoy.config.core.v3.HttpProtocolOptions.max_headers_count:type_name -> causeway.lean.Unread
-	31, // 55: causeway.lean.envoy.config.core.v3.HttpProtocolOptions.max_response_headers_kb:type_name -> causeway.lean.Unread
-	31, // 56: causeway.lean.envoy.config.core.v3.HttpProtocolOptions.max_stream_duration:type_name -> causeway.lean.Unread
-	6,  // 57: causeway.lean.envoy.config.core.v3.HttpProtocolOptions.headers_with_underscores_action:type_name -> causeway.lean.envoy.config.core.v3.HttpProtocolOptions.HeadersWithUnderscoresAction
-	31, // 58: causeway.lean.envoy.config.core.v3.HttpProtocolOptions.max_requests_per_connection:type_name -> causeway.lean.Unread
-	30, // 59: causeway.lean.envoy.config.core.v3.Metadata.filter_metadata:type_name -> causeway.lean.envoy.config.core.v3.Metadata.FilterMetadataEntry
-	31, // 60: causeway.lean.envoy.config.core.v3.Metadata.typed_filter_metadata:type_name -> causeway.lean.Unread
-	34, // 61: causeway.lean.envoy.config.core.v3.Node.metadata:type_name -> google.protobuf.Struct
-	31, // 62: causeway.lean.envoy.config.core.v3.Node.dynamic_parameters:type_name -> causeway.lean.Unread
-	20, // 63: causeway.lean.envoy.config.core.v3.Node.locality:type_name -> causeway.lean.envoy.config.core.v3.Locality
-	31, // 64: causeway.lean.envoy.config.core.v3.Node.user_agent_build_version:type_name -> causeway.lean.Unread
-	31, // 65: causeway.lean.envoy.config.core.v3.Node.extensions:type_name -> causeway.lean.Unread
-	31, // 66: causeway.lean.envoy.config.core.v3.Node.listening_addresses:type_name -> causeway.lean.Unread
-	35, // 67: causeway.lean.envoy.config.core.v3.RuntimeFractionalPercent.default_value:type_name -> causeway.lean.envoy.type.v3.FractionalPercent
-	0,  // 68: causeway.lean.envoy.config.core.v3.SelfConfigSource.transport_api_version:type_name -> causeway.lean.envoy.config.core.v3.ApiVersion
-	7,  // 69: causeway.lean.envoy.config.core.v3.SocketAddress.protocol:type_name -> causeway.lean.envoy.config.core.v3.SocketAddress.Protocol
-	36, // 70: causeway.lean.envoy.config.core.v3.TransportSocket.typed_config:type_name -> google.protobuf.Any
-	36, // 71: causeway.lean.envoy.config.core.v3.TypedExtensionConfig.typed_config:type_name -> google.protobuf.Any
-	31, // 72: causeway.lean.envoy.config.core.v3.GrpcService.EnvoyGrpc.retry_policy:type_name -> causeway.lean.Unread
-	31, // 73: causeway.lean.envoy.config.core.v3.GrpcService.EnvoyGrpc.max_receive_message_length:type_name -> causeway.lean.Unread
-	31, // 74: causeway.lean.envoy.config.core.v3.GrpcService.GoogleGrpc.channel_credentials:type_name -> causeway.lean.Unread
-	31, // 75: causeway.lean.envoy.config.core.v3.GrpcService.GoogleGrpc.channel_credentials_plugin:type_name -> causeway.lean.Unread
-	31, // 76: causeway.lean.envoy.config.core.v3.GrpcService.GoogleGrpc.call_credentials:type_name -> causeway.lean.Unread
-	31, // 77: causeway.lean.envoy.config.core.v3.GrpcService.GoogleGrpc.call_credentials_plugin:type_name -> causeway.lean.Unread
-	31, // 78: causeway.lean.envoy.config.core.v3.GrpcService.GoogleGrpc.config:type_name -> causeway.lean.Unread
-	31, // 79: causeway.lean.envoy.config.core.v3.GrpcService.GoogleGrpc.per_stream_buffer_limit_bytes:type_name -> causeway.lean.Unread
-	31, // 80: causeway.lean.envoy.config.core.v3.GrpcService.GoogleGrpc.channel_args:type_name -> causeway.lean.Unread
-	34, // 81: causeway.lean.envoy.config.core.v3.Metadata.FilterMetadataEntry.value:type_name -> google.protobuf.Struct
-	82, // [82:82] is the sub-list for method output_type
-	82, // [82:82] is the sub-list for method input_type
-	82, // [82:82] is the sub-list for extension type_name
-	82, // [82:82] is the sub-list for extension extendee
-	0,  // [0:82] is the sub-list for field type_name
+	1,  // 4: causeway.lean.envoy.config.core.v3.ApiConfigSource.transport_api_version:type_name -> causeway.lean.envoy.config.core.v3.ApiVersion
+	11, // 5: causeway.lean.envoy.config.core.v3.ApiConfigSource.grpc_services:type_name -> causeway.lean.envoy.config.core.v3.GrpcService
+	25, // 6: causeway.lean.envoy.config.core.v3.ApiConfigSource.refresh_delay:type_name -> causeway.lean.Unread
+	25, // 7: causeway.lean.envoy.config.core.v3.ApiConfigSource.request_timeout:type_name -> causeway.lean.Unread
+	25, // 8: causeway.lean.envoy.config.core.v3.ApiConfigSource.rate_limit_settings:type_name -> causeway.lean.Unread
+	25, // 9: causeway.lean.envoy.config.core.v3.ApiConfigSource.config_validators:type_name -> causeway.lean.Unread
+	25, // 10: causeway.lean.envoy.config.core.v3.DataSource.watched_directory:type_name -> causeway.lean.Unread
+	22, // 11: causeway.lean.envoy.config.core.v3.GrpcService.envoy_grpc:type_name -> causeway.lean.envoy.config.core.v3.GrpcService.EnvoyGrpc
+	23, // 12: causeway.lean.envoy.config.core.v3.GrpcService.google_grpc:type_name -> causeway.lean.envoy.config.core.v3.GrpcService.GoogleGrpc
+	25, // 13: causeway.lean.envoy.config.core.v3.GrpcService.timeout:type_name -> causeway.lean.Unread
+	25, // 14: causeway.lean.envoy.config.core.v3.GrpcService.initial_metadata:type_name -> causeway.lean.Unread
+	25, // 15: causeway.lean.envoy.config.core.v3.GrpcService.retry_policy:type_name -> causeway.lean.Unread
+	12, // 16: causeway.lean.envoy.config.core.v3.HeaderValueOption.header:type_name -> causeway.lean.envoy.config.core.v3.HeaderValue
+	26, // 17: causeway.lean.envoy.config.core.v3.HeaderValueOption.append:type_name -> google.protobuf.BoolValue
+	5,  // 18: causeway.lean.envoy.config.core.v3.HeaderValueOption.append_action:type_name -> causeway.lean.envoy.config.core.v3.HeaderValueOption.HeaderAppendAction
+	27, // 19: causeway.lean.envoy.config.core.v3.HttpProtocolOptions.idle_timeout:type_name -> google.protobuf.Duration
+	25, // 20: causeway.lean.envoy.config.core.v3.HttpProtocolOptions.max_connection_duration:type_name -> causeway.lean.Unread
+	25, // 21: causeway.lean.envoy.config.core.v3.HttpProtocolOptions.max_connection_duration_jitter:type_name -> causeway.lean.Unread
+	25, // 22: causeway.lean.envoy.config.core.v3.HttpProtocolOptions.max_headers_count:type_name -> causeway.lean.Unread
+	25, // 23: causeway.lean.envoy.config.core.v3.HttpProtocolOptions.max_response_headers_kb:type_name -> causeway.lean.Unread
+	25, // 24: causeway.lean.envoy.config.core.v3.HttpProtocolOptions.max_stream_duration:type_name -> causeway.lean.Unread
+	6,  // 25: causeway.lean.envoy.config.core.v3.HttpProtocolOptions.headers_with_underscores_action:type_name -> causeway.lean.envoy.config.core.v3.HttpProtocolOptions.HeadersWithUnderscoresAction
+	25, // 26: causeway.lean.envoy.config.core.v3.HttpProtocolOptions.max_requests_per_connection:type_name -> causeway.lean.Unread
+	24, // 27: causeway.lean.envoy.config.core.v3.Metadata.filter_metadata:type_name -> causeway.lean.envoy.config.core.v3.Metadata.FilterMetadataEntry
+	25, // 28: causeway.lean.envoy.config.core.v3.Metadata.typed_filter_metadata:type_name -> causeway.lean.Unread
+	28, // 29: causeway.lean.envoy.config.core.v3.Node.metadata:type_name -> google.protobuf.Struct
+	25, // 30: causeway.lean.envoy.config.core.v3.Node.dynamic_parameters:type_name -> causeway.lean.Unread
+	15, // 31: causeway.lean.envoy.config.core.v3.Node.locality:type_name -> causeway.lean.envoy.config.core.v3.Locality
+	25, // 32: causeway.lean.envoy.config.core.v3.Node.user_agent_build_version:type_name -> causeway.lean.Unread
+	25, // 33: causeway.lean.envoy.config.core.v3.Node.extensions:type_name -> causeway.lean.Unread
+	25, // 34: causeway.lean.envoy.config.core.v3.Node.listening_addresses:type_name -> causeway.lean.Unread
+	29, // 35: causeway.lean.envoy.config.core.v3.RuntimeFractionalPercent.default_value:type_name -> causeway.lean.envoy.type.v3.FractionalPercent
+	7,  // 36: causeway.lean.envoy.config.core.v3.SocketAddress.protocol:type_name -> causeway.lean.envoy.config.core.v3.SocketAddress.Protocol
+	30, // 37: causeway.lean.envoy.config.core.v3.TransportSocket.typed_config:type_name -> google.protobuf.Any
+	30, // 38: causeway.lean.envoy.config.core.v3.TypedExtensionConfig.typed_config:type_name -> google.protobuf.Any
+	25, // 39: causeway.lean.envoy.config.core.v3.GrpcService.EnvoyGrpc.retry_policy:type_name -> causeway.lean.Unread
+	25, // 40: causeway.lean.envoy.config.core.v3.GrpcService.EnvoyGrpc.max_receive_message_length:type_name -> causeway.lean.Unread
+	25, // 41: causeway.lean.envoy.config.core.v3.GrpcService.GoogleGrpc.channel_credentials:type_name -> causeway.lean.Unread
+	25, // 42: causeway.lean.envoy.config.core.v3.GrpcService.GoogleGrpc.channel_credentials_plugin:type_name -> causeway.lean.Unread
+	25, // 43: causeway.lean.envoy.config.core.v3.GrpcService.GoogleGrpc.call_credentials:type_name -> causeway.lean.Unread
+	25, // 44: causeway.lean.envoy.config.core.v3.GrpcService.GoogleGrpc.call_credentials_plugin:type_name -> causeway.lean.Unread
+	25, // 45: causeway.lean.envoy.config.core.v3.GrpcService.GoogleGrpc.config:type_name -> causeway.lean.Unread
+	25, // 46: causeway.lean.envoy.config.core.v3.GrpcService.GoogleGrpc.per_stream_buffer_limit_bytes:type_name -> causeway.lean.Unread
+	25, // 47: causeway.lean.envoy.config.core.v3.GrpcService.GoogleGrpc.channel_args:type_name -> causeway.lean.Unread
+	28, // 48: causeway.lean.envoy.config.core.v3.Metadata.FilterMetadataEntry.value:type_name -> google.protobuf.Struct
+	49, // [49:49] is the sub-list for method output_type
+	49, // [49:49] is the sub-list for method input_type
+	49, // [49:49] is the sub-list for extension type_name
+	49, // [49:49] is the sub-list for extension extendee
+	0,  // [0:49] is the sub-list for field type_name
 }
 
 func init() { file_proxy_leanxds_envoy_config_core_v3_lean_proto_init() }
@@ -2859,32 +2138,25 @@ func file_proxy_leanxds_envoy_config_core_v3_lean_proto_init() {
 		(*Address_Pipe)(nil),
 		(*Address_EnvoyInternalAddress)(nil),
 	}
-	file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[4].OneofWrappers = []any{
-		(*ConfigSource_Path)(nil),
-		(*ConfigSource_PathConfigSource)(nil),
-		(*ConfigSource_ApiConfigSource)(nil),
-		(*ConfigSource_Ads)(nil),
-		(*ConfigSource_Self)(nil),
-	}
-	file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[5].OneofWrappers = []any{
+	file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[2].OneofWrappers = []any{
 		(*DataSource_Filename)(nil),
 		(*DataSource_InlineBytes)(nil),
 		(*DataSource_InlineString)(nil),
 		(*DataSource_EnvironmentVariable)(nil),
 	}
-	file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[6].OneofWrappers = []any{
+	file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[3].OneofWrappers = []any{
 		(*GrpcService_EnvoyGrpc_)(nil),
 		(*GrpcService_GoogleGrpc_)(nil),
 	}
-	file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[14].OneofWrappers = []any{
+	file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[9].OneofWrappers = []any{
 		(*Node_UserAgentVersion)(nil),
 		(*Node_UserAgentBuildVersion)(nil),
 	}
-	file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[17].OneofWrappers = []any{
+	file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[11].OneofWrappers = []any{
 		(*SocketAddress_PortValue)(nil),
 		(*SocketAddress_NamedPort)(nil),
 	}
-	file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[18].OneofWrappers = []any{
+	file_proxy_leanxds_envoy_config_core_v3_lean_proto_msgTypes[12].OneofWrappers = []any{
 		(*TransportSocket_TypedConfig)(nil),
 	}
 	type x struct{}
@@ -2893,7 +2165,7 @@ func file_proxy_leanxds_envoy_config_core_v3_lean_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDesc), len(file_proxy_leanxds_envoy_config_core_v3_lean_proto_rawDesc)),
 			NumEnums:      8,
-			NumMessages:   23,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

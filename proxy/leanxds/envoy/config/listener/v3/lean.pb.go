@@ -216,7 +216,7 @@ type FilterChain struct {
 	Filters          []*Filter              `protobuf:"bytes,3,rep,name=filters,proto3" json:"filters,omitempty"`
 	// Deprecated: Marked as deprecated in proxy/leanxds/envoy/config/listener/v3/lean.proto.
 	UseProxyProto                 *leanxds.Unread     `protobuf:"bytes,4,opt,name=use_proxy_proto,json=useProxyProto,proto3" json:"use_proxy_proto,omitempty"`
-	Metadata                      *v3.Metadata        `protobuf:"bytes,5,opt,name=metadata,proto3" json:"metadata,omitempty"`
+	Metadata                      *leanxds.Unread     `protobuf:"bytes,5,opt,name=metadata,proto3" json:"metadata,omitempty"`
 	TransportSocket               *v3.TransportSocket `protobuf:"bytes,6,opt,name=transport_socket,json=transportSocket,proto3" json:"transport_socket,omitempty"`
 	TransportSocketConnectTimeout *leanxds.Unread     `protobuf:"bytes,9,opt,name=transport_socket_connect_timeout,json=transportSocketConnectTimeout,proto3" json:"transport_socket_connect_timeout,omitempty"`
 	Name                          string              `protobuf:"bytes,7,opt,name=name,proto3" json:"name,omitempty"`
@@ -276,7 +276,7 @@ func (x *FilterChain) GetUseProxyProto() *leanxds.Unread {
 	return nil
 }
 
-func (x *FilterChain) GetMetadata() *v3.Metadata {
+func (x *FilterChain) GetMetadata() *leanxds.Unread {
 	if x != nil {
 		return x.Metadata
 	}
@@ -306,7 +306,7 @@ func (x *FilterChain) GetName() string {
 
 type FilterChainMatch struct {
 	state                    protoimpl.MessageState                `protogen:"open.v1"`
-	DestinationPort          *wrapperspb.UInt32Value               `protobuf:"bytes,8,opt,name=destination_port,json=destinationPort,proto3" json:"destination_port,omitempty"`
+	DestinationPort          *leanxds.Unread                       `protobuf:"bytes,8,opt,name=destination_port,json=destinationPort,proto3" json:"destination_port,omitempty"`
 	PrefixRanges             []*leanxds.Unread                     `protobuf:"bytes,3,rep,name=prefix_ranges,json=prefixRanges,proto3" json:"prefix_ranges,omitempty"`
 	AddressSuffix            string                                `protobuf:"bytes,4,opt,name=address_suffix,json=addressSuffix,proto3" json:"address_suffix,omitempty"`
 	SuffixLen                *leanxds.Unread                       `protobuf:"bytes,5,opt,name=suffix_len,json=suffixLen,proto3" json:"suffix_len,omitempty"`
@@ -351,7 +351,7 @@ func (*FilterChainMatch) Descriptor() ([]byte, []int) {
 	return file_proxy_leanxds_envoy_config_listener_v3_lean_proto_rawDescGZIP(), []int{2}
 }
 
-func (x *FilterChainMatch) GetDestinationPort() *wrapperspb.UInt32Value {
+func (x *FilterChainMatch) GetDestinationPort() *leanxds.Unread {
 	if x != nil {
 		return x.DestinationPort
 	}
@@ -442,7 +442,7 @@ type Listener struct {
 	DefaultFilterChain                      *leanxds.Unread        `protobuf:"bytes,25,opt,name=default_filter_chain,json=defaultFilterChain,proto3" json:"default_filter_chain,omitempty"`
 	PerConnectionBufferLimitBytes           *leanxds.Unread        `protobuf:"bytes,5,opt,name=per_connection_buffer_limit_bytes,json=perConnectionBufferLimitBytes,proto3" json:"per_connection_buffer_limit_bytes,omitempty"`
 	PerConnectionBufferHighWatermarkTimeout *leanxds.Unread        `protobuf:"bytes,38,opt,name=per_connection_buffer_high_watermark_timeout,json=perConnectionBufferHighWatermarkTimeout,proto3" json:"per_connection_buffer_high_watermark_timeout,omitempty"`
-	Metadata                                *v3.Metadata           `protobuf:"bytes,6,opt,name=metadata,proto3" json:"metadata,omitempty"`
+	Metadata                                *leanxds.Unread        `protobuf:"bytes,6,opt,name=metadata,proto3" json:"metadata,omitempty"`
 	// Deprecated: Marked as deprecated in proxy/leanxds/envoy/config/listener/v3/lean.proto.
 	DeprecatedV1                     *leanxds.Unread     `protobuf:"bytes,7,opt,name=deprecated_v1,json=deprecatedV1,proto3" json:"deprecated_v1,omitempty"`
 	DrainType                        Listener_DrainType  `protobuf:"varint,8,opt,name=drain_type,json=drainType,proto3,enum=causeway.lean.envoy.config.listener.v3.Listener_DrainType" json:"drain_type,omitempty"`
@@ -590,7 +590,7 @@ func (x *Listener) GetPerConnectionBufferHighWatermarkTimeout() *leanxds.Unread 
 	return nil
 }
 
-func (x *Listener) GetMetadata() *v3.Metadata {
+func (x *Listener) GetMetadata() *leanxds.Unread {
 	if x != nil {
 		return x.Metadata
 	}
@@ -893,17 +893,17 @@ const file_proxy_leanxds_envoy_config_listener_v3_lean_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x129\n" +
 	"\ftyped_config\x18\x04 \x01(\v2\x14.google.protobuf.AnyH\x00R\vtypedConfig\x12B\n" +
 	"\x10config_discovery\x18\x05 \x01(\v2\x15.causeway.lean.UnreadH\x00R\x0fconfigDiscoveryB\r\n" +
-	"\vconfig_type\"\xa0\x04\n" +
+	"\vconfig_type\"\x89\x04\n" +
 	"\vFilterChain\x12f\n" +
 	"\x12filter_chain_match\x18\x01 \x01(\v28.causeway.lean.envoy.config.listener.v3.FilterChainMatchR\x10filterChainMatch\x12H\n" +
 	"\afilters\x18\x03 \x03(\v2..causeway.lean.envoy.config.listener.v3.FilterR\afilters\x12A\n" +
-	"\x0fuse_proxy_proto\x18\x04 \x01(\v2\x15.causeway.lean.UnreadB\x02\x18\x01R\ruseProxyProto\x12H\n" +
-	"\bmetadata\x18\x05 \x01(\v2,.causeway.lean.envoy.config.core.v3.MetadataR\bmetadata\x12^\n" +
+	"\x0fuse_proxy_proto\x18\x04 \x01(\v2\x15.causeway.lean.UnreadB\x02\x18\x01R\ruseProxyProto\x121\n" +
+	"\bmetadata\x18\x05 \x01(\v2\x15.causeway.lean.UnreadR\bmetadata\x12^\n" +
 	"\x10transport_socket\x18\x06 \x01(\v23.causeway.lean.envoy.config.core.v3.TransportSocketR\x0ftransportSocket\x12^\n" +
 	" transport_socket_connect_timeout\x18\t \x01(\v2\x15.causeway.lean.UnreadR\x1dtransportSocketConnectTimeout\x12\x12\n" +
-	"\x04name\x18\a \x01(\tR\x04name\"\xf5\x05\n" +
-	"\x10FilterChainMatch\x12G\n" +
-	"\x10destination_port\x18\b \x01(\v2\x1c.google.protobuf.UInt32ValueR\x0fdestinationPort\x12:\n" +
+	"\x04name\x18\a \x01(\tR\x04name\"\xee\x05\n" +
+	"\x10FilterChainMatch\x12@\n" +
+	"\x10destination_port\x18\b \x01(\v2\x15.causeway.lean.UnreadR\x0fdestinationPort\x12:\n" +
 	"\rprefix_ranges\x18\x03 \x03(\v2\x15.causeway.lean.UnreadR\fprefixRanges\x12%\n" +
 	"\x0eaddress_suffix\x18\x04 \x01(\tR\raddressSuffix\x124\n" +
 	"\n" +
@@ -920,7 +920,7 @@ const file_proxy_leanxds_envoy_config_listener_v3_lean_proto_rawDesc = "" +
 	"\x14ConnectionSourceType\x12\a\n" +
 	"\x03ANY\x10\x00\x12\x17\n" +
 	"\x13SAME_IP_OR_LOOPBACK\x10\x01\x12\f\n" +
-	"\bEXTERNAL\x10\x02\"\xc8\x14\n" +
+	"\bEXTERNAL\x10\x02\"\xb1\x14\n" +
 	"\bListener\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12E\n" +
 	"\aaddress\x18\x02 \x01(\v2+.causeway.lean.envoy.config.core.v3.AddressR\aaddress\x12H\n" +
@@ -935,8 +935,8 @@ const file_proxy_leanxds_envoy_config_listener_v3_lean_proto_rawDesc = "" +
 	"\x10use_original_dst\x18\x04 \x01(\v2\x15.causeway.lean.UnreadR\x0euseOriginalDst\x12G\n" +
 	"\x14default_filter_chain\x18\x19 \x01(\v2\x15.causeway.lean.UnreadR\x12defaultFilterChain\x12_\n" +
 	"!per_connection_buffer_limit_bytes\x18\x05 \x01(\v2\x15.causeway.lean.UnreadR\x1dperConnectionBufferLimitBytes\x12t\n" +
-	",per_connection_buffer_high_watermark_timeout\x18& \x01(\v2\x15.causeway.lean.UnreadR'perConnectionBufferHighWatermarkTimeout\x12H\n" +
-	"\bmetadata\x18\x06 \x01(\v2,.causeway.lean.envoy.config.core.v3.MetadataR\bmetadata\x12>\n" +
+	",per_connection_buffer_high_watermark_timeout\x18& \x01(\v2\x15.causeway.lean.UnreadR'perConnectionBufferHighWatermarkTimeout\x121\n" +
+	"\bmetadata\x18\x06 \x01(\v2\x15.causeway.lean.UnreadR\bmetadata\x12>\n" +
 	"\rdeprecated_v1\x18\a \x01(\v2\x15.causeway.lean.UnreadB\x02\x18\x01R\fdeprecatedV1\x12Y\n" +
 	"\n" +
 	"drain_type\x18\b \x01(\x0e2:.causeway.lean.envoy.config.listener.v3.Listener.DrainTypeR\tdrainType\x12a\n" +
@@ -1001,12 +1001,10 @@ var file_proxy_leanxds_envoy_config_listener_v3_lean_proto_goTypes = []any{
 	(*ListenerFilter)(nil),                     // 6: causeway.lean.envoy.config.listener.v3.ListenerFilter
 	(*anypb.Any)(nil),                          // 7: google.protobuf.Any
 	(*leanxds.Unread)(nil),                     // 8: causeway.lean.Unread
-	(*v3.Metadata)(nil),                        // 9: causeway.lean.envoy.config.core.v3.Metadata
-	(*v3.TransportSocket)(nil),                 // 10: causeway.lean.envoy.config.core.v3.TransportSocket
-	(*wrapperspb.UInt32Value)(nil),             // 11: google.protobuf.UInt32Value
-	(*v3.Address)(nil),                         // 12: causeway.lean.envoy.config.core.v3.Address
-	(v3.TrafficDirection)(0),                   // 13: causeway.lean.envoy.config.core.v3.TrafficDirection
-	(*wrapperspb.BoolValue)(nil),               // 14: google.protobuf.BoolValue
+	(*v3.TransportSocket)(nil),                 // 9: causeway.lean.envoy.config.core.v3.TransportSocket
+	(*v3.Address)(nil),                         // 10: causeway.lean.envoy.config.core.v3.Address
+	(v3.TrafficDirection)(0),                   // 11: causeway.lean.envoy.config.core.v3.TrafficDirection
+	(*wrapperspb.BoolValue)(nil),               // 12: google.protobuf.BoolValue
 }
 var file_proxy_leanxds_envoy_config_listener_v3_lean_proto_depIdxs = []int32{
 	7,  // 0: causeway.lean.envoy.config.listener.v3.Filter.typed_config:type_name -> google.protobuf.Any
@@ -1014,16 +1012,16 @@ var file_proxy_leanxds_envoy_config_listener_v3_lean_proto_depIdxs = []int32{
 	4,  // 2: causeway.lean.envoy.config.listener.v3.FilterChain.filter_chain_match:type_name -> causeway.lean.envoy.config.listener.v3.FilterChainMatch
 	2,  // 3: causeway.lean.envoy.config.listener.v3.FilterChain.filters:type_name -> causeway.lean.envoy.config.listener.v3.Filter
 	8,  // 4: causeway.lean.envoy.config.listener.v3.FilterChain.use_proxy_proto:type_name -> causeway.lean.Unread
-	9,  // 5: causeway.lean.envoy.config.listener.v3.FilterChain.metadata:type_name -> causeway.lean.envoy.config.core.v3.Metadata
-	10, // 6: causeway.lean.envoy.config.listener.v3.FilterChain.transport_socket:type_name -> causeway.lean.envoy.config.core.v3.TransportSocket
+	8,  // 5: causeway.lean.envoy.config.listener.v3.FilterChain.metadata:type_name -> causeway.lean.Unread
+	9,  // 6: causeway.lean.envoy.config.listener.v3.FilterChain.transport_socket:type_name -> causeway.lean.envoy.config.core.v3.TransportSocket
 	8,  // 7: causeway.lean.envoy.config.listener.v3.FilterChain.transport_socket_connect_timeout:type_name -> causeway.lean.Unread
-	11, // 8: causeway.lean.envoy.config.listener.v3.FilterChainMatch.destination_port:type_name -> google.protobuf.UInt32Value
+	8,  // 8: causeway.lean.envoy.config.listener.v3.FilterChainMatch.destination_port:type_name -> causeway.lean.Unread
 	8,  // 9: causeway.lean.envoy.config.listener.v3.FilterChainMatch.prefix_ranges:type_name -> causeway.lean.Unread
 	8,  // 10: causeway.lean.envoy.config.listener.v3.FilterChainMatch.suffix_len:type_name -> causeway.lean.Unread
 	8,  // 11: causeway.lean.envoy.config.listener.v3.FilterChainMatch.direct_source_prefix_ranges:type_name -> causeway.lean.Unread
 	0,  // 12: causeway.lean.envoy.config.listener.v3.FilterChainMatch.source_type:type_name -> causeway.lean.envoy.config.listener.v3.FilterChainMatch.ConnectionSourceType
 	8,  // 13: causeway.lean.envoy.config.listener.v3.FilterChainMatch.source_prefix_ranges:type_name -> causeway.lean.Unread
-	12, // 14: causeway.lean.envoy.config.listener.v3.Listener.address:type_name -> causeway.lean.envoy.config.core.v3.Address
+	10, // 14: causeway.lean.envoy.config.listener.v3.Listener.address:type_name -> causeway.lean.envoy.config.core.v3.Address
 	8,  // 15: causeway.lean.envoy.config.listener.v3.Listener.additional_addresses:type_name -> causeway.lean.Unread
 	8,  // 16: causeway.lean.envoy.config.listener.v3.Listener.stats_matcher:type_name -> causeway.lean.Unread
 	3,  // 17: causeway.lean.envoy.config.listener.v3.Listener.filter_chains:type_name -> causeway.lean.envoy.config.listener.v3.FilterChain
@@ -1033,7 +1031,7 @@ var file_proxy_leanxds_envoy_config_listener_v3_lean_proto_depIdxs = []int32{
 	8,  // 21: causeway.lean.envoy.config.listener.v3.Listener.default_filter_chain:type_name -> causeway.lean.Unread
 	8,  // 22: causeway.lean.envoy.config.listener.v3.Listener.per_connection_buffer_limit_bytes:type_name -> causeway.lean.Unread
 	8,  // 23: causeway.lean.envoy.config.listener.v3.Listener.per_connection_buffer_high_watermark_timeout:type_name -> causeway.lean.Unread
-	9,  // 24: causeway.lean.envoy.config.listener.v3.Listener.metadata:type_name -> causeway.lean.envoy.config.core.v3.Metadata
+	8,  // 24: causeway.lean.envoy.config.listener.v3.Listener.metadata:type_name -> causeway.lean.Unread
 	8,  // 25: causeway.lean.envoy.config.listener.v3.Listener.deprecated_v1:type_name -> causeway.lean.Unread
 	1,  // 26: causeway.lean.envoy.config.listener.v3.Listener.drain_type:type_name -> causeway.lean.envoy.config.listener.v3.Listener.DrainType
 	6,  // 27: causeway.lean.envoy.config.listener.v3.Listener.listener_filters:type_name -> causeway.lean.envoy.config.listener.v3.ListenerFilter
@@ -1042,7 +1040,7 @@ var file_proxy_leanxds_envoy_config_listener_v3_lean_proto_depIdxs = []int32{
 	8,  // 30: causeway.lean.envoy.config.listener.v3.Listener.freebind:type_name -> causeway.lean.Unread
 	8,  // 31: causeway.lean.envoy.config.listener.v3.Listener.socket_options:type_name -> causeway.lean.Unread
 	8,  // 32: causeway.lean.envoy.config.listener.v3.Listener.tcp_fast_open_queue_length:type_name -> causeway.lean.Unread
-	13, // 33: causeway.lean.envoy.config.listener.v3.Listener.traffic_direction:type_name -> causeway.lean.envoy.config.core.v3.TrafficDirection
+	11, // 33: causeway.lean.envoy.config.listener.v3.Listener.traffic_direction:type_name -> causeway.lean.envoy.config.core.v3.TrafficDirection
 	8,  // 34: causeway.lean.envoy.config.listener.v3.Listener.udp_listener_config:type_name -> causeway.lean.Unread
 	8,  // 35: causeway.lean.envoy.config.listener.v3.Listener.api_listener:type_name -> causeway.lean.Unread
 	8,  // 36: causeway.lean.envoy.config.listener.v3.Listener.connection_balance_config:type_name -> causeway.lean.Unread
@@ -1050,7 +1048,7 @@ var file_proxy_leanxds_envoy_config_listener_v3_lean_proto_depIdxs = []int32{
 	8,  // 38: causeway.lean.envoy.config.listener.v3.Listener.access_log:type_name -> causeway.lean.Unread
 	8,  // 39: causeway.lean.envoy.config.listener.v3.Listener.tcp_backlog_size:type_name -> causeway.lean.Unread
 	8,  // 40: causeway.lean.envoy.config.listener.v3.Listener.max_connections_to_accept_per_socket_event:type_name -> causeway.lean.Unread
-	14, // 41: causeway.lean.envoy.config.listener.v3.Listener.bind_to_port:type_name -> google.protobuf.BoolValue
+	12, // 41: causeway.lean.envoy.config.listener.v3.Listener.bind_to_port:type_name -> google.protobuf.BoolValue
 	8,  // 42: causeway.lean.envoy.config.listener.v3.Listener.internal_listener:type_name -> causeway.lean.Unread
 	8,  // 43: causeway.lean.envoy.config.listener.v3.Listener.tcp_keepalive:type_name -> causeway.lean.Unread
 	7,  // 44: causeway.lean.envoy.config.listener.v3.ListenerFilter.typed_config:type_name -> google.protobuf.Any

@@ -537,19 +537,33 @@ func (m *FilterChainMatch) validate(all bool) error {
 
 	var errors []error
 
-	if wrapper := m.GetDestinationPort(); wrapper != nil {
-
-		if val := wrapper.GetValue(); val < 1 || val > 65535 {
-			err := FilterChainMatchValidationError{
-				field:  "DestinationPort",
-				reason: "value must be inside range [1, 65535]",
+	if all {
+		switch v := interface{}(m.GetDestinationPort()).(type) {
+		case interface{ ValidateAll() error }:
+			if err := v.ValidateAll(); err != nil {
+				errors = append(errors, FilterChainMatchValidationError{
+					field:  "DestinationPort",
+					reason: "embedded message failed validation",
+					cause:  err,
+				})
 			}
-			if !all {
-				return err
+		case interface{ Validate() error }:
+			if err := v.Validate(); err != nil {
+				errors = append(errors, FilterChainMatchValidationError{
+					field:  "DestinationPort",
+					reason: "embedded message failed validation",
+					cause:  err,
+				})
 			}
-			errors = append(errors, err)
 		}
-
+	} else if v, ok := interface{}(m.GetDestinationPort()).(interface{ Validate() error }); ok {
+		if err := v.Validate(); err != nil {
+			return FilterChainMatchValidationError{
+				field:  "DestinationPort",
+				reason: "embedded message failed validation",
+				cause:  err,
+			}
+		}
 	}
 
 	for idx, item := range m.GetPrefixRanges() {

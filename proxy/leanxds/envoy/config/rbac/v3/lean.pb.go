@@ -8,7 +8,6 @@ package rbacv3
 
 import (
 	leanxds "github.com/causewaymesh/causeway/proxy/leanxds"
-	v32 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/config/core/v3"
 	v3 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/config/route/v3"
 	v31 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/type/matcher/v3"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
@@ -179,7 +178,7 @@ func (x *Permission) GetUrlPath() *v31.PathMatcher {
 	return nil
 }
 
-func (x *Permission) GetDestinationIp() *v32.CidrRange {
+func (x *Permission) GetDestinationIp() *leanxds.Unread {
 	if x != nil {
 		if x, ok := x.Rule.(*Permission_DestinationIp); ok {
 			return x.DestinationIp
@@ -225,7 +224,7 @@ func (x *Permission) GetNotRule() *Permission {
 	return nil
 }
 
-func (x *Permission) GetRequestedServerName() *v31.StringMatcher {
+func (x *Permission) GetRequestedServerName() *leanxds.Unread {
 	if x != nil {
 		if x, ok := x.Rule.(*Permission_RequestedServerName); ok {
 			return x.RequestedServerName
@@ -234,7 +233,7 @@ func (x *Permission) GetRequestedServerName() *v31.StringMatcher {
 	return nil
 }
 
-func (x *Permission) GetMatcher() *v32.TypedExtensionConfig {
+func (x *Permission) GetMatcher() *leanxds.Unread {
 	if x != nil {
 		if x, ok := x.Rule.(*Permission_Matcher); ok {
 			return x.Matcher
@@ -243,7 +242,7 @@ func (x *Permission) GetMatcher() *v32.TypedExtensionConfig {
 	return nil
 }
 
-func (x *Permission) GetUriTemplate() *v32.TypedExtensionConfig {
+func (x *Permission) GetUriTemplate() *leanxds.Unread {
 	if x != nil {
 		if x, ok := x.Rule.(*Permission_UriTemplate); ok {
 			return x.UriTemplate
@@ -286,7 +285,7 @@ type Permission_UrlPath struct {
 }
 
 type Permission_DestinationIp struct {
-	DestinationIp *v32.CidrRange `protobuf:"bytes,5,opt,name=destination_ip,json=destinationIp,proto3,oneof"`
+	DestinationIp *leanxds.Unread `protobuf:"bytes,5,opt,name=destination_ip,json=destinationIp,proto3,oneof"`
 }
 
 type Permission_DestinationPort struct {
@@ -307,15 +306,15 @@ type Permission_NotRule struct {
 }
 
 type Permission_RequestedServerName struct {
-	RequestedServerName *v31.StringMatcher `protobuf:"bytes,9,opt,name=requested_server_name,json=requestedServerName,proto3,oneof"`
+	RequestedServerName *leanxds.Unread `protobuf:"bytes,9,opt,name=requested_server_name,json=requestedServerName,proto3,oneof"`
 }
 
 type Permission_Matcher struct {
-	Matcher *v32.TypedExtensionConfig `protobuf:"bytes,12,opt,name=matcher,proto3,oneof"`
+	Matcher *leanxds.Unread `protobuf:"bytes,12,opt,name=matcher,proto3,oneof"`
 }
 
 type Permission_UriTemplate struct {
-	UriTemplate *v32.TypedExtensionConfig `protobuf:"bytes,13,opt,name=uri_template,json=uriTemplate,proto3,oneof"`
+	UriTemplate *leanxds.Unread `protobuf:"bytes,13,opt,name=uri_template,json=uriTemplate,proto3,oneof"`
 }
 
 type Permission_SourcedMetadata struct {
@@ -523,7 +522,7 @@ func (x *Principal) GetAuthenticated() *Principal_Authenticated {
 }
 
 // Deprecated: Marked as deprecated in proxy/leanxds/envoy/config/rbac/v3/lean.proto.
-func (x *Principal) GetSourceIp() *v32.CidrRange {
+func (x *Principal) GetSourceIp() *leanxds.Unread {
 	if x != nil {
 		if x, ok := x.Identifier.(*Principal_SourceIp); ok {
 			return x.SourceIp
@@ -532,7 +531,7 @@ func (x *Principal) GetSourceIp() *v32.CidrRange {
 	return nil
 }
 
-func (x *Principal) GetDirectRemoteIp() *v32.CidrRange {
+func (x *Principal) GetDirectRemoteIp() *leanxds.Unread {
 	if x != nil {
 		if x, ok := x.Identifier.(*Principal_DirectRemoteIp); ok {
 			return x.DirectRemoteIp
@@ -541,7 +540,7 @@ func (x *Principal) GetDirectRemoteIp() *v32.CidrRange {
 	return nil
 }
 
-func (x *Principal) GetRemoteIp() *v32.CidrRange {
+func (x *Principal) GetRemoteIp() *leanxds.Unread {
 	if x != nil {
 		if x, ok := x.Identifier.(*Principal_RemoteIp); ok {
 			return x.RemoteIp
@@ -550,7 +549,7 @@ func (x *Principal) GetRemoteIp() *v32.CidrRange {
 	return nil
 }
 
-func (x *Principal) GetHeader() *v3.HeaderMatcher {
+func (x *Principal) GetHeader() *leanxds.Unread {
 	if x != nil {
 		if x, ok := x.Identifier.(*Principal_Header); ok {
 			return x.Header
@@ -559,7 +558,7 @@ func (x *Principal) GetHeader() *v3.HeaderMatcher {
 	return nil
 }
 
-func (x *Principal) GetUrlPath() *v31.PathMatcher {
+func (x *Principal) GetUrlPath() *leanxds.Unread {
 	if x != nil {
 		if x, ok := x.Identifier.(*Principal_UrlPath); ok {
 			return x.UrlPath
@@ -605,7 +604,7 @@ func (x *Principal) GetSourcedMetadata() *leanxds.Unread {
 	return nil
 }
 
-func (x *Principal) GetCustom() *v32.TypedExtensionConfig {
+func (x *Principal) GetCustom() *leanxds.Unread {
 	if x != nil {
 		if x, ok := x.Identifier.(*Principal_Custom); ok {
 			return x.Custom
@@ -636,23 +635,23 @@ type Principal_Authenticated_ struct {
 
 type Principal_SourceIp struct {
 	// Deprecated: Marked as deprecated in proxy/leanxds/envoy/config/rbac/v3/lean.proto.
-	SourceIp *v32.CidrRange `protobuf:"bytes,5,opt,name=source_ip,json=sourceIp,proto3,oneof"`
+	SourceIp *leanxds.Unread `protobuf:"bytes,5,opt,name=source_ip,json=sourceIp,proto3,oneof"`
 }
 
 type Principal_DirectRemoteIp struct {
-	DirectRemoteIp *v32.CidrRange `protobuf:"bytes,10,opt,name=direct_remote_ip,json=directRemoteIp,proto3,oneof"`
+	DirectRemoteIp *leanxds.Unread `protobuf:"bytes,10,opt,name=direct_remote_ip,json=directRemoteIp,proto3,oneof"`
 }
 
 type Principal_RemoteIp struct {
-	RemoteIp *v32.CidrRange `protobuf:"bytes,11,opt,name=remote_ip,json=remoteIp,proto3,oneof"`
+	RemoteIp *leanxds.Unread `protobuf:"bytes,11,opt,name=remote_ip,json=remoteIp,proto3,oneof"`
 }
 
 type Principal_Header struct {
-	Header *v3.HeaderMatcher `protobuf:"bytes,6,opt,name=header,proto3,oneof"`
+	Header *leanxds.Unread `protobuf:"bytes,6,opt,name=header,proto3,oneof"`
 }
 
 type Principal_UrlPath struct {
-	UrlPath *v31.PathMatcher `protobuf:"bytes,9,opt,name=url_path,json=urlPath,proto3,oneof"`
+	UrlPath *leanxds.Unread `protobuf:"bytes,9,opt,name=url_path,json=urlPath,proto3,oneof"`
 }
 
 type Principal_Metadata struct {
@@ -673,7 +672,7 @@ type Principal_SourcedMetadata struct {
 }
 
 type Principal_Custom struct {
-	Custom *v32.TypedExtensionConfig `protobuf:"bytes,14,opt,name=custom,proto3,oneof"`
+	Custom *leanxds.Unread `protobuf:"bytes,14,opt,name=custom,proto3,oneof"`
 }
 
 func (*Principal_AndIds) isPrincipal_Identifier() {}
@@ -900,7 +899,7 @@ var File_proxy_leanxds_envoy_config_rbac_v3_lean_proto protoreflect.FileDescript
 
 const file_proxy_leanxds_envoy_config_rbac_v3_lean_proto_rawDesc = "" +
 	"\n" +
-	"-proxy/leanxds/envoy/config/rbac/v3/lean.proto\x12\"causeway.lean.envoy.config.rbac.v3\x1a-proxy/leanxds/envoy/config/core/v3/lean.proto\x1a.proxy/leanxds/envoy/config/route/v3/lean.proto\x1a.proxy/leanxds/envoy/type/matcher/v3/lean.proto\x1a\x1aproxy/leanxds/unread.proto\"\xf3\b\n" +
+	"-proxy/leanxds/envoy/config/rbac/v3/lean.proto\x12\"causeway.lean.envoy.config.rbac.v3\x1a.proxy/leanxds/envoy/config/route/v3/lean.proto\x1a.proxy/leanxds/envoy/type/matcher/v3/lean.proto\x1a\x1aproxy/leanxds/unread.proto\"\xf8\a\n" +
 	"\n" +
 	"Permission\x12Q\n" +
 	"\tand_rules\x18\x01 \x01(\v22.causeway.lean.envoy.config.rbac.v3.Permission.SetH\x00R\bandRules\x12O\n" +
@@ -908,15 +907,15 @@ const file_proxy_leanxds_envoy_config_rbac_v3_lean_proto_rawDesc = "" +
 	"\x03any\x18\x03 \x01(\bH\x00R\x03any\x12L\n" +
 	"\x06header\x18\x04 \x01(\v22.causeway.lean.envoy.config.route.v3.HeaderMatcherH\x00R\x06header\x12M\n" +
 	"\burl_path\x18\n" +
-	" \x01(\v20.causeway.lean.envoy.type.matcher.v3.PathMatcherH\x00R\aurlPath\x12V\n" +
-	"\x0edestination_ip\x18\x05 \x01(\v2-.causeway.lean.envoy.config.core.v3.CidrRangeH\x00R\rdestinationIp\x12+\n" +
+	" \x01(\v20.causeway.lean.envoy.type.matcher.v3.PathMatcherH\x00R\aurlPath\x12>\n" +
+	"\x0edestination_ip\x18\x05 \x01(\v2\x15.causeway.lean.UnreadH\x00R\rdestinationIp\x12+\n" +
 	"\x10destination_port\x18\x06 \x01(\rH\x00R\x0fdestinationPort\x12M\n" +
 	"\x16destination_port_range\x18\v \x01(\v2\x15.causeway.lean.UnreadH\x00R\x14destinationPortRange\x127\n" +
 	"\bmetadata\x18\a \x01(\v2\x15.causeway.lean.UnreadB\x02\x18\x01H\x00R\bmetadata\x12K\n" +
-	"\bnot_rule\x18\b \x01(\v2..causeway.lean.envoy.config.rbac.v3.PermissionH\x00R\anotRule\x12h\n" +
-	"\x15requested_server_name\x18\t \x01(\v22.causeway.lean.envoy.type.matcher.v3.StringMatcherH\x00R\x13requestedServerName\x12T\n" +
-	"\amatcher\x18\f \x01(\v28.causeway.lean.envoy.config.core.v3.TypedExtensionConfigH\x00R\amatcher\x12]\n" +
-	"\furi_template\x18\r \x01(\v28.causeway.lean.envoy.config.core.v3.TypedExtensionConfigH\x00R\vuriTemplate\x12B\n" +
+	"\bnot_rule\x18\b \x01(\v2..causeway.lean.envoy.config.rbac.v3.PermissionH\x00R\anotRule\x12K\n" +
+	"\x15requested_server_name\x18\t \x01(\v2\x15.causeway.lean.UnreadH\x00R\x13requestedServerName\x121\n" +
+	"\amatcher\x18\f \x01(\v2\x15.causeway.lean.UnreadH\x00R\amatcher\x12:\n" +
+	"\furi_template\x18\r \x01(\v2\x15.causeway.lean.UnreadH\x00R\vuriTemplate\x12B\n" +
 	"\x10sourced_metadata\x18\x0e \x01(\v2\x15.causeway.lean.UnreadH\x00R\x0fsourcedMetadata\x1aK\n" +
 	"\x03Set\x12D\n" +
 	"\x05rules\x18\x01 \x03(\v2..causeway.lean.envoy.config.rbac.v3.PermissionR\x05rulesB\x06\n" +
@@ -929,23 +928,23 @@ const file_proxy_leanxds_envoy_config_rbac_v3_lean_proto_rawDesc = "" +
 	"\tcondition\x18\x03 \x01(\v2\x15.causeway.lean.UnreadR\tcondition\x12B\n" +
 	"\x11checked_condition\x18\x04 \x01(\v2\x15.causeway.lean.UnreadR\x10checkedCondition\x124\n" +
 	"\n" +
-	"cel_config\x18\x05 \x01(\v2\x15.causeway.lean.UnreadR\tcelConfig\"\xcd\t\n" +
+	"cel_config\x18\x05 \x01(\v2\x15.causeway.lean.UnreadR\tcelConfig\"\xaa\b\n" +
 	"\tPrincipal\x12L\n" +
 	"\aand_ids\x18\x01 \x01(\v21.causeway.lean.envoy.config.rbac.v3.Principal.SetH\x00R\x06andIds\x12J\n" +
 	"\x06or_ids\x18\x02 \x01(\v21.causeway.lean.envoy.config.rbac.v3.Principal.SetH\x00R\x05orIds\x12\x12\n" +
 	"\x03any\x18\x03 \x01(\bH\x00R\x03any\x12c\n" +
-	"\rauthenticated\x18\x04 \x01(\v2;.causeway.lean.envoy.config.rbac.v3.Principal.AuthenticatedH\x00R\rauthenticated\x12P\n" +
-	"\tsource_ip\x18\x05 \x01(\v2-.causeway.lean.envoy.config.core.v3.CidrRangeB\x02\x18\x01H\x00R\bsourceIp\x12Y\n" +
+	"\rauthenticated\x18\x04 \x01(\v2;.causeway.lean.envoy.config.rbac.v3.Principal.AuthenticatedH\x00R\rauthenticated\x128\n" +
+	"\tsource_ip\x18\x05 \x01(\v2\x15.causeway.lean.UnreadB\x02\x18\x01H\x00R\bsourceIp\x12A\n" +
 	"\x10direct_remote_ip\x18\n" +
-	" \x01(\v2-.causeway.lean.envoy.config.core.v3.CidrRangeH\x00R\x0edirectRemoteIp\x12L\n" +
-	"\tremote_ip\x18\v \x01(\v2-.causeway.lean.envoy.config.core.v3.CidrRangeH\x00R\bremoteIp\x12L\n" +
-	"\x06header\x18\x06 \x01(\v22.causeway.lean.envoy.config.route.v3.HeaderMatcherH\x00R\x06header\x12M\n" +
-	"\burl_path\x18\t \x01(\v20.causeway.lean.envoy.type.matcher.v3.PathMatcherH\x00R\aurlPath\x127\n" +
+	" \x01(\v2\x15.causeway.lean.UnreadH\x00R\x0edirectRemoteIp\x124\n" +
+	"\tremote_ip\x18\v \x01(\v2\x15.causeway.lean.UnreadH\x00R\bremoteIp\x12/\n" +
+	"\x06header\x18\x06 \x01(\v2\x15.causeway.lean.UnreadH\x00R\x06header\x122\n" +
+	"\burl_path\x18\t \x01(\v2\x15.causeway.lean.UnreadH\x00R\aurlPath\x127\n" +
 	"\bmetadata\x18\a \x01(\v2\x15.causeway.lean.UnreadB\x02\x18\x01H\x00R\bmetadata\x12:\n" +
 	"\ffilter_state\x18\f \x01(\v2\x15.causeway.lean.UnreadH\x00R\vfilterState\x12F\n" +
 	"\x06not_id\x18\b \x01(\v2-.causeway.lean.envoy.config.rbac.v3.PrincipalH\x00R\x05notId\x12B\n" +
-	"\x10sourced_metadata\x18\r \x01(\v2\x15.causeway.lean.UnreadH\x00R\x0fsourcedMetadata\x12R\n" +
-	"\x06custom\x18\x0e \x01(\v28.causeway.lean.envoy.config.core.v3.TypedExtensionConfigH\x00R\x06custom\x1aF\n" +
+	"\x10sourced_metadata\x18\r \x01(\v2\x15.causeway.lean.UnreadH\x00R\x0fsourcedMetadata\x12/\n" +
+	"\x06custom\x18\x0e \x01(\v2\x15.causeway.lean.UnreadH\x00R\x06custom\x1aF\n" +
 	"\x03Set\x12?\n" +
 	"\x03ids\x18\x01 \x03(\v2-.causeway.lean.envoy.config.rbac.v3.PrincipalR\x03ids\x1aj\n" +
 	"\rAuthenticated\x12Y\n" +
@@ -979,59 +978,57 @@ func file_proxy_leanxds_envoy_config_rbac_v3_lean_proto_rawDescGZIP() []byte {
 var file_proxy_leanxds_envoy_config_rbac_v3_lean_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
 var file_proxy_leanxds_envoy_config_rbac_v3_lean_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_proxy_leanxds_envoy_config_rbac_v3_lean_proto_goTypes = []any{
-	(RBAC_Action)(0),                 // 0: causeway.lean.envoy.config.rbac.v3.RBAC.Action
-	(*Permission)(nil),               // 1: causeway.lean.envoy.config.rbac.v3.Permission
-	(*Policy)(nil),                   // 2: causeway.lean.envoy.config.rbac.v3.Policy
-	(*Principal)(nil),                // 3: causeway.lean.envoy.config.rbac.v3.Principal
-	(*RBAC)(nil),                     // 4: causeway.lean.envoy.config.rbac.v3.RBAC
-	(*Permission_Set)(nil),           // 5: causeway.lean.envoy.config.rbac.v3.Permission.Set
-	(*Principal_Set)(nil),            // 6: causeway.lean.envoy.config.rbac.v3.Principal.Set
-	(*Principal_Authenticated)(nil),  // 7: causeway.lean.envoy.config.rbac.v3.Principal.Authenticated
-	nil,                              // 8: causeway.lean.envoy.config.rbac.v3.RBAC.PoliciesEntry
-	(*v3.HeaderMatcher)(nil),         // 9: causeway.lean.envoy.config.route.v3.HeaderMatcher
-	(*v31.PathMatcher)(nil),          // 10: causeway.lean.envoy.type.matcher.v3.PathMatcher
-	(*v32.CidrRange)(nil),            // 11: causeway.lean.envoy.config.core.v3.CidrRange
-	(*leanxds.Unread)(nil),           // 12: causeway.lean.Unread
-	(*v31.StringMatcher)(nil),        // 13: causeway.lean.envoy.type.matcher.v3.StringMatcher
-	(*v32.TypedExtensionConfig)(nil), // 14: causeway.lean.envoy.config.core.v3.TypedExtensionConfig
+	(RBAC_Action)(0),                // 0: causeway.lean.envoy.config.rbac.v3.RBAC.Action
+	(*Permission)(nil),              // 1: causeway.lean.envoy.config.rbac.v3.Permission
+	(*Policy)(nil),                  // 2: causeway.lean.envoy.config.rbac.v3.Policy
+	(*Principal)(nil),               // 3: causeway.lean.envoy.config.rbac.v3.Principal
+	(*RBAC)(nil),                    // 4: causeway.lean.envoy.config.rbac.v3.RBAC
+	(*Permission_Set)(nil),          // 5: causeway.lean.envoy.config.rbac.v3.Permission.Set
+	(*Principal_Set)(nil),           // 6: causeway.lean.envoy.config.rbac.v3.Principal.Set
+	(*Principal_Authenticated)(nil), // 7: causeway.lean.envoy.config.rbac.v3.Principal.Authenticated
+	nil,                             // 8: causeway.lean.envoy.config.rbac.v3.RBAC.PoliciesEntry
+	(*v3.HeaderMatcher)(nil),        // 9: causeway.lean.envoy.config.route.v3.HeaderMatcher
+	(*v31.PathMatcher)(nil),         // 10: causeway.lean.envoy.type.matcher.v3.PathMatcher
+	(*leanxds.Unread)(nil),          // 11: causeway.lean.Unread
+	(*v31.StringMatcher)(nil),       // 12: causeway.lean.envoy.type.matcher.v3.StringMatcher
 }
 var file_proxy_leanxds_envoy_config_rbac_v3_lean_proto_depIdxs = []int32{
 	5,  // 0: causeway.lean.envoy.config.rbac.v3.Permission.and_rules:type_name -> causeway.lean.envoy.config.rbac.v3.Permission.Set
 	5,  // 1: causeway.lean.envoy.config.rbac.v3.Permission.or_rules:type_name -> causeway.lean.envoy.config.rbac.v3.Permission.Set
 	9,  // 2: causeway.lean.envoy.config.rbac.v3.Permission.header:type_name -> causeway.lean.envoy.config.route.v3.HeaderMatcher
 	10, // 3: causeway.lean.envoy.config.rbac.v3.Permission.url_path:type_name -> causeway.lean.envoy.type.matcher.v3.PathMatcher
-	11, // 4: causeway.lean.envoy.config.rbac.v3.Permission.destination_ip:type_name -> causeway.lean.envoy.config.core.v3.CidrRange
-	12, // 5: causeway.lean.envoy.config.rbac.v3.Permission.destination_port_range:type_name -> causeway.lean.Unread
-	12, // 6: causeway.lean.envoy.config.rbac.v3.Permission.metadata:type_name -> causeway.lean.Unread
+	11, // 4: causeway.lean.envoy.config.rbac.v3.Permission.destination_ip:type_name -> causeway.lean.Unread
+	11, // 5: causeway.lean.envoy.config.rbac.v3.Permission.destination_port_range:type_name -> causeway.lean.Unread
+	11, // 6: causeway.lean.envoy.config.rbac.v3.Permission.metadata:type_name -> causeway.lean.Unread
 	1,  // 7: causeway.lean.envoy.config.rbac.v3.Permission.not_rule:type_name -> causeway.lean.envoy.config.rbac.v3.Permission
-	13, // 8: causeway.lean.envoy.config.rbac.v3.Permission.requested_server_name:type_name -> causeway.lean.envoy.type.matcher.v3.StringMatcher
-	14, // 9: causeway.lean.envoy.config.rbac.v3.Permission.matcher:type_name -> causeway.lean.envoy.config.core.v3.TypedExtensionConfig
-	14, // 10: causeway.lean.envoy.config.rbac.v3.Permission.uri_template:type_name -> causeway.lean.envoy.config.core.v3.TypedExtensionConfig
-	12, // 11: causeway.lean.envoy.config.rbac.v3.Permission.sourced_metadata:type_name -> causeway.lean.Unread
+	11, // 8: causeway.lean.envoy.config.rbac.v3.Permission.requested_server_name:type_name -> causeway.lean.Unread
+	11, // 9: causeway.lean.envoy.config.rbac.v3.Permission.matcher:type_name -> causeway.lean.Unread
+	11, // 10: causeway.lean.envoy.config.rbac.v3.Permission.uri_template:type_name -> causeway.lean.Unread
+	11, // 11: causeway.lean.envoy.config.rbac.v3.Permission.sourced_metadata:type_name -> causeway.lean.Unread
 	1,  // 12: causeway.lean.envoy.config.rbac.v3.Policy.permissions:type_name -> causeway.lean.envoy.config.rbac.v3.Permission
 	3,  // 13: causeway.lean.envoy.config.rbac.v3.Policy.principals:type_name -> causeway.lean.envoy.config.rbac.v3.Principal
-	12, // 14: causeway.lean.envoy.config.rbac.v3.Policy.condition:type_name -> causeway.lean.Unread
-	12, // 15: causeway.lean.envoy.config.rbac.v3.Policy.checked_condition:type_name -> causeway.lean.Unread
-	12, // 16: causeway.lean.envoy.config.rbac.v3.Policy.cel_config:type_name -> causeway.lean.Unread
+	11, // 14: causeway.lean.envoy.config.rbac.v3.Policy.condition:type_name -> causeway.lean.Unread
+	11, // 15: causeway.lean.envoy.config.rbac.v3.Policy.checked_condition:type_name -> causeway.lean.Unread
+	11, // 16: causeway.lean.envoy.config.rbac.v3.Policy.cel_config:type_name -> causeway.lean.Unread
 	6,  // 17: causeway.lean.envoy.config.rbac.v3.Principal.and_ids:type_name -> causeway.lean.envoy.config.rbac.v3.Principal.Set
 	6,  // 18: causeway.lean.envoy.config.rbac.v3.Principal.or_ids:type_name -> causeway.lean.envoy.config.rbac.v3.Principal.Set
 	7,  // 19: causeway.lean.envoy.config.rbac.v3.Principal.authenticated:type_name -> causeway.lean.envoy.config.rbac.v3.Principal.Authenticated
-	11, // 20: causeway.lean.envoy.config.rbac.v3.Principal.source_ip:type_name -> causeway.lean.envoy.config.core.v3.CidrRange
-	11, // 21: causeway.lean.envoy.config.rbac.v3.Principal.direct_remote_ip:type_name -> causeway.lean.envoy.config.core.v3.CidrRange
-	11, // 22: causeway.lean.envoy.config.rbac.v3.Principal.remote_ip:type_name -> causeway.lean.envoy.config.core.v3.CidrRange
-	9,  // 23: causeway.lean.envoy.config.rbac.v3.Principal.header:type_name -> causeway.lean.envoy.config.route.v3.HeaderMatcher
-	10, // 24: causeway.lean.envoy.config.rbac.v3.Principal.url_path:type_name -> causeway.lean.envoy.type.matcher.v3.PathMatcher
-	12, // 25: causeway.lean.envoy.config.rbac.v3.Principal.metadata:type_name -> causeway.lean.Unread
-	12, // 26: causeway.lean.envoy.config.rbac.v3.Principal.filter_state:type_name -> causeway.lean.Unread
+	11, // 20: causeway.lean.envoy.config.rbac.v3.Principal.source_ip:type_name -> causeway.lean.Unread
+	11, // 21: causeway.lean.envoy.config.rbac.v3.Principal.direct_remote_ip:type_name -> causeway.lean.Unread
+	11, // 22: causeway.lean.envoy.config.rbac.v3.Principal.remote_ip:type_name -> causeway.lean.Unread
+	11, // 23: causeway.lean.envoy.config.rbac.v3.Principal.header:type_name -> causeway.lean.Unread
+	11, // 24: causeway.lean.envoy.config.rbac.v3.Principal.url_path:type_name -> causeway.lean.Unread
+	11, // 25: causeway.lean.envoy.config.rbac.v3.Principal.metadata:type_name -> causeway.lean.Unread
+	11, // 26: causeway.lean.envoy.config.rbac.v3.Principal.filter_state:type_name -> causeway.lean.Unread
 	3,  // 27: causeway.lean.envoy.config.rbac.v3.Principal.not_id:type_name -> causeway.lean.envoy.config.rbac.v3.Principal
-	12, // 28: causeway.lean.envoy.config.rbac.v3.Principal.sourced_metadata:type_name -> causeway.lean.Unread
-	14, // 29: causeway.lean.envoy.config.rbac.v3.Principal.custom:type_name -> causeway.lean.envoy.config.core.v3.TypedExtensionConfig
+	11, // 28: causeway.lean.envoy.config.rbac.v3.Principal.sourced_metadata:type_name -> causeway.lean.Unread
+	11, // 29: causeway.lean.envoy.config.rbac.v3.Principal.custom:type_name -> causeway.lean.Unread
 	0,  // 30: causeway.lean.envoy.config.rbac.v3.RBAC.action:type_name -> causeway.lean.envoy.config.rbac.v3.RBAC.Action
 	8,  // 31: causeway.lean.envoy.config.rbac.v3.RBAC.policies:type_name -> causeway.lean.envoy.config.rbac.v3.RBAC.PoliciesEntry
-	12, // 32: causeway.lean.envoy.config.rbac.v3.RBAC.audit_logging_options:type_name -> causeway.lean.Unread
+	11, // 32: causeway.lean.envoy.config.rbac.v3.RBAC.audit_logging_options:type_name -> causeway.lean.Unread
 	1,  // 33: causeway.lean.envoy.config.rbac.v3.Permission.Set.rules:type_name -> causeway.lean.envoy.config.rbac.v3.Permission
 	3,  // 34: causeway.lean.envoy.config.rbac.v3.Principal.Set.ids:type_name -> causeway.lean.envoy.config.rbac.v3.Principal
-	13, // 35: causeway.lean.envoy.config.rbac.v3.Principal.Authenticated.principal_name:type_name -> causeway.lean.envoy.type.matcher.v3.StringMatcher
+	12, // 35: causeway.lean.envoy.config.rbac.v3.Principal.Authenticated.principal_name:type_name -> causeway.lean.envoy.type.matcher.v3.StringMatcher
 	2,  // 36: causeway.lean.envoy.config.rbac.v3.RBAC.PoliciesEntry.value:type_name -> causeway.lean.envoy.config.rbac.v3.Policy
 	37, // [37:37] is the sub-list for method output_type
 	37, // [37:37] is the sub-list for method input_type

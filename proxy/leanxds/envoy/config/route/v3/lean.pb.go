@@ -10,7 +10,6 @@ import (
 	leanxds "github.com/causewaymesh/causeway/proxy/leanxds"
 	v3 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/config/core/v3"
 	v31 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/type/matcher/v3"
-	v32 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/type/v3"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	anypb "google.golang.org/protobuf/types/known/anypb"
@@ -408,7 +407,7 @@ func (x *HeaderMatcher) GetExactMatch() string {
 }
 
 // Deprecated: Marked as deprecated in proxy/leanxds/envoy/config/route/v3/lean.proto.
-func (x *HeaderMatcher) GetSafeRegexMatch() *v31.RegexMatcher {
+func (x *HeaderMatcher) GetSafeRegexMatch() *leanxds.Unread {
 	if x != nil {
 		if x, ok := x.HeaderMatchSpecifier.(*HeaderMatcher_SafeRegexMatch); ok {
 			return x.SafeRegexMatch
@@ -417,7 +416,7 @@ func (x *HeaderMatcher) GetSafeRegexMatch() *v31.RegexMatcher {
 	return nil
 }
 
-func (x *HeaderMatcher) GetRangeMatch() *v32.Int64Range {
+func (x *HeaderMatcher) GetRangeMatch() *leanxds.Unread {
 	if x != nil {
 		if x, ok := x.HeaderMatchSpecifier.(*HeaderMatcher_RangeMatch); ok {
 			return x.RangeMatch
@@ -499,11 +498,11 @@ type HeaderMatcher_ExactMatch struct {
 
 type HeaderMatcher_SafeRegexMatch struct {
 	// Deprecated: Marked as deprecated in proxy/leanxds/envoy/config/route/v3/lean.proto.
-	SafeRegexMatch *v31.RegexMatcher `protobuf:"bytes,11,opt,name=safe_regex_match,json=safeRegexMatch,proto3,oneof"`
+	SafeRegexMatch *leanxds.Unread `protobuf:"bytes,11,opt,name=safe_regex_match,json=safeRegexMatch,proto3,oneof"`
 }
 
 type HeaderMatcher_RangeMatch struct {
-	RangeMatch *v32.Int64Range `protobuf:"bytes,6,opt,name=range_match,json=rangeMatch,proto3,oneof"`
+	RangeMatch *leanxds.Unread `protobuf:"bytes,6,opt,name=range_match,json=rangeMatch,proto3,oneof"`
 }
 
 type HeaderMatcher_PresentMatch struct {
@@ -751,7 +750,7 @@ func (x *RedirectAction) GetPrefixRewrite() string {
 	return ""
 }
 
-func (x *RedirectAction) GetRegexRewrite() *v31.RegexMatchAndSubstitute {
+func (x *RedirectAction) GetRegexRewrite() *leanxds.Unread {
 	if x != nil {
 		if x, ok := x.PathRewriteSpecifier.(*RedirectAction_RegexRewrite); ok {
 			return x.RegexRewrite
@@ -812,7 +811,7 @@ type RedirectAction_PrefixRewrite struct {
 }
 
 type RedirectAction_RegexRewrite struct {
-	RegexRewrite *v31.RegexMatchAndSubstitute `protobuf:"bytes,9,opt,name=regex_rewrite,json=regexRewrite,proto3,oneof"`
+	RegexRewrite *leanxds.Unread `protobuf:"bytes,9,opt,name=regex_rewrite,json=regexRewrite,proto3,oneof"`
 }
 
 type RedirectAction_PathRewrite struct {
@@ -987,7 +986,7 @@ type Route struct {
 	//	*Route_FilterAction
 	//	*Route_NonForwardingAction
 	Action                  isRoute_Action          `protobuf_oneof:"action"`
-	Metadata                *v3.Metadata            `protobuf:"bytes,4,opt,name=metadata,proto3" json:"metadata,omitempty"`
+	Metadata                *leanxds.Unread         `protobuf:"bytes,4,opt,name=metadata,proto3" json:"metadata,omitempty"`
 	Decorator               *leanxds.Unread         `protobuf:"bytes,5,opt,name=decorator,proto3" json:"decorator,omitempty"`
 	TypedPerFilterConfig    map[string]*anypb.Any   `protobuf:"bytes,13,rep,name=typed_per_filter_config,json=typedPerFilterConfig,proto3" json:"typed_per_filter_config,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	RequestHeadersToAdd     []*v3.HeaderValueOption `protobuf:"bytes,9,rep,name=request_headers_to_add,json=requestHeadersToAdd,proto3" json:"request_headers_to_add,omitempty"`
@@ -1100,7 +1099,7 @@ func (x *Route) GetNonForwardingAction() *leanxds.Unread {
 	return nil
 }
 
-func (x *Route) GetMetadata() *v3.Metadata {
+func (x *Route) GetMetadata() *leanxds.Unread {
 	if x != nil {
 		return x.Metadata
 	}
@@ -1245,7 +1244,7 @@ type RouteAction struct {
 	HostRewriteSpecifier   isRouteAction_HostRewriteSpecifier `protobuf_oneof:"host_rewrite_specifier"`
 	AppendXForwardedHost   bool                               `protobuf:"varint,38,opt,name=append_x_forwarded_host,json=appendXForwardedHost,proto3" json:"append_x_forwarded_host,omitempty"`
 	Timeout                *durationpb.Duration               `protobuf:"bytes,8,opt,name=timeout,proto3" json:"timeout,omitempty"`
-	IdleTimeout            *durationpb.Duration               `protobuf:"bytes,24,opt,name=idle_timeout,json=idleTimeout,proto3" json:"idle_timeout,omitempty"`
+	IdleTimeout            *leanxds.Unread                    `protobuf:"bytes,24,opt,name=idle_timeout,json=idleTimeout,proto3" json:"idle_timeout,omitempty"`
 	FlushTimeout           *leanxds.Unread                    `protobuf:"bytes,42,opt,name=flush_timeout,json=flushTimeout,proto3" json:"flush_timeout,omitempty"`
 	EarlyDataPolicy        *leanxds.Unread                    `protobuf:"bytes,40,opt,name=early_data_policy,json=earlyDataPolicy,proto3" json:"early_data_policy,omitempty"`
 	RetryPolicy            *RetryPolicy                       `protobuf:"bytes,9,opt,name=retry_policy,json=retryPolicy,proto3" json:"retry_policy,omitempty"`
@@ -1464,7 +1463,7 @@ func (x *RouteAction) GetTimeout() *durationpb.Duration {
 	return nil
 }
 
-func (x *RouteAction) GetIdleTimeout() *durationpb.Duration {
+func (x *RouteAction) GetIdleTimeout() *leanxds.Unread {
 	if x != nil {
 		return x.IdleTimeout
 	}
@@ -1672,26 +1671,26 @@ func (*RouteAction_HostRewritePathRegex) isRouteAction_HostRewriteSpecifier() {}
 func (*RouteAction_HostRewrite) isRouteAction_HostRewriteSpecifier() {}
 
 type RouteConfiguration struct {
-	state                              protoimpl.MessageState             `protogen:"open.v1"`
-	Name                               string                             `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	VirtualHosts                       []*VirtualHost                     `protobuf:"bytes,2,rep,name=virtual_hosts,json=virtualHosts,proto3" json:"virtual_hosts,omitempty"`
-	Vhds                               *leanxds.Unread                    `protobuf:"bytes,9,opt,name=vhds,proto3" json:"vhds,omitempty"`
-	InternalOnlyHeaders                []string                           `protobuf:"bytes,3,rep,name=internal_only_headers,json=internalOnlyHeaders,proto3" json:"internal_only_headers,omitempty"`
-	ResponseHeadersToAdd               []*v3.HeaderValueOption            `protobuf:"bytes,4,rep,name=response_headers_to_add,json=responseHeadersToAdd,proto3" json:"response_headers_to_add,omitempty"`
-	ResponseHeadersToRemove            []string                           `protobuf:"bytes,5,rep,name=response_headers_to_remove,json=responseHeadersToRemove,proto3" json:"response_headers_to_remove,omitempty"`
-	RequestHeadersToAdd                []*v3.HeaderValueOption            `protobuf:"bytes,6,rep,name=request_headers_to_add,json=requestHeadersToAdd,proto3" json:"request_headers_to_add,omitempty"`
-	RequestHeadersToRemove             []string                           `protobuf:"bytes,8,rep,name=request_headers_to_remove,json=requestHeadersToRemove,proto3" json:"request_headers_to_remove,omitempty"`
-	MostSpecificHeaderMutationsWins    bool                               `protobuf:"varint,10,opt,name=most_specific_header_mutations_wins,json=mostSpecificHeaderMutationsWins,proto3" json:"most_specific_header_mutations_wins,omitempty"`
-	ValidateClusters                   *leanxds.Unread                    `protobuf:"bytes,7,opt,name=validate_clusters,json=validateClusters,proto3" json:"validate_clusters,omitempty"`
-	MaxDirectResponseBodySizeBytes     *leanxds.Unread                    `protobuf:"bytes,11,opt,name=max_direct_response_body_size_bytes,json=maxDirectResponseBodySizeBytes,proto3" json:"max_direct_response_body_size_bytes,omitempty"`
-	ClusterSpecifierPlugins            []*leanxds.Unread                  `protobuf:"bytes,12,rep,name=cluster_specifier_plugins,json=clusterSpecifierPlugins,proto3" json:"cluster_specifier_plugins,omitempty"`
-	RequestMirrorPolicies              []*RouteAction_RequestMirrorPolicy `protobuf:"bytes,13,rep,name=request_mirror_policies,json=requestMirrorPolicies,proto3" json:"request_mirror_policies,omitempty"`
-	IgnorePortInHostMatching           bool                               `protobuf:"varint,14,opt,name=ignore_port_in_host_matching,json=ignorePortInHostMatching,proto3" json:"ignore_port_in_host_matching,omitempty"`
-	VhostHeader                        string                             `protobuf:"bytes,18,opt,name=vhost_header,json=vhostHeader,proto3" json:"vhost_header,omitempty"`
-	IgnorePathParametersInPathMatching bool                               `protobuf:"varint,15,opt,name=ignore_path_parameters_in_path_matching,json=ignorePathParametersInPathMatching,proto3" json:"ignore_path_parameters_in_path_matching,omitempty"`
-	TypedPerFilterConfig               map[string]*anypb.Any              `protobuf:"bytes,16,rep,name=typed_per_filter_config,json=typedPerFilterConfig,proto3" json:"typed_per_filter_config,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Metadata                           *v3.Metadata                       `protobuf:"bytes,17,opt,name=metadata,proto3" json:"metadata,omitempty"`
-	RouteSpecifiers                    []*leanxds.Unread                  `protobuf:"bytes,19,rep,name=route_specifiers,json=routeSpecifiers,proto3" json:"route_specifiers,omitempty"`
+	state                              protoimpl.MessageState `protogen:"open.v1"`
+	Name                               string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	VirtualHosts                       []*VirtualHost         `protobuf:"bytes,2,rep,name=virtual_hosts,json=virtualHosts,proto3" json:"virtual_hosts,omitempty"`
+	Vhds                               *leanxds.Unread        `protobuf:"bytes,9,opt,name=vhds,proto3" json:"vhds,omitempty"`
+	InternalOnlyHeaders                []string               `protobuf:"bytes,3,rep,name=internal_only_headers,json=internalOnlyHeaders,proto3" json:"internal_only_headers,omitempty"`
+	ResponseHeadersToAdd               []*leanxds.Unread      `protobuf:"bytes,4,rep,name=response_headers_to_add,json=responseHeadersToAdd,proto3" json:"response_headers_to_add,omitempty"`
+	ResponseHeadersToRemove            []string               `protobuf:"bytes,5,rep,name=response_headers_to_remove,json=responseHeadersToRemove,proto3" json:"response_headers_to_remove,omitempty"`
+	RequestHeadersToAdd                []*leanxds.Unread      `protobuf:"bytes,6,rep,name=request_headers_to_add,json=requestHeadersToAdd,proto3" json:"request_headers_to_add,omitempty"`
+	RequestHeadersToRemove             []string               `protobuf:"bytes,8,rep,name=request_headers_to_remove,json=requestHeadersToRemove,proto3" json:"request_headers_to_remove,omitempty"`
+	MostSpecificHeaderMutationsWins    bool                   `protobuf:"varint,10,opt,name=most_specific_header_mutations_wins,json=mostSpecificHeaderMutationsWins,proto3" json:"most_specific_header_mutations_wins,omitempty"`
+	ValidateClusters                   *leanxds.Unread        `protobuf:"bytes,7,opt,name=validate_clusters,json=validateClusters,proto3" json:"validate_clusters,omitempty"`
+	MaxDirectResponseBodySizeBytes     *leanxds.Unread        `protobuf:"bytes,11,opt,name=max_direct_response_body_size_bytes,json=maxDirectResponseBodySizeBytes,proto3" json:"max_direct_response_body_size_bytes,omitempty"`
+	ClusterSpecifierPlugins            []*leanxds.Unread      `protobuf:"bytes,12,rep,name=cluster_specifier_plugins,json=clusterSpecifierPlugins,proto3" json:"cluster_specifier_plugins,omitempty"`
+	RequestMirrorPolicies              []*leanxds.Unread      `protobuf:"bytes,13,rep,name=request_mirror_policies,json=requestMirrorPolicies,proto3" json:"request_mirror_policies,omitempty"`
+	IgnorePortInHostMatching           bool                   `protobuf:"varint,14,opt,name=ignore_port_in_host_matching,json=ignorePortInHostMatching,proto3" json:"ignore_port_in_host_matching,omitempty"`
+	VhostHeader                        string                 `protobuf:"bytes,18,opt,name=vhost_header,json=vhostHeader,proto3" json:"vhost_header,omitempty"`
+	IgnorePathParametersInPathMatching bool                   `protobuf:"varint,15,opt,name=ignore_path_parameters_in_path_matching,json=ignorePathParametersInPathMatching,proto3" json:"ignore_path_parameters_in_path_matching,omitempty"`
+	TypedPerFilterConfig               []*leanxds.Unread      `protobuf:"bytes,16,rep,name=typed_per_filter_config,json=typedPerFilterConfig,proto3" json:"typed_per_filter_config,omitempty"`
+	Metadata                           *leanxds.Unread        `protobuf:"bytes,17,opt,name=metadata,proto3" json:"metadata,omitempty"`
+	RouteSpecifiers                    []*leanxds.Unread      `protobuf:"bytes,19,rep,name=route_specifiers,json=routeSpecifiers,proto3" json:"route_specifiers,omitempty"`
 	unknownFields                      protoimpl.UnknownFields
 	sizeCache                          protoimpl.SizeCache
 }
@@ -1754,7 +1753,7 @@ func (x *RouteConfiguration) GetInternalOnlyHeaders() []string {
 	return nil
 }
 
-func (x *RouteConfiguration) GetResponseHeadersToAdd() []*v3.HeaderValueOption {
+func (x *RouteConfiguration) GetResponseHeadersToAdd() []*leanxds.Unread {
 	if x != nil {
 		return x.ResponseHeadersToAdd
 	}
@@ -1768,7 +1767,7 @@ func (x *RouteConfiguration) GetResponseHeadersToRemove() []string {
 	return nil
 }
 
-func (x *RouteConfiguration) GetRequestHeadersToAdd() []*v3.HeaderValueOption {
+func (x *RouteConfiguration) GetRequestHeadersToAdd() []*leanxds.Unread {
 	if x != nil {
 		return x.RequestHeadersToAdd
 	}
@@ -1810,7 +1809,7 @@ func (x *RouteConfiguration) GetClusterSpecifierPlugins() []*leanxds.Unread {
 	return nil
 }
 
-func (x *RouteConfiguration) GetRequestMirrorPolicies() []*RouteAction_RequestMirrorPolicy {
+func (x *RouteConfiguration) GetRequestMirrorPolicies() []*leanxds.Unread {
 	if x != nil {
 		return x.RequestMirrorPolicies
 	}
@@ -1838,14 +1837,14 @@ func (x *RouteConfiguration) GetIgnorePathParametersInPathMatching() bool {
 	return false
 }
 
-func (x *RouteConfiguration) GetTypedPerFilterConfig() map[string]*anypb.Any {
+func (x *RouteConfiguration) GetTypedPerFilterConfig() []*leanxds.Unread {
 	if x != nil {
 		return x.TypedPerFilterConfig
 	}
 	return nil
 }
 
-func (x *RouteConfiguration) GetMetadata() *v3.Metadata {
+func (x *RouteConfiguration) GetMetadata() *leanxds.Unread {
 	if x != nil {
 		return x.Metadata
 	}
@@ -1869,16 +1868,16 @@ type RouteMatch struct {
 	//	*RouteMatch_ConnectMatcher
 	//	*RouteMatch_PathSeparatedPrefix
 	//	*RouteMatch_PathMatchPolicy
-	PathSpecifier   isRouteMatch_PathSpecifier   `protobuf_oneof:"path_specifier"`
-	CaseSensitive   *wrapperspb.BoolValue        `protobuf:"bytes,4,opt,name=case_sensitive,json=caseSensitive,proto3" json:"case_sensitive,omitempty"`
-	RuntimeFraction *v3.RuntimeFractionalPercent `protobuf:"bytes,9,opt,name=runtime_fraction,json=runtimeFraction,proto3" json:"runtime_fraction,omitempty"`
-	Headers         []*HeaderMatcher             `protobuf:"bytes,6,rep,name=headers,proto3" json:"headers,omitempty"`
-	QueryParameters []*QueryParameterMatcher     `protobuf:"bytes,7,rep,name=query_parameters,json=queryParameters,proto3" json:"query_parameters,omitempty"`
-	Cookies         []*leanxds.Unread            `protobuf:"bytes,17,rep,name=cookies,proto3" json:"cookies,omitempty"`
-	Grpc            *leanxds.Unread              `protobuf:"bytes,8,opt,name=grpc,proto3" json:"grpc,omitempty"`
-	TlsContext      *leanxds.Unread              `protobuf:"bytes,11,opt,name=tls_context,json=tlsContext,proto3" json:"tls_context,omitempty"`
-	DynamicMetadata []*leanxds.Unread            `protobuf:"bytes,13,rep,name=dynamic_metadata,json=dynamicMetadata,proto3" json:"dynamic_metadata,omitempty"`
-	FilterState     []*leanxds.Unread            `protobuf:"bytes,16,rep,name=filter_state,json=filterState,proto3" json:"filter_state,omitempty"`
+	PathSpecifier   isRouteMatch_PathSpecifier `protobuf_oneof:"path_specifier"`
+	CaseSensitive   *wrapperspb.BoolValue      `protobuf:"bytes,4,opt,name=case_sensitive,json=caseSensitive,proto3" json:"case_sensitive,omitempty"`
+	RuntimeFraction *leanxds.Unread            `protobuf:"bytes,9,opt,name=runtime_fraction,json=runtimeFraction,proto3" json:"runtime_fraction,omitempty"`
+	Headers         []*HeaderMatcher           `protobuf:"bytes,6,rep,name=headers,proto3" json:"headers,omitempty"`
+	QueryParameters []*QueryParameterMatcher   `protobuf:"bytes,7,rep,name=query_parameters,json=queryParameters,proto3" json:"query_parameters,omitempty"`
+	Cookies         []*leanxds.Unread          `protobuf:"bytes,17,rep,name=cookies,proto3" json:"cookies,omitempty"`
+	Grpc            *leanxds.Unread            `protobuf:"bytes,8,opt,name=grpc,proto3" json:"grpc,omitempty"`
+	TlsContext      *leanxds.Unread            `protobuf:"bytes,11,opt,name=tls_context,json=tlsContext,proto3" json:"tls_context,omitempty"`
+	DynamicMetadata []*leanxds.Unread          `protobuf:"bytes,13,rep,name=dynamic_metadata,json=dynamicMetadata,proto3" json:"dynamic_metadata,omitempty"`
+	FilterState     []*leanxds.Unread          `protobuf:"bytes,16,rep,name=filter_state,json=filterState,proto3" json:"filter_state,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -1965,7 +1964,7 @@ func (x *RouteMatch) GetPathSeparatedPrefix() string {
 	return ""
 }
 
-func (x *RouteMatch) GetPathMatchPolicy() *v3.TypedExtensionConfig {
+func (x *RouteMatch) GetPathMatchPolicy() *leanxds.Unread {
 	if x != nil {
 		if x, ok := x.PathSpecifier.(*RouteMatch_PathMatchPolicy); ok {
 			return x.PathMatchPolicy
@@ -1981,7 +1980,7 @@ func (x *RouteMatch) GetCaseSensitive() *wrapperspb.BoolValue {
 	return nil
 }
 
-func (x *RouteMatch) GetRuntimeFraction() *v3.RuntimeFractionalPercent {
+func (x *RouteMatch) GetRuntimeFraction() *leanxds.Unread {
 	if x != nil {
 		return x.RuntimeFraction
 	}
@@ -2062,7 +2061,7 @@ type RouteMatch_PathSeparatedPrefix struct {
 }
 
 type RouteMatch_PathMatchPolicy struct {
-	PathMatchPolicy *v3.TypedExtensionConfig `protobuf:"bytes,15,opt,name=path_match_policy,json=pathMatchPolicy,proto3,oneof"`
+	PathMatchPolicy *leanxds.Unread `protobuf:"bytes,15,opt,name=path_match_policy,json=pathMatchPolicy,proto3,oneof"`
 }
 
 func (*RouteMatch_Prefix) isRouteMatch_PathSpecifier() {}
@@ -2091,20 +2090,20 @@ type VirtualHost struct {
 	ResponseHeadersToAdd    []*v3.HeaderValueOption        `protobuf:"bytes,10,rep,name=response_headers_to_add,json=responseHeadersToAdd,proto3" json:"response_headers_to_add,omitempty"`
 	ResponseHeadersToRemove []string                       `protobuf:"bytes,11,rep,name=response_headers_to_remove,json=responseHeadersToRemove,proto3" json:"response_headers_to_remove,omitempty"`
 	// Deprecated: Marked as deprecated in proxy/leanxds/envoy/config/route/v3/lean.proto.
-	Cors                          *leanxds.Unread       `protobuf:"bytes,8,opt,name=cors,proto3" json:"cors,omitempty"`
-	TypedPerFilterConfig          map[string]*anypb.Any `protobuf:"bytes,15,rep,name=typed_per_filter_config,json=typedPerFilterConfig,proto3" json:"typed_per_filter_config,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	IncludeRequestAttemptCount    bool                  `protobuf:"varint,14,opt,name=include_request_attempt_count,json=includeRequestAttemptCount,proto3" json:"include_request_attempt_count,omitempty"`
-	IncludeAttemptCountInResponse bool                  `protobuf:"varint,19,opt,name=include_attempt_count_in_response,json=includeAttemptCountInResponse,proto3" json:"include_attempt_count_in_response,omitempty"`
-	RetryPolicy                   *RetryPolicy          `protobuf:"bytes,16,opt,name=retry_policy,json=retryPolicy,proto3" json:"retry_policy,omitempty"`
-	RetryPolicyTypedConfig        *leanxds.Unread       `protobuf:"bytes,20,opt,name=retry_policy_typed_config,json=retryPolicyTypedConfig,proto3" json:"retry_policy_typed_config,omitempty"`
-	HedgePolicy                   *leanxds.Unread       `protobuf:"bytes,17,opt,name=hedge_policy,json=hedgePolicy,proto3" json:"hedge_policy,omitempty"`
-	IncludeIsTimeoutRetryHeader   bool                  `protobuf:"varint,23,opt,name=include_is_timeout_retry_header,json=includeIsTimeoutRetryHeader,proto3" json:"include_is_timeout_retry_header,omitempty"`
+	Cors                          *leanxds.Unread   `protobuf:"bytes,8,opt,name=cors,proto3" json:"cors,omitempty"`
+	TypedPerFilterConfig          []*leanxds.Unread `protobuf:"bytes,15,rep,name=typed_per_filter_config,json=typedPerFilterConfig,proto3" json:"typed_per_filter_config,omitempty"`
+	IncludeRequestAttemptCount    bool              `protobuf:"varint,14,opt,name=include_request_attempt_count,json=includeRequestAttemptCount,proto3" json:"include_request_attempt_count,omitempty"`
+	IncludeAttemptCountInResponse bool              `protobuf:"varint,19,opt,name=include_attempt_count_in_response,json=includeAttemptCountInResponse,proto3" json:"include_attempt_count_in_response,omitempty"`
+	RetryPolicy                   *RetryPolicy      `protobuf:"bytes,16,opt,name=retry_policy,json=retryPolicy,proto3" json:"retry_policy,omitempty"`
+	RetryPolicyTypedConfig        *leanxds.Unread   `protobuf:"bytes,20,opt,name=retry_policy_typed_config,json=retryPolicyTypedConfig,proto3" json:"retry_policy_typed_config,omitempty"`
+	HedgePolicy                   *leanxds.Unread   `protobuf:"bytes,17,opt,name=hedge_policy,json=hedgePolicy,proto3" json:"hedge_policy,omitempty"`
+	IncludeIsTimeoutRetryHeader   bool              `protobuf:"varint,23,opt,name=include_is_timeout_retry_header,json=includeIsTimeoutRetryHeader,proto3" json:"include_is_timeout_retry_header,omitempty"`
 	// Deprecated: Marked as deprecated in proxy/leanxds/envoy/config/route/v3/lean.proto.
-	PerRequestBufferLimitBytes *leanxds.Unread                    `protobuf:"bytes,18,opt,name=per_request_buffer_limit_bytes,json=perRequestBufferLimitBytes,proto3" json:"per_request_buffer_limit_bytes,omitempty"`
-	RequestBodyBufferLimit     *leanxds.Unread                    `protobuf:"bytes,25,opt,name=request_body_buffer_limit,json=requestBodyBufferLimit,proto3" json:"request_body_buffer_limit,omitempty"`
-	RequestMirrorPolicies      []*RouteAction_RequestMirrorPolicy `protobuf:"bytes,22,rep,name=request_mirror_policies,json=requestMirrorPolicies,proto3" json:"request_mirror_policies,omitempty"`
-	Metadata                   *v3.Metadata                       `protobuf:"bytes,24,opt,name=metadata,proto3" json:"metadata,omitempty"`
-	RouteSpecifiers            []*leanxds.Unread                  `protobuf:"bytes,26,rep,name=route_specifiers,json=routeSpecifiers,proto3" json:"route_specifiers,omitempty"`
+	PerRequestBufferLimitBytes *leanxds.Unread   `protobuf:"bytes,18,opt,name=per_request_buffer_limit_bytes,json=perRequestBufferLimitBytes,proto3" json:"per_request_buffer_limit_bytes,omitempty"`
+	RequestBodyBufferLimit     *leanxds.Unread   `protobuf:"bytes,25,opt,name=request_body_buffer_limit,json=requestBodyBufferLimit,proto3" json:"request_body_buffer_limit,omitempty"`
+	RequestMirrorPolicies      []*leanxds.Unread `protobuf:"bytes,22,rep,name=request_mirror_policies,json=requestMirrorPolicies,proto3" json:"request_mirror_policies,omitempty"`
+	Metadata                   *leanxds.Unread   `protobuf:"bytes,24,opt,name=metadata,proto3" json:"metadata,omitempty"`
+	RouteSpecifiers            []*leanxds.Unread `protobuf:"bytes,26,rep,name=route_specifiers,json=routeSpecifiers,proto3" json:"route_specifiers,omitempty"`
 	unknownFields              protoimpl.UnknownFields
 	sizeCache                  protoimpl.SizeCache
 }
@@ -2224,7 +2223,7 @@ func (x *VirtualHost) GetCors() *leanxds.Unread {
 	return nil
 }
 
-func (x *VirtualHost) GetTypedPerFilterConfig() map[string]*anypb.Any {
+func (x *VirtualHost) GetTypedPerFilterConfig() []*leanxds.Unread {
 	if x != nil {
 		return x.TypedPerFilterConfig
 	}
@@ -2288,14 +2287,14 @@ func (x *VirtualHost) GetRequestBodyBufferLimit() *leanxds.Unread {
 	return nil
 }
 
-func (x *VirtualHost) GetRequestMirrorPolicies() []*RouteAction_RequestMirrorPolicy {
+func (x *VirtualHost) GetRequestMirrorPolicies() []*leanxds.Unread {
 	if x != nil {
 		return x.RequestMirrorPolicies
 	}
 	return nil
 }
 
-func (x *VirtualHost) GetMetadata() *v3.Metadata {
+func (x *VirtualHost) GetMetadata() *leanxds.Unread {
 	if x != nil {
 		return x.Metadata
 	}
@@ -2568,8 +2567,8 @@ type RouteAction_HashPolicy struct {
 	//	*RouteAction_HashPolicy_Header_
 	//	*RouteAction_HashPolicy_Cookie_
 	//	*RouteAction_HashPolicy_ConnectionProperties_
-	//	*RouteAction_HashPolicy_QueryParameter_
-	//	*RouteAction_HashPolicy_FilterState_
+	//	*RouteAction_HashPolicy_QueryParameter
+	//	*RouteAction_HashPolicy_FilterState
 	PolicySpecifier isRouteAction_HashPolicy_PolicySpecifier `protobuf_oneof:"policy_specifier"`
 	Terminal        bool                                     `protobuf:"varint,4,opt,name=terminal,proto3" json:"terminal,omitempty"`
 	unknownFields   protoimpl.UnknownFields
@@ -2640,18 +2639,18 @@ func (x *RouteAction_HashPolicy) GetConnectionProperties() *RouteAction_HashPoli
 	return nil
 }
 
-func (x *RouteAction_HashPolicy) GetQueryParameter() *RouteAction_HashPolicy_QueryParameter {
+func (x *RouteAction_HashPolicy) GetQueryParameter() *leanxds.Unread {
 	if x != nil {
-		if x, ok := x.PolicySpecifier.(*RouteAction_HashPolicy_QueryParameter_); ok {
+		if x, ok := x.PolicySpecifier.(*RouteAction_HashPolicy_QueryParameter); ok {
 			return x.QueryParameter
 		}
 	}
 	return nil
 }
 
-func (x *RouteAction_HashPolicy) GetFilterState() *RouteAction_HashPolicy_FilterState {
+func (x *RouteAction_HashPolicy) GetFilterState() *leanxds.Unread {
 	if x != nil {
-		if x, ok := x.PolicySpecifier.(*RouteAction_HashPolicy_FilterState_); ok {
+		if x, ok := x.PolicySpecifier.(*RouteAction_HashPolicy_FilterState); ok {
 			return x.FilterState
 		}
 	}
@@ -2681,12 +2680,12 @@ type RouteAction_HashPolicy_ConnectionProperties_ struct {
 	ConnectionProperties *RouteAction_HashPolicy_ConnectionProperties `protobuf:"bytes,3,opt,name=connection_properties,json=connectionProperties,proto3,oneof"`
 }
 
-type RouteAction_HashPolicy_QueryParameter_ struct {
-	QueryParameter *RouteAction_HashPolicy_QueryParameter `protobuf:"bytes,5,opt,name=query_parameter,json=queryParameter,proto3,oneof"`
+type RouteAction_HashPolicy_QueryParameter struct {
+	QueryParameter *leanxds.Unread `protobuf:"bytes,5,opt,name=query_parameter,json=queryParameter,proto3,oneof"`
 }
 
-type RouteAction_HashPolicy_FilterState_ struct {
-	FilterState *RouteAction_HashPolicy_FilterState `protobuf:"bytes,6,opt,name=filter_state,json=filterState,proto3,oneof"`
+type RouteAction_HashPolicy_FilterState struct {
+	FilterState *leanxds.Unread `protobuf:"bytes,6,opt,name=filter_state,json=filterState,proto3,oneof"`
 }
 
 func (*RouteAction_HashPolicy_Header_) isRouteAction_HashPolicy_PolicySpecifier() {}
@@ -2695,14 +2694,14 @@ func (*RouteAction_HashPolicy_Cookie_) isRouteAction_HashPolicy_PolicySpecifier(
 
 func (*RouteAction_HashPolicy_ConnectionProperties_) isRouteAction_HashPolicy_PolicySpecifier() {}
 
-func (*RouteAction_HashPolicy_QueryParameter_) isRouteAction_HashPolicy_PolicySpecifier() {}
+func (*RouteAction_HashPolicy_QueryParameter) isRouteAction_HashPolicy_PolicySpecifier() {}
 
-func (*RouteAction_HashPolicy_FilterState_) isRouteAction_HashPolicy_PolicySpecifier() {}
+func (*RouteAction_HashPolicy_FilterState) isRouteAction_HashPolicy_PolicySpecifier() {}
 
 type RouteAction_HashPolicy_Header struct {
-	state         protoimpl.MessageState       `protogen:"open.v1"`
-	HeaderName    string                       `protobuf:"bytes,1,opt,name=header_name,json=headerName,proto3" json:"header_name,omitempty"`
-	RegexRewrite  *v31.RegexMatchAndSubstitute `protobuf:"bytes,2,opt,name=regex_rewrite,json=regexRewrite,proto3" json:"regex_rewrite,omitempty"`
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	HeaderName    string                 `protobuf:"bytes,1,opt,name=header_name,json=headerName,proto3" json:"header_name,omitempty"`
+	RegexRewrite  *leanxds.Unread        `protobuf:"bytes,2,opt,name=regex_rewrite,json=regexRewrite,proto3" json:"regex_rewrite,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2744,7 +2743,7 @@ func (x *RouteAction_HashPolicy_Header) GetHeaderName() string {
 	return ""
 }
 
-func (x *RouteAction_HashPolicy_Header) GetRegexRewrite() *v31.RegexMatchAndSubstitute {
+func (x *RouteAction_HashPolicy_Header) GetRegexRewrite() *leanxds.Unread {
 	if x != nil {
 		return x.RegexRewrite
 	}
@@ -2863,94 +2862,6 @@ func (x *RouteAction_HashPolicy_ConnectionProperties) GetSourceIp() bool {
 	return false
 }
 
-type RouteAction_HashPolicy_QueryParameter struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *RouteAction_HashPolicy_QueryParameter) Reset() {
-	*x = RouteAction_HashPolicy_QueryParameter{}
-	mi := &file_proxy_leanxds_envoy_config_route_v3_lean_proto_msgTypes[18]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *RouteAction_HashPolicy_QueryParameter) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*RouteAction_HashPolicy_QueryParameter) ProtoMessage() {}
-
-func (x *RouteAction_HashPolicy_QueryParameter) ProtoReflect() protoreflect.Message {
-	mi := &file_proxy_leanxds_envoy_config_route_v3_lean_proto_msgTypes[18]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use RouteAction_HashPolicy_QueryParameter.ProtoReflect.Descriptor instead.
-func (*RouteAction_HashPolicy_QueryParameter) Descriptor() ([]byte, []int) {
-	return file_proxy_leanxds_envoy_config_route_v3_lean_proto_rawDescGZIP(), []int{6, 1, 3}
-}
-
-func (x *RouteAction_HashPolicy_QueryParameter) GetName() string {
-	if x != nil {
-		return x.Name
-	}
-	return ""
-}
-
-type RouteAction_HashPolicy_FilterState struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *RouteAction_HashPolicy_FilterState) Reset() {
-	*x = RouteAction_HashPolicy_FilterState{}
-	mi := &file_proxy_leanxds_envoy_config_route_v3_lean_proto_msgTypes[19]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *RouteAction_HashPolicy_FilterState) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*RouteAction_HashPolicy_FilterState) ProtoMessage() {}
-
-func (x *RouteAction_HashPolicy_FilterState) ProtoReflect() protoreflect.Message {
-	mi := &file_proxy_leanxds_envoy_config_route_v3_lean_proto_msgTypes[19]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use RouteAction_HashPolicy_FilterState.ProtoReflect.Descriptor instead.
-func (*RouteAction_HashPolicy_FilterState) Descriptor() ([]byte, []int) {
-	return file_proxy_leanxds_envoy_config_route_v3_lean_proto_rawDescGZIP(), []int{6, 1, 4}
-}
-
-func (x *RouteAction_HashPolicy_FilterState) GetKey() string {
-	if x != nil {
-		return x.Key
-	}
-	return ""
-}
-
 type WeightedCluster_ClusterWeight struct {
 	state                   protoimpl.MessageState  `protogen:"open.v1"`
 	Name                    string                  `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -2961,7 +2872,7 @@ type WeightedCluster_ClusterWeight struct {
 	RequestHeadersToRemove  []string                `protobuf:"bytes,9,rep,name=request_headers_to_remove,json=requestHeadersToRemove,proto3" json:"request_headers_to_remove,omitempty"`
 	ResponseHeadersToAdd    []*v3.HeaderValueOption `protobuf:"bytes,5,rep,name=response_headers_to_add,json=responseHeadersToAdd,proto3" json:"response_headers_to_add,omitempty"`
 	ResponseHeadersToRemove []string                `protobuf:"bytes,6,rep,name=response_headers_to_remove,json=responseHeadersToRemove,proto3" json:"response_headers_to_remove,omitempty"`
-	TypedPerFilterConfig    map[string]*anypb.Any   `protobuf:"bytes,10,rep,name=typed_per_filter_config,json=typedPerFilterConfig,proto3" json:"typed_per_filter_config,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	TypedPerFilterConfig    []*leanxds.Unread       `protobuf:"bytes,10,rep,name=typed_per_filter_config,json=typedPerFilterConfig,proto3" json:"typed_per_filter_config,omitempty"`
 	// Types that are valid to be assigned to HostRewriteSpecifier:
 	//
 	//	*WeightedCluster_ClusterWeight_HostRewriteLiteral
@@ -2972,7 +2883,7 @@ type WeightedCluster_ClusterWeight struct {
 
 func (x *WeightedCluster_ClusterWeight) Reset() {
 	*x = WeightedCluster_ClusterWeight{}
-	mi := &file_proxy_leanxds_envoy_config_route_v3_lean_proto_msgTypes[22]
+	mi := &file_proxy_leanxds_envoy_config_route_v3_lean_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2984,7 +2895,7 @@ func (x *WeightedCluster_ClusterWeight) String() string {
 func (*WeightedCluster_ClusterWeight) ProtoMessage() {}
 
 func (x *WeightedCluster_ClusterWeight) ProtoReflect() protoreflect.Message {
-	mi := &file_proxy_leanxds_envoy_config_route_v3_lean_proto_msgTypes[22]
+	mi := &file_proxy_leanxds_envoy_config_route_v3_lean_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3056,7 +2967,7 @@ func (x *WeightedCluster_ClusterWeight) GetResponseHeadersToRemove() []string {
 	return nil
 }
 
-func (x *WeightedCluster_ClusterWeight) GetTypedPerFilterConfig() map[string]*anypb.Any {
+func (x *WeightedCluster_ClusterWeight) GetTypedPerFilterConfig() []*leanxds.Unread {
 	if x != nil {
 		return x.TypedPerFilterConfig
 	}
@@ -3094,18 +3005,18 @@ var File_proxy_leanxds_envoy_config_route_v3_lean_proto protoreflect.FileDescrip
 
 const file_proxy_leanxds_envoy_config_route_v3_lean_proto_rawDesc = "" +
 	"\n" +
-	".proxy/leanxds/envoy/config/route/v3/lean.proto\x12#causeway.lean.envoy.config.route.v3\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1egoogle/protobuf/wrappers.proto\x1a-proxy/leanxds/envoy/config/core/v3/lean.proto\x1a.proxy/leanxds/envoy/type/matcher/v3/lean.proto\x1a&proxy/leanxds/envoy/type/v3/lean.proto\x1a\x1aproxy/leanxds/unread.proto\"\xaa\x01\n" +
+	".proxy/leanxds/envoy/config/route/v3/lean.proto\x12#causeway.lean.envoy.config.route.v3\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1egoogle/protobuf/wrappers.proto\x1a-proxy/leanxds/envoy/config/core/v3/lean.proto\x1a.proxy/leanxds/envoy/type/matcher/v3/lean.proto\x1a\x1aproxy/leanxds/unread.proto\"\xaa\x01\n" +
 	"\x14DirectResponseAction\x12\x16\n" +
 	"\x06status\x18\x01 \x01(\rR\x06status\x12B\n" +
 	"\x04body\x18\x02 \x01(\v2..causeway.lean.envoy.config.core.v3.DataSourceR\x04body\x126\n" +
 	"\vbody_format\x18\x03 \x01(\v2\x15.causeway.lean.UnreadR\n" +
-	"bodyFormat\"\xf7\x04\n" +
+	"bodyFormat\"\xc9\x04\n" +
 	"\rHeaderMatcher\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
 	"\vexact_match\x18\x04 \x01(\tB\x02\x18\x01H\x00R\n" +
-	"exactMatch\x12a\n" +
-	"\x10safe_regex_match\x18\v \x01(\v21.causeway.lean.envoy.type.matcher.v3.RegexMatcherB\x02\x18\x01H\x00R\x0esafeRegexMatch\x12J\n" +
-	"\vrange_match\x18\x06 \x01(\v2'.causeway.lean.envoy.type.v3.Int64RangeH\x00R\n" +
+	"exactMatch\x12E\n" +
+	"\x10safe_regex_match\x18\v \x01(\v2\x15.causeway.lean.UnreadB\x02\x18\x01H\x00R\x0esafeRegexMatch\x128\n" +
+	"\vrange_match\x18\x06 \x01(\v2\x15.causeway.lean.UnreadH\x00R\n" +
 	"rangeMatch\x12%\n" +
 	"\rpresent_match\x18\a \x01(\bH\x00R\fpresentMatch\x12'\n" +
 	"\fprefix_match\x18\t \x01(\tB\x02\x18\x01H\x00R\vprefixMatch\x12'\n" +
@@ -3120,15 +3031,15 @@ const file_proxy_leanxds_envoy_config_route_v3_lean_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12W\n" +
 	"\fstring_match\x18\x05 \x01(\v22.causeway.lean.envoy.type.matcher.v3.StringMatcherH\x00R\vstringMatch\x12%\n" +
 	"\rpresent_match\x18\x06 \x01(\bH\x00R\fpresentMatchB!\n" +
-	"\x1fquery_parameter_match_specifier\"\xc7\x05\n" +
+	"\x1fquery_parameter_match_specifier\"\xa0\x05\n" +
 	"\x0eRedirectAction\x12'\n" +
 	"\x0ehttps_redirect\x18\x04 \x01(\bH\x00R\rhttpsRedirect\x12)\n" +
 	"\x0fscheme_redirect\x18\a \x01(\tH\x00R\x0eschemeRedirect\x12#\n" +
 	"\rhost_redirect\x18\x01 \x01(\tR\fhostRedirect\x12#\n" +
 	"\rport_redirect\x18\b \x01(\rR\fportRedirect\x12%\n" +
 	"\rpath_redirect\x18\x02 \x01(\tH\x01R\fpathRedirect\x12'\n" +
-	"\x0eprefix_rewrite\x18\x05 \x01(\tH\x01R\rprefixRewrite\x12c\n" +
-	"\rregex_rewrite\x18\t \x01(\v2<.causeway.lean.envoy.type.matcher.v3.RegexMatchAndSubstituteH\x01R\fregexRewrite\x12#\n" +
+	"\x0eprefix_rewrite\x18\x05 \x01(\tH\x01R\rprefixRewrite\x12<\n" +
+	"\rregex_rewrite\x18\t \x01(\v2\x15.causeway.lean.UnreadH\x01R\fregexRewrite\x12#\n" +
 	"\fpath_rewrite\x18\n" +
 	" \x01(\tH\x01R\vpathRewrite\x12m\n" +
 	"\rresponse_code\x18\x03 \x01(\x0e2H.causeway.lean.envoy.config.route.v3.RedirectAction.RedirectResponseCodeR\fresponseCode\x12\x1f\n" +
@@ -3164,7 +3075,7 @@ const file_proxy_leanxds_envoy_config_route_v3_lean_proto_rawDesc = "" +
 	"\fmax_interval\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\vmaxInterval\"4\n" +
 	"\x11ResetHeaderFormat\x12\v\n" +
 	"\aSECONDS\x10\x00\x12\x12\n" +
-	"\x0eUNIX_TIMESTAMP\x10\x01\"\xec\v\n" +
+	"\x0eUNIX_TIMESTAMP\x10\x01\"\xd5\v\n" +
 	"\x05Route\x12\x12\n" +
 	"\x04name\x18\x0e \x01(\tR\x04name\x12E\n" +
 	"\x05match\x18\x01 \x01(\v2/.causeway.lean.envoy.config.route.v3.RouteMatchR\x05match\x12H\n" +
@@ -3172,8 +3083,8 @@ const file_proxy_leanxds_envoy_config_route_v3_lean_proto_rawDesc = "" +
 	"\bredirect\x18\x03 \x01(\v23.causeway.lean.envoy.config.route.v3.RedirectActionH\x00R\bredirect\x12d\n" +
 	"\x0fdirect_response\x18\a \x01(\v29.causeway.lean.envoy.config.route.v3.DirectResponseActionH\x00R\x0edirectResponse\x12<\n" +
 	"\rfilter_action\x18\x11 \x01(\v2\x15.causeway.lean.UnreadH\x00R\ffilterAction\x12K\n" +
-	"\x15non_forwarding_action\x18\x12 \x01(\v2\x15.causeway.lean.UnreadH\x00R\x13nonForwardingAction\x12H\n" +
-	"\bmetadata\x18\x04 \x01(\v2,.causeway.lean.envoy.config.core.v3.MetadataR\bmetadata\x123\n" +
+	"\x15non_forwarding_action\x18\x12 \x01(\v2\x15.causeway.lean.UnreadH\x00R\x13nonForwardingAction\x121\n" +
+	"\bmetadata\x18\x04 \x01(\v2\x15.causeway.lean.UnreadR\bmetadata\x123\n" +
 	"\tdecorator\x18\x05 \x01(\v2\x15.causeway.lean.UnreadR\tdecorator\x12{\n" +
 	"\x17typed_per_filter_config\x18\r \x03(\v2D.causeway.lean.envoy.config.route.v3.Route.TypedPerFilterConfigEntryR\x14typedPerFilterConfig\x12j\n" +
 	"\x16request_headers_to_add\x18\t \x03(\v25.causeway.lean.envoy.config.core.v3.HeaderValueOptionR\x13requestHeadersToAdd\x129\n" +
@@ -3190,7 +3101,7 @@ const file_proxy_leanxds_envoy_config_route_v3_lean_proto_rawDesc = "" +
 	"\x19TypedPerFilterConfigEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12*\n" +
 	"\x05value\x18\x02 \x01(\v2\x14.google.protobuf.AnyR\x05value:\x028\x01B\b\n" +
-	"\x06action\"\xab\"\n" +
+	"\x06action\"\xd1 \n" +
 	"\vRouteAction\x12\x1a\n" +
 	"\acluster\x18\x01 \x01(\tH\x00R\acluster\x12'\n" +
 	"\x0ecluster_header\x18\x02 \x01(\tH\x00R\rclusterHeader\x12c\n" +
@@ -3209,8 +3120,8 @@ const file_proxy_leanxds_envoy_config_route_v3_lean_proto_rawDesc = "" +
 	"\x17host_rewrite_path_regex\x18# \x01(\v2\x15.causeway.lean.UnreadH\x01R\x14hostRewritePathRegex\x12#\n" +
 	"\fhost_rewrite\x18, \x01(\tH\x01R\vhostRewrite\x125\n" +
 	"\x17append_x_forwarded_host\x18& \x01(\bR\x14appendXForwardedHost\x123\n" +
-	"\atimeout\x18\b \x01(\v2\x19.google.protobuf.DurationR\atimeout\x12<\n" +
-	"\fidle_timeout\x18\x18 \x01(\v2\x19.google.protobuf.DurationR\vidleTimeout\x12:\n" +
+	"\atimeout\x18\b \x01(\v2\x19.google.protobuf.DurationR\atimeout\x128\n" +
+	"\fidle_timeout\x18\x18 \x01(\v2\x15.causeway.lean.UnreadR\vidleTimeout\x12:\n" +
 	"\rflush_timeout\x18* \x01(\v2\x15.causeway.lean.UnreadR\fflushTimeout\x12A\n" +
 	"\x11early_data_policy\x18( \x01(\v2\x15.causeway.lean.UnreadR\x0fearlyDataPolicy\x12S\n" +
 	"\fretry_policy\x18\t \x01(\v20.causeway.lean.envoy.config.route.v3.RetryPolicyR\vretryPolicy\x12P\n" +
@@ -3238,19 +3149,19 @@ const file_proxy_leanxds_envoy_config_route_v3_lean_proto_rawDesc = "" +
 	"\rtrace_sampled\x18\x04 \x01(\v2\x15.causeway.lean.UnreadR\ftraceSampled\x12H\n" +
 	"!disable_shadow_host_suffix_append\x18\x06 \x01(\bR\x1ddisableShadowHostSuffixAppend\x12Q\n" +
 	"\x19request_headers_mutations\x18\a \x03(\v2\x15.causeway.lean.UnreadR\x17requestHeadersMutations\x120\n" +
-	"\x14host_rewrite_literal\x18\b \x01(\tR\x12hostRewriteLiteral\x1a\x85\b\n" +
+	"\x14host_rewrite_literal\x18\b \x01(\tR\x12hostRewriteLiteral\x1a\xaf\x06\n" +
 	"\n" +
 	"HashPolicy\x12\\\n" +
 	"\x06header\x18\x01 \x01(\v2B.causeway.lean.envoy.config.route.v3.RouteAction.HashPolicy.HeaderH\x00R\x06header\x12\\\n" +
 	"\x06cookie\x18\x02 \x01(\v2B.causeway.lean.envoy.config.route.v3.RouteAction.HashPolicy.CookieH\x00R\x06cookie\x12\x87\x01\n" +
-	"\x15connection_properties\x18\x03 \x01(\v2P.causeway.lean.envoy.config.route.v3.RouteAction.HashPolicy.ConnectionPropertiesH\x00R\x14connectionProperties\x12u\n" +
-	"\x0fquery_parameter\x18\x05 \x01(\v2J.causeway.lean.envoy.config.route.v3.RouteAction.HashPolicy.QueryParameterH\x00R\x0equeryParameter\x12l\n" +
-	"\ffilter_state\x18\x06 \x01(\v2G.causeway.lean.envoy.config.route.v3.RouteAction.HashPolicy.FilterStateH\x00R\vfilterState\x12\x1a\n" +
-	"\bterminal\x18\x04 \x01(\bR\bterminal\x1a\x8c\x01\n" +
+	"\x15connection_properties\x18\x03 \x01(\v2P.causeway.lean.envoy.config.route.v3.RouteAction.HashPolicy.ConnectionPropertiesH\x00R\x14connectionProperties\x12@\n" +
+	"\x0fquery_parameter\x18\x05 \x01(\v2\x15.causeway.lean.UnreadH\x00R\x0equeryParameter\x12:\n" +
+	"\ffilter_state\x18\x06 \x01(\v2\x15.causeway.lean.UnreadH\x00R\vfilterState\x12\x1a\n" +
+	"\bterminal\x18\x04 \x01(\bR\bterminal\x1ae\n" +
 	"\x06Header\x12\x1f\n" +
 	"\vheader_name\x18\x01 \x01(\tR\n" +
-	"headerName\x12a\n" +
-	"\rregex_rewrite\x18\x02 \x01(\v2<.causeway.lean.envoy.type.matcher.v3.RegexMatchAndSubstituteR\fregexRewrite\x1a\x90\x01\n" +
+	"headerName\x12:\n" +
+	"\rregex_rewrite\x18\x02 \x01(\v2\x15.causeway.lean.UnreadR\fregexRewrite\x1a\x90\x01\n" +
 	"\x06Cookie\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12'\n" +
 	"\x03ttl\x18\x02 \x01(\v2\x15.causeway.lean.UnreadR\x03ttl\x12\x12\n" +
@@ -3259,11 +3170,7 @@ const file_proxy_leanxds_envoy_config_route_v3_lean_proto_rawDesc = "" +
 	"attributes\x18\x04 \x03(\v2\x15.causeway.lean.UnreadR\n" +
 	"attributes\x1a3\n" +
 	"\x14ConnectionProperties\x12\x1b\n" +
-	"\tsource_ip\x18\x01 \x01(\bR\bsourceIp\x1a$\n" +
-	"\x0eQueryParameter\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x1a\x1f\n" +
-	"\vFilterState\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\tR\x03keyB\x12\n" +
+	"\tsource_ip\x18\x01 \x01(\bR\bsourceIpB\x12\n" +
 	"\x10policy_specifier\"`\n" +
 	"\x1bClusterNotFoundResponseCode\x12\x17\n" +
 	"\x13SERVICE_UNAVAILABLE\x10\x00\x12\r\n" +
@@ -3273,31 +3180,29 @@ const file_proxy_leanxds_envoy_config_route_v3_lean_proto_rawDesc = "" +
 	"\x1ePASS_THROUGH_INTERNAL_REDIRECT\x10\x00\x12\x1c\n" +
 	"\x18HANDLE_INTERNAL_REDIRECT\x10\x01B\x13\n" +
 	"\x11cluster_specifierB\x18\n" +
-	"\x16host_rewrite_specifier\"\xa5\f\n" +
+	"\x16host_rewrite_specifier\"\x83\n" +
+	"\n" +
 	"\x12RouteConfiguration\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12U\n" +
 	"\rvirtual_hosts\x18\x02 \x03(\v20.causeway.lean.envoy.config.route.v3.VirtualHostR\fvirtualHosts\x12)\n" +
 	"\x04vhds\x18\t \x01(\v2\x15.causeway.lean.UnreadR\x04vhds\x122\n" +
-	"\x15internal_only_headers\x18\x03 \x03(\tR\x13internalOnlyHeaders\x12l\n" +
-	"\x17response_headers_to_add\x18\x04 \x03(\v25.causeway.lean.envoy.config.core.v3.HeaderValueOptionR\x14responseHeadersToAdd\x12;\n" +
-	"\x1aresponse_headers_to_remove\x18\x05 \x03(\tR\x17responseHeadersToRemove\x12j\n" +
-	"\x16request_headers_to_add\x18\x06 \x03(\v25.causeway.lean.envoy.config.core.v3.HeaderValueOptionR\x13requestHeadersToAdd\x129\n" +
+	"\x15internal_only_headers\x18\x03 \x03(\tR\x13internalOnlyHeaders\x12L\n" +
+	"\x17response_headers_to_add\x18\x04 \x03(\v2\x15.causeway.lean.UnreadR\x14responseHeadersToAdd\x12;\n" +
+	"\x1aresponse_headers_to_remove\x18\x05 \x03(\tR\x17responseHeadersToRemove\x12J\n" +
+	"\x16request_headers_to_add\x18\x06 \x03(\v2\x15.causeway.lean.UnreadR\x13requestHeadersToAdd\x129\n" +
 	"\x19request_headers_to_remove\x18\b \x03(\tR\x16requestHeadersToRemove\x12L\n" +
 	"#most_specific_header_mutations_wins\x18\n" +
 	" \x01(\bR\x1fmostSpecificHeaderMutationsWins\x12B\n" +
 	"\x11validate_clusters\x18\a \x01(\v2\x15.causeway.lean.UnreadR\x10validateClusters\x12b\n" +
 	"#max_direct_response_body_size_bytes\x18\v \x01(\v2\x15.causeway.lean.UnreadR\x1emaxDirectResponseBodySizeBytes\x12Q\n" +
-	"\x19cluster_specifier_plugins\x18\f \x03(\v2\x15.causeway.lean.UnreadR\x17clusterSpecifierPlugins\x12|\n" +
-	"\x17request_mirror_policies\x18\r \x03(\v2D.causeway.lean.envoy.config.route.v3.RouteAction.RequestMirrorPolicyR\x15requestMirrorPolicies\x12>\n" +
+	"\x19cluster_specifier_plugins\x18\f \x03(\v2\x15.causeway.lean.UnreadR\x17clusterSpecifierPlugins\x12M\n" +
+	"\x17request_mirror_policies\x18\r \x03(\v2\x15.causeway.lean.UnreadR\x15requestMirrorPolicies\x12>\n" +
 	"\x1cignore_port_in_host_matching\x18\x0e \x01(\bR\x18ignorePortInHostMatching\x12!\n" +
 	"\fvhost_header\x18\x12 \x01(\tR\vvhostHeader\x12S\n" +
-	"'ignore_path_parameters_in_path_matching\x18\x0f \x01(\bR\"ignorePathParametersInPathMatching\x12\x88\x01\n" +
-	"\x17typed_per_filter_config\x18\x10 \x03(\v2Q.causeway.lean.envoy.config.route.v3.RouteConfiguration.TypedPerFilterConfigEntryR\x14typedPerFilterConfig\x12H\n" +
-	"\bmetadata\x18\x11 \x01(\v2,.causeway.lean.envoy.config.core.v3.MetadataR\bmetadata\x12@\n" +
-	"\x10route_specifiers\x18\x13 \x03(\v2\x15.causeway.lean.UnreadR\x0frouteSpecifiers\x1a]\n" +
-	"\x19TypedPerFilterConfigEntry\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\tR\x03key\x12*\n" +
-	"\x05value\x18\x02 \x01(\v2\x14.google.protobuf.AnyR\x05value:\x028\x01\"\xf3\a\n" +
+	"'ignore_path_parameters_in_path_matching\x18\x0f \x01(\bR\"ignorePathParametersInPathMatching\x12L\n" +
+	"\x17typed_per_filter_config\x18\x10 \x03(\v2\x15.causeway.lean.UnreadR\x14typedPerFilterConfig\x121\n" +
+	"\bmetadata\x18\x11 \x01(\v2\x15.causeway.lean.UnreadR\bmetadata\x12@\n" +
+	"\x10route_specifiers\x18\x13 \x03(\v2\x15.causeway.lean.UnreadR\x0frouteSpecifiers\"\xa9\a\n" +
 	"\n" +
 	"RouteMatch\x12\x18\n" +
 	"\x06prefix\x18\x01 \x01(\tH\x00R\x06prefix\x12\x14\n" +
@@ -3306,10 +3211,10 @@ const file_proxy_leanxds_envoy_config_route_v3_lean_proto_rawDesc = "" +
 	"safe_regex\x18\n" +
 	" \x01(\v21.causeway.lean.envoy.type.matcher.v3.RegexMatcherH\x00R\tsafeRegex\x12@\n" +
 	"\x0fconnect_matcher\x18\f \x01(\v2\x15.causeway.lean.UnreadH\x00R\x0econnectMatcher\x124\n" +
-	"\x15path_separated_prefix\x18\x0e \x01(\tH\x00R\x13pathSeparatedPrefix\x12f\n" +
-	"\x11path_match_policy\x18\x0f \x01(\v28.causeway.lean.envoy.config.core.v3.TypedExtensionConfigH\x00R\x0fpathMatchPolicy\x12A\n" +
-	"\x0ecase_sensitive\x18\x04 \x01(\v2\x1a.google.protobuf.BoolValueR\rcaseSensitive\x12g\n" +
-	"\x10runtime_fraction\x18\t \x01(\v2<.causeway.lean.envoy.config.core.v3.RuntimeFractionalPercentR\x0fruntimeFraction\x12L\n" +
+	"\x15path_separated_prefix\x18\x0e \x01(\tH\x00R\x13pathSeparatedPrefix\x12C\n" +
+	"\x11path_match_policy\x18\x0f \x01(\v2\x15.causeway.lean.UnreadH\x00R\x0fpathMatchPolicy\x12A\n" +
+	"\x0ecase_sensitive\x18\x04 \x01(\v2\x1a.google.protobuf.BoolValueR\rcaseSensitive\x12@\n" +
+	"\x10runtime_fraction\x18\t \x01(\v2\x15.causeway.lean.UnreadR\x0fruntimeFraction\x12L\n" +
 	"\aheaders\x18\x06 \x03(\v22.causeway.lean.envoy.config.route.v3.HeaderMatcherR\aheaders\x12e\n" +
 	"\x10query_parameters\x18\a \x03(\v2:.causeway.lean.envoy.config.route.v3.QueryParameterMatcherR\x0fqueryParameters\x12/\n" +
 	"\acookies\x18\x11 \x03(\v2\x15.causeway.lean.UnreadR\acookies\x12)\n" +
@@ -3318,7 +3223,7 @@ const file_proxy_leanxds_envoy_config_route_v3_lean_proto_rawDesc = "" +
 	"tlsContext\x12@\n" +
 	"\x10dynamic_metadata\x18\r \x03(\v2\x15.causeway.lean.UnreadR\x0fdynamicMetadata\x128\n" +
 	"\ffilter_state\x18\x10 \x03(\v2\x15.causeway.lean.UnreadR\vfilterStateB\x10\n" +
-	"\x0epath_specifier\"\x9f\x0f\n" +
+	"\x0epath_specifier\"\xc4\r\n" +
 	"\vVirtualHost\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\adomains\x18\x02 \x03(\tR\adomains\x12B\n" +
@@ -3334,8 +3239,8 @@ const file_proxy_leanxds_envoy_config_route_v3_lean_proto_rawDesc = "" +
 	"\x17response_headers_to_add\x18\n" +
 	" \x03(\v25.causeway.lean.envoy.config.core.v3.HeaderValueOptionR\x14responseHeadersToAdd\x12;\n" +
 	"\x1aresponse_headers_to_remove\x18\v \x03(\tR\x17responseHeadersToRemove\x12-\n" +
-	"\x04cors\x18\b \x01(\v2\x15.causeway.lean.UnreadB\x02\x18\x01R\x04cors\x12\x81\x01\n" +
-	"\x17typed_per_filter_config\x18\x0f \x03(\v2J.causeway.lean.envoy.config.route.v3.VirtualHost.TypedPerFilterConfigEntryR\x14typedPerFilterConfig\x12A\n" +
+	"\x04cors\x18\b \x01(\v2\x15.causeway.lean.UnreadB\x02\x18\x01R\x04cors\x12L\n" +
+	"\x17typed_per_filter_config\x18\x0f \x03(\v2\x15.causeway.lean.UnreadR\x14typedPerFilterConfig\x12A\n" +
 	"\x1dinclude_request_attempt_count\x18\x0e \x01(\bR\x1aincludeRequestAttemptCount\x12H\n" +
 	"!include_attempt_count_in_response\x18\x13 \x01(\bR\x1dincludeAttemptCountInResponse\x12S\n" +
 	"\fretry_policy\x18\x10 \x01(\v20.causeway.lean.envoy.config.route.v3.RetryPolicyR\vretryPolicy\x12P\n" +
@@ -3343,24 +3248,21 @@ const file_proxy_leanxds_envoy_config_route_v3_lean_proto_rawDesc = "" +
 	"\fhedge_policy\x18\x11 \x01(\v2\x15.causeway.lean.UnreadR\vhedgePolicy\x12D\n" +
 	"\x1finclude_is_timeout_retry_header\x18\x17 \x01(\bR\x1bincludeIsTimeoutRetryHeader\x12]\n" +
 	"\x1eper_request_buffer_limit_bytes\x18\x12 \x01(\v2\x15.causeway.lean.UnreadB\x02\x18\x01R\x1aperRequestBufferLimitBytes\x12P\n" +
-	"\x19request_body_buffer_limit\x18\x19 \x01(\v2\x15.causeway.lean.UnreadR\x16requestBodyBufferLimit\x12|\n" +
-	"\x17request_mirror_policies\x18\x16 \x03(\v2D.causeway.lean.envoy.config.route.v3.RouteAction.RequestMirrorPolicyR\x15requestMirrorPolicies\x12H\n" +
-	"\bmetadata\x18\x18 \x01(\v2,.causeway.lean.envoy.config.core.v3.MetadataR\bmetadata\x12@\n" +
-	"\x10route_specifiers\x18\x1a \x03(\v2\x15.causeway.lean.UnreadR\x0frouteSpecifiers\x1a]\n" +
-	"\x19TypedPerFilterConfigEntry\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\tR\x03key\x12*\n" +
-	"\x05value\x18\x02 \x01(\v2\x14.google.protobuf.AnyR\x05value:\x028\x01\":\n" +
+	"\x19request_body_buffer_limit\x18\x19 \x01(\v2\x15.causeway.lean.UnreadR\x16requestBodyBufferLimit\x12M\n" +
+	"\x17request_mirror_policies\x18\x16 \x03(\v2\x15.causeway.lean.UnreadR\x15requestMirrorPolicies\x121\n" +
+	"\bmetadata\x18\x18 \x01(\v2\x15.causeway.lean.UnreadR\bmetadata\x12@\n" +
+	"\x10route_specifiers\x18\x1a \x03(\v2\x15.causeway.lean.UnreadR\x0frouteSpecifiers\":\n" +
 	"\x12TlsRequirementType\x12\b\n" +
 	"\x04NONE\x10\x00\x12\x11\n" +
 	"\rEXTERNAL_ONLY\x10\x01\x12\a\n" +
-	"\x03ALL\x10\x02\"\xb1\t\n" +
+	"\x03ALL\x10\x02\"\x8a\b\n" +
 	"\x0fWeightedCluster\x12^\n" +
 	"\bclusters\x18\x01 \x03(\v2B.causeway.lean.envoy.config.route.v3.WeightedCluster.ClusterWeightR\bclusters\x12<\n" +
 	"\ftotal_weight\x18\x03 \x01(\v2\x15.causeway.lean.UnreadB\x02\x18\x01R\vtotalWeight\x12,\n" +
 	"\x12runtime_key_prefix\x18\x02 \x01(\tR\x10runtimeKeyPrefix\x12!\n" +
 	"\vheader_name\x18\x04 \x01(\tH\x00R\n" +
 	"headerName\x12?\n" +
-	"\x0fuse_hash_policy\x18\x05 \x01(\v2\x15.causeway.lean.UnreadH\x00R\ruseHashPolicy\x1a\xd3\x06\n" +
+	"\x0fuse_hash_policy\x18\x05 \x01(\v2\x15.causeway.lean.UnreadH\x00R\ruseHashPolicy\x1a\xac\x05\n" +
 	"\rClusterWeight\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
 	"\x0ecluster_header\x18\f \x01(\tR\rclusterHeader\x124\n" +
@@ -3369,13 +3271,10 @@ const file_proxy_leanxds_envoy_config_route_v3_lean_proto_rawDesc = "" +
 	"\x16request_headers_to_add\x18\x04 \x03(\v25.causeway.lean.envoy.config.core.v3.HeaderValueOptionR\x13requestHeadersToAdd\x129\n" +
 	"\x19request_headers_to_remove\x18\t \x03(\tR\x16requestHeadersToRemove\x12l\n" +
 	"\x17response_headers_to_add\x18\x05 \x03(\v25.causeway.lean.envoy.config.core.v3.HeaderValueOptionR\x14responseHeadersToAdd\x12;\n" +
-	"\x1aresponse_headers_to_remove\x18\x06 \x03(\tR\x17responseHeadersToRemove\x12\x93\x01\n" +
+	"\x1aresponse_headers_to_remove\x18\x06 \x03(\tR\x17responseHeadersToRemove\x12L\n" +
 	"\x17typed_per_filter_config\x18\n" +
-	" \x03(\v2\\.causeway.lean.envoy.config.route.v3.WeightedCluster.ClusterWeight.TypedPerFilterConfigEntryR\x14typedPerFilterConfig\x122\n" +
-	"\x14host_rewrite_literal\x18\v \x01(\tH\x00R\x12hostRewriteLiteral\x1a]\n" +
-	"\x19TypedPerFilterConfigEntry\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\tR\x03key\x12*\n" +
-	"\x05value\x18\x02 \x01(\v2\x14.google.protobuf.AnyR\x05value:\x028\x01B\x18\n" +
+	" \x03(\v2\x15.causeway.lean.UnreadR\x14typedPerFilterConfig\x122\n" +
+	"\x14host_rewrite_literal\x18\v \x01(\tH\x00R\x12hostRewriteLiteralB\x18\n" +
 	"\x16host_rewrite_specifierB\x18\n" +
 	"\x16random_value_specifierBNZLgithub.com/causewaymesh/causeway/proxy/leanxds/envoy/config/route/v3;routev3b\x06proto3"
 
@@ -3392,7 +3291,7 @@ func file_proxy_leanxds_envoy_config_route_v3_lean_proto_rawDescGZIP() []byte {
 }
 
 var file_proxy_leanxds_envoy_config_route_v3_lean_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_proxy_leanxds_envoy_config_route_v3_lean_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_proxy_leanxds_envoy_config_route_v3_lean_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_proxy_leanxds_envoy_config_route_v3_lean_proto_goTypes = []any{
 	(RedirectAction_RedirectResponseCode)(0),            // 0: causeway.lean.envoy.config.route.v3.RedirectAction.RedirectResponseCode
 	(RetryPolicy_ResetHeaderFormat)(0),                  // 1: causeway.lean.envoy.config.route.v3.RetryPolicy.ResetHeaderFormat
@@ -3417,160 +3316,149 @@ var file_proxy_leanxds_envoy_config_route_v3_lean_proto_goTypes = []any{
 	(*RouteAction_HashPolicy_Header)(nil),               // 20: causeway.lean.envoy.config.route.v3.RouteAction.HashPolicy.Header
 	(*RouteAction_HashPolicy_Cookie)(nil),               // 21: causeway.lean.envoy.config.route.v3.RouteAction.HashPolicy.Cookie
 	(*RouteAction_HashPolicy_ConnectionProperties)(nil), // 22: causeway.lean.envoy.config.route.v3.RouteAction.HashPolicy.ConnectionProperties
-	(*RouteAction_HashPolicy_QueryParameter)(nil),       // 23: causeway.lean.envoy.config.route.v3.RouteAction.HashPolicy.QueryParameter
-	(*RouteAction_HashPolicy_FilterState)(nil),          // 24: causeway.lean.envoy.config.route.v3.RouteAction.HashPolicy.FilterState
-	nil,                                   // 25: causeway.lean.envoy.config.route.v3.RouteConfiguration.TypedPerFilterConfigEntry
-	nil,                                   // 26: causeway.lean.envoy.config.route.v3.VirtualHost.TypedPerFilterConfigEntry
-	(*WeightedCluster_ClusterWeight)(nil), // 27: causeway.lean.envoy.config.route.v3.WeightedCluster.ClusterWeight
-	nil,                                   // 28: causeway.lean.envoy.config.route.v3.WeightedCluster.ClusterWeight.TypedPerFilterConfigEntry
-	(*v3.DataSource)(nil),                 // 29: causeway.lean.envoy.config.core.v3.DataSource
-	(*leanxds.Unread)(nil),                // 30: causeway.lean.Unread
-	(*v31.RegexMatcher)(nil),              // 31: causeway.lean.envoy.type.matcher.v3.RegexMatcher
-	(*v32.Int64Range)(nil),                // 32: causeway.lean.envoy.type.v3.Int64Range
-	(*v31.StringMatcher)(nil),             // 33: causeway.lean.envoy.type.matcher.v3.StringMatcher
-	(*v31.RegexMatchAndSubstitute)(nil),   // 34: causeway.lean.envoy.type.matcher.v3.RegexMatchAndSubstitute
-	(*wrapperspb.UInt32Value)(nil),        // 35: google.protobuf.UInt32Value
-	(*durationpb.Duration)(nil),           // 36: google.protobuf.Duration
-	(*v3.Metadata)(nil),                   // 37: causeway.lean.envoy.config.core.v3.Metadata
-	(*v3.HeaderValueOption)(nil),          // 38: causeway.lean.envoy.config.core.v3.HeaderValueOption
-	(v3.RoutingPriority)(0),               // 39: causeway.lean.envoy.config.core.v3.RoutingPriority
-	(*v3.TypedExtensionConfig)(nil),       // 40: causeway.lean.envoy.config.core.v3.TypedExtensionConfig
-	(*wrapperspb.BoolValue)(nil),          // 41: google.protobuf.BoolValue
-	(*v3.RuntimeFractionalPercent)(nil),   // 42: causeway.lean.envoy.config.core.v3.RuntimeFractionalPercent
-	(*anypb.Any)(nil),                     // 43: google.protobuf.Any
+	(*WeightedCluster_ClusterWeight)(nil),               // 23: causeway.lean.envoy.config.route.v3.WeightedCluster.ClusterWeight
+	(*v3.DataSource)(nil),                               // 24: causeway.lean.envoy.config.core.v3.DataSource
+	(*leanxds.Unread)(nil),                              // 25: causeway.lean.Unread
+	(*v31.StringMatcher)(nil),                           // 26: causeway.lean.envoy.type.matcher.v3.StringMatcher
+	(*wrapperspb.UInt32Value)(nil),                      // 27: google.protobuf.UInt32Value
+	(*durationpb.Duration)(nil),                         // 28: google.protobuf.Duration
+	(*v3.HeaderValueOption)(nil),                        // 29: causeway.lean.envoy.config.core.v3.HeaderValueOption
+	(*v31.RegexMatchAndSubstitute)(nil),                 // 30: causeway.lean.envoy.type.matcher.v3.RegexMatchAndSubstitute
+	(v3.RoutingPriority)(0),                             // 31: causeway.lean.envoy.config.core.v3.RoutingPriority
+	(*v31.RegexMatcher)(nil),                            // 32: causeway.lean.envoy.type.matcher.v3.RegexMatcher
+	(*wrapperspb.BoolValue)(nil),                        // 33: google.protobuf.BoolValue
+	(*anypb.Any)(nil),                                   // 34: google.protobuf.Any
+	(*v3.RuntimeFractionalPercent)(nil),                 // 35: causeway.lean.envoy.config.core.v3.RuntimeFractionalPercent
 }
 var file_proxy_leanxds_envoy_config_route_v3_lean_proto_depIdxs = []int32{
-	29,  // 0: causeway.lean.envoy.config.route.v3.DirectResponseAction.body:type_name -> causeway.lean.envoy.config.core.v3.DataSource
-	30,  // 1: causeway.lean.envoy.config.route.v3.DirectResponseAction.body_format:type_name -> causeway.lean.Unread
-	31,  // 2: causeway.lean.envoy.config.route.v3.HeaderMatcher.safe_regex_match:type_name -> causeway.lean.envoy.type.matcher.v3.RegexMatcher
-	32,  // 3: causeway.lean.envoy.config.route.v3.HeaderMatcher.range_match:type_name -> causeway.lean.envoy.type.v3.Int64Range
-	33,  // 4: causeway.lean.envoy.config.route.v3.HeaderMatcher.string_match:type_name -> causeway.lean.envoy.type.matcher.v3.StringMatcher
-	33,  // 5: causeway.lean.envoy.config.route.v3.QueryParameterMatcher.string_match:type_name -> causeway.lean.envoy.type.matcher.v3.StringMatcher
-	34,  // 6: causeway.lean.envoy.config.route.v3.RedirectAction.regex_rewrite:type_name -> causeway.lean.envoy.type.matcher.v3.RegexMatchAndSubstitute
+	24,  // 0: causeway.lean.envoy.config.route.v3.DirectResponseAction.body:type_name -> causeway.lean.envoy.config.core.v3.DataSource
+	25,  // 1: causeway.lean.envoy.config.route.v3.DirectResponseAction.body_format:type_name -> causeway.lean.Unread
+	25,  // 2: causeway.lean.envoy.config.route.v3.HeaderMatcher.safe_regex_match:type_name -> causeway.lean.Unread
+	25,  // 3: causeway.lean.envoy.config.route.v3.HeaderMatcher.range_match:type_name -> causeway.lean.Unread
+	26,  // 4: causeway.lean.envoy.config.route.v3.HeaderMatcher.string_match:type_name -> causeway.lean.envoy.type.matcher.v3.StringMatcher
+	26,  // 5: causeway.lean.envoy.config.route.v3.QueryParameterMatcher.string_match:type_name -> causeway.lean.envoy.type.matcher.v3.StringMatcher
+	25,  // 6: causeway.lean.envoy.config.route.v3.RedirectAction.regex_rewrite:type_name -> causeway.lean.Unread
 	0,   // 7: causeway.lean.envoy.config.route.v3.RedirectAction.response_code:type_name -> causeway.lean.envoy.config.route.v3.RedirectAction.RedirectResponseCode
-	35,  // 8: causeway.lean.envoy.config.route.v3.RetryPolicy.num_retries:type_name -> google.protobuf.UInt32Value
-	36,  // 9: causeway.lean.envoy.config.route.v3.RetryPolicy.per_try_timeout:type_name -> google.protobuf.Duration
-	30,  // 10: causeway.lean.envoy.config.route.v3.RetryPolicy.per_try_idle_timeout:type_name -> causeway.lean.Unread
-	30,  // 11: causeway.lean.envoy.config.route.v3.RetryPolicy.retry_priority:type_name -> causeway.lean.Unread
-	30,  // 12: causeway.lean.envoy.config.route.v3.RetryPolicy.retry_host_predicate:type_name -> causeway.lean.Unread
-	30,  // 13: causeway.lean.envoy.config.route.v3.RetryPolicy.retry_options_predicates:type_name -> causeway.lean.Unread
+	27,  // 8: causeway.lean.envoy.config.route.v3.RetryPolicy.num_retries:type_name -> google.protobuf.UInt32Value
+	28,  // 9: causeway.lean.envoy.config.route.v3.RetryPolicy.per_try_timeout:type_name -> google.protobuf.Duration
+	25,  // 10: causeway.lean.envoy.config.route.v3.RetryPolicy.per_try_idle_timeout:type_name -> causeway.lean.Unread
+	25,  // 11: causeway.lean.envoy.config.route.v3.RetryPolicy.retry_priority:type_name -> causeway.lean.Unread
+	25,  // 12: causeway.lean.envoy.config.route.v3.RetryPolicy.retry_host_predicate:type_name -> causeway.lean.Unread
+	25,  // 13: causeway.lean.envoy.config.route.v3.RetryPolicy.retry_options_predicates:type_name -> causeway.lean.Unread
 	16,  // 14: causeway.lean.envoy.config.route.v3.RetryPolicy.retry_back_off:type_name -> causeway.lean.envoy.config.route.v3.RetryPolicy.RetryBackOff
-	30,  // 15: causeway.lean.envoy.config.route.v3.RetryPolicy.rate_limited_retry_back_off:type_name -> causeway.lean.Unread
-	30,  // 16: causeway.lean.envoy.config.route.v3.RetryPolicy.retriable_headers:type_name -> causeway.lean.Unread
-	30,  // 17: causeway.lean.envoy.config.route.v3.RetryPolicy.retriable_request_headers:type_name -> causeway.lean.Unread
+	25,  // 15: causeway.lean.envoy.config.route.v3.RetryPolicy.rate_limited_retry_back_off:type_name -> causeway.lean.Unread
+	25,  // 16: causeway.lean.envoy.config.route.v3.RetryPolicy.retriable_headers:type_name -> causeway.lean.Unread
+	25,  // 17: causeway.lean.envoy.config.route.v3.RetryPolicy.retriable_request_headers:type_name -> causeway.lean.Unread
 	13,  // 18: causeway.lean.envoy.config.route.v3.Route.match:type_name -> causeway.lean.envoy.config.route.v3.RouteMatch
 	11,  // 19: causeway.lean.envoy.config.route.v3.Route.route:type_name -> causeway.lean.envoy.config.route.v3.RouteAction
 	8,   // 20: causeway.lean.envoy.config.route.v3.Route.redirect:type_name -> causeway.lean.envoy.config.route.v3.RedirectAction
 	5,   // 21: causeway.lean.envoy.config.route.v3.Route.direct_response:type_name -> causeway.lean.envoy.config.route.v3.DirectResponseAction
-	30,  // 22: causeway.lean.envoy.config.route.v3.Route.filter_action:type_name -> causeway.lean.Unread
-	30,  // 23: causeway.lean.envoy.config.route.v3.Route.non_forwarding_action:type_name -> causeway.lean.Unread
-	37,  // 24: causeway.lean.envoy.config.route.v3.Route.metadata:type_name -> causeway.lean.envoy.config.core.v3.Metadata
-	30,  // 25: causeway.lean.envoy.config.route.v3.Route.decorator:type_name -> causeway.lean.Unread
+	25,  // 22: causeway.lean.envoy.config.route.v3.Route.filter_action:type_name -> causeway.lean.Unread
+	25,  // 23: causeway.lean.envoy.config.route.v3.Route.non_forwarding_action:type_name -> causeway.lean.Unread
+	25,  // 24: causeway.lean.envoy.config.route.v3.Route.metadata:type_name -> causeway.lean.Unread
+	25,  // 25: causeway.lean.envoy.config.route.v3.Route.decorator:type_name -> causeway.lean.Unread
 	17,  // 26: causeway.lean.envoy.config.route.v3.Route.typed_per_filter_config:type_name -> causeway.lean.envoy.config.route.v3.Route.TypedPerFilterConfigEntry
-	38,  // 27: causeway.lean.envoy.config.route.v3.Route.request_headers_to_add:type_name -> causeway.lean.envoy.config.core.v3.HeaderValueOption
-	38,  // 28: causeway.lean.envoy.config.route.v3.Route.response_headers_to_add:type_name -> causeway.lean.envoy.config.core.v3.HeaderValueOption
-	30,  // 29: causeway.lean.envoy.config.route.v3.Route.tracing:type_name -> causeway.lean.Unread
-	30,  // 30: causeway.lean.envoy.config.route.v3.Route.per_request_buffer_limit_bytes:type_name -> causeway.lean.Unread
-	30,  // 31: causeway.lean.envoy.config.route.v3.Route.request_body_buffer_limit:type_name -> causeway.lean.Unread
-	30,  // 32: causeway.lean.envoy.config.route.v3.Route.route_specifiers:type_name -> causeway.lean.Unread
+	29,  // 27: causeway.lean.envoy.config.route.v3.Route.request_headers_to_add:type_name -> causeway.lean.envoy.config.core.v3.HeaderValueOption
+	29,  // 28: causeway.lean.envoy.config.route.v3.Route.response_headers_to_add:type_name -> causeway.lean.envoy.config.core.v3.HeaderValueOption
+	25,  // 29: causeway.lean.envoy.config.route.v3.Route.tracing:type_name -> causeway.lean.Unread
+	25,  // 30: causeway.lean.envoy.config.route.v3.Route.per_request_buffer_limit_bytes:type_name -> causeway.lean.Unread
+	25,  // 31: causeway.lean.envoy.config.route.v3.Route.request_body_buffer_limit:type_name -> causeway.lean.Unread
+	25,  // 32: causeway.lean.envoy.config.route.v3.Route.route_specifiers:type_name -> causeway.lean.Unread
 	15,  // 33: causeway.lean.envoy.config.route.v3.RouteAction.weighted_clusters:type_name -> causeway.lean.envoy.config.route.v3.WeightedCluster
-	30,  // 34: causeway.lean.envoy.config.route.v3.RouteAction.inline_cluster_specifier_plugin:type_name -> causeway.lean.Unread
+	25,  // 34: causeway.lean.envoy.config.route.v3.RouteAction.inline_cluster_specifier_plugin:type_name -> causeway.lean.Unread
 	2,   // 35: causeway.lean.envoy.config.route.v3.RouteAction.cluster_not_found_response_code:type_name -> causeway.lean.envoy.config.route.v3.RouteAction.ClusterNotFoundResponseCode
-	30,  // 36: causeway.lean.envoy.config.route.v3.RouteAction.metadata_match:type_name -> causeway.lean.Unread
-	34,  // 37: causeway.lean.envoy.config.route.v3.RouteAction.regex_rewrite:type_name -> causeway.lean.envoy.type.matcher.v3.RegexMatchAndSubstitute
-	30,  // 38: causeway.lean.envoy.config.route.v3.RouteAction.path_rewrite_policy:type_name -> causeway.lean.Unread
-	30,  // 39: causeway.lean.envoy.config.route.v3.RouteAction.auto_host_rewrite:type_name -> causeway.lean.Unread
-	30,  // 40: causeway.lean.envoy.config.route.v3.RouteAction.host_rewrite_path_regex:type_name -> causeway.lean.Unread
-	36,  // 41: causeway.lean.envoy.config.route.v3.RouteAction.timeout:type_name -> google.protobuf.Duration
-	36,  // 42: causeway.lean.envoy.config.route.v3.RouteAction.idle_timeout:type_name -> google.protobuf.Duration
-	30,  // 43: causeway.lean.envoy.config.route.v3.RouteAction.flush_timeout:type_name -> causeway.lean.Unread
-	30,  // 44: causeway.lean.envoy.config.route.v3.RouteAction.early_data_policy:type_name -> causeway.lean.Unread
+	25,  // 36: causeway.lean.envoy.config.route.v3.RouteAction.metadata_match:type_name -> causeway.lean.Unread
+	30,  // 37: causeway.lean.envoy.config.route.v3.RouteAction.regex_rewrite:type_name -> causeway.lean.envoy.type.matcher.v3.RegexMatchAndSubstitute
+	25,  // 38: causeway.lean.envoy.config.route.v3.RouteAction.path_rewrite_policy:type_name -> causeway.lean.Unread
+	25,  // 39: causeway.lean.envoy.config.route.v3.RouteAction.auto_host_rewrite:type_name -> causeway.lean.Unread
+	25,  // 40: causeway.lean.envoy.config.route.v3.RouteAction.host_rewrite_path_regex:type_name -> causeway.lean.Unread
+	28,  // 41: causeway.lean.envoy.config.route.v3.RouteAction.timeout:type_name -> google.protobuf.Duration
+	25,  // 42: causeway.lean.envoy.config.route.v3.RouteAction.idle_timeout:type_name -> causeway.lean.Unread
+	25,  // 43: causeway.lean.envoy.config.route.v3.RouteAction.flush_timeout:type_name -> causeway.lean.Unread
+	25,  // 44: causeway.lean.envoy.config.route.v3.RouteAction.early_data_policy:type_name -> causeway.lean.Unread
 	9,   // 45: causeway.lean.envoy.config.route.v3.RouteAction.retry_policy:type_name -> causeway.lean.envoy.config.route.v3.RetryPolicy
-	30,  // 46: causeway.lean.envoy.config.route.v3.RouteAction.retry_policy_typed_config:type_name -> causeway.lean.Unread
+	25,  // 46: causeway.lean.envoy.config.route.v3.RouteAction.retry_policy_typed_config:type_name -> causeway.lean.Unread
 	18,  // 47: causeway.lean.envoy.config.route.v3.RouteAction.request_mirror_policies:type_name -> causeway.lean.envoy.config.route.v3.RouteAction.RequestMirrorPolicy
-	39,  // 48: causeway.lean.envoy.config.route.v3.RouteAction.priority:type_name -> causeway.lean.envoy.config.core.v3.RoutingPriority
-	30,  // 49: causeway.lean.envoy.config.route.v3.RouteAction.rate_limits:type_name -> causeway.lean.Unread
-	30,  // 50: causeway.lean.envoy.config.route.v3.RouteAction.include_vh_rate_limits:type_name -> causeway.lean.Unread
+	31,  // 48: causeway.lean.envoy.config.route.v3.RouteAction.priority:type_name -> causeway.lean.envoy.config.core.v3.RoutingPriority
+	25,  // 49: causeway.lean.envoy.config.route.v3.RouteAction.rate_limits:type_name -> causeway.lean.Unread
+	25,  // 50: causeway.lean.envoy.config.route.v3.RouteAction.include_vh_rate_limits:type_name -> causeway.lean.Unread
 	19,  // 51: causeway.lean.envoy.config.route.v3.RouteAction.hash_policy:type_name -> causeway.lean.envoy.config.route.v3.RouteAction.HashPolicy
-	30,  // 52: causeway.lean.envoy.config.route.v3.RouteAction.cors:type_name -> causeway.lean.Unread
-	30,  // 53: causeway.lean.envoy.config.route.v3.RouteAction.max_grpc_timeout:type_name -> causeway.lean.Unread
-	30,  // 54: causeway.lean.envoy.config.route.v3.RouteAction.grpc_timeout_offset:type_name -> causeway.lean.Unread
-	30,  // 55: causeway.lean.envoy.config.route.v3.RouteAction.upgrade_configs:type_name -> causeway.lean.Unread
-	30,  // 56: causeway.lean.envoy.config.route.v3.RouteAction.internal_redirect_policy:type_name -> causeway.lean.Unread
+	25,  // 52: causeway.lean.envoy.config.route.v3.RouteAction.cors:type_name -> causeway.lean.Unread
+	25,  // 53: causeway.lean.envoy.config.route.v3.RouteAction.max_grpc_timeout:type_name -> causeway.lean.Unread
+	25,  // 54: causeway.lean.envoy.config.route.v3.RouteAction.grpc_timeout_offset:type_name -> causeway.lean.Unread
+	25,  // 55: causeway.lean.envoy.config.route.v3.RouteAction.upgrade_configs:type_name -> causeway.lean.Unread
+	25,  // 56: causeway.lean.envoy.config.route.v3.RouteAction.internal_redirect_policy:type_name -> causeway.lean.Unread
 	3,   // 57: causeway.lean.envoy.config.route.v3.RouteAction.internal_redirect_action:type_name -> causeway.lean.envoy.config.route.v3.RouteAction.InternalRedirectAction
-	30,  // 58: causeway.lean.envoy.config.route.v3.RouteAction.max_internal_redirects:type_name -> causeway.lean.Unread
-	30,  // 59: causeway.lean.envoy.config.route.v3.RouteAction.hedge_policy:type_name -> causeway.lean.Unread
-	30,  // 60: causeway.lean.envoy.config.route.v3.RouteAction.max_stream_duration:type_name -> causeway.lean.Unread
+	25,  // 58: causeway.lean.envoy.config.route.v3.RouteAction.max_internal_redirects:type_name -> causeway.lean.Unread
+	25,  // 59: causeway.lean.envoy.config.route.v3.RouteAction.hedge_policy:type_name -> causeway.lean.Unread
+	25,  // 60: causeway.lean.envoy.config.route.v3.RouteAction.max_stream_duration:type_name -> causeway.lean.Unread
 	14,  // 61: causeway.lean.envoy.config.route.v3.RouteConfiguration.virtual_hosts:type_name -> causeway.lean.envoy.config.route.v3.VirtualHost
-	30,  // 62: causeway.lean.envoy.config.route.v3.RouteConfiguration.vhds:type_name -> causeway.lean.Unread
-	38,  // 63: causeway.lean.envoy.config.route.v3.RouteConfiguration.response_headers_to_add:type_name -> causeway.lean.envoy.config.core.v3.HeaderValueOption
-	38,  // 64: causeway.lean.envoy.config.route.v3.RouteConfiguration.request_headers_to_add:type_name -> causeway.lean.envoy.config.core.v3.HeaderValueOption
-	30,  // 65: causeway.lean.envoy.config.route.v3.RouteConfiguration.validate_clusters:type_name -> causeway.lean.Unread
-	30,  // 66: causeway.lean.envoy.config.route.v3.RouteConfiguration.max_direct_response_body_size_bytes:type_name -> causeway.lean.Unread
-	30,  // 67: causeway.lean.envoy.config.route.v3.RouteConfiguration.cluster_specifier_plugins:type_name -> causeway.lean.Unread
-	18,  // 68: causeway.lean.envoy.config.route.v3.RouteConfiguration.request_mirror_policies:type_name -> causeway.lean.envoy.config.route.v3.RouteAction.RequestMirrorPolicy
-	25,  // 69: causeway.lean.envoy.config.route.v3.RouteConfiguration.typed_per_filter_config:type_name -> causeway.lean.envoy.config.route.v3.RouteConfiguration.TypedPerFilterConfigEntry
-	37,  // 70: causeway.lean.envoy.config.route.v3.RouteConfiguration.metadata:type_name -> causeway.lean.envoy.config.core.v3.Metadata
-	30,  // 71: causeway.lean.envoy.config.route.v3.RouteConfiguration.route_specifiers:type_name -> causeway.lean.Unread
-	31,  // 72: causeway.lean.envoy.config.route.v3.RouteMatch.safe_regex:type_name -> causeway.lean.envoy.type.matcher.v3.RegexMatcher
-	30,  // 73: causeway.lean.envoy.config.route.v3.RouteMatch.connect_matcher:type_name -> causeway.lean.Unread
-	40,  // 74: causeway.lean.envoy.config.route.v3.RouteMatch.path_match_policy:type_name -> causeway.lean.envoy.config.core.v3.TypedExtensionConfig
-	41,  // 75: causeway.lean.envoy.config.route.v3.RouteMatch.case_sensitive:type_name -> google.protobuf.BoolValue
-	42,  // 76: causeway.lean.envoy.config.route.v3.RouteMatch.runtime_fraction:type_name -> causeway.lean.envoy.config.core.v3.RuntimeFractionalPercent
+	25,  // 62: causeway.lean.envoy.config.route.v3.RouteConfiguration.vhds:type_name -> causeway.lean.Unread
+	25,  // 63: causeway.lean.envoy.config.route.v3.RouteConfiguration.response_headers_to_add:type_name -> causeway.lean.Unread
+	25,  // 64: causeway.lean.envoy.config.route.v3.RouteConfiguration.request_headers_to_add:type_name -> causeway.lean.Unread
+	25,  // 65: causeway.lean.envoy.config.route.v3.RouteConfiguration.validate_clusters:type_name -> causeway.lean.Unread
+	25,  // 66: causeway.lean.envoy.config.route.v3.RouteConfiguration.max_direct_response_body_size_bytes:type_name -> causeway.lean.Unread
+	25,  // 67: causeway.lean.envoy.config.route.v3.RouteConfiguration.cluster_specifier_plugins:type_name -> causeway.lean.Unread
+	25,  // 68: causeway.lean.envoy.config.route.v3.RouteConfiguration.request_mirror_policies:type_name -> causeway.lean.Unread
+	25,  // 69: causeway.lean.envoy.config.route.v3.RouteConfiguration.typed_per_filter_config:type_name -> causeway.lean.Unread
+	25,  // 70: causeway.lean.envoy.config.route.v3.RouteConfiguration.metadata:type_name -> causeway.lean.Unread
+	25,  // 71: causeway.lean.envoy.config.route.v3.RouteConfiguration.route_specifiers:type_name -> causeway.lean.Unread
+	32,  // 72: causeway.lean.envoy.config.route.v3.RouteMatch.safe_regex:type_name -> causeway.lean.envoy.type.matcher.v3.RegexMatcher
+	25,  // 73: causeway.lean.envoy.config.route.v3.RouteMatch.connect_matcher:type_name -> causeway.lean.Unread
+	25,  // 74: causeway.lean.envoy.config.route.v3.RouteMatch.path_match_policy:type_name -> causeway.lean.Unread
+	33,  // 75: causeway.lean.envoy.config.route.v3.RouteMatch.case_sensitive:type_name -> google.protobuf.BoolValue
+	25,  // 76: causeway.lean.envoy.config.route.v3.RouteMatch.runtime_fraction:type_name -> causeway.lean.Unread
 	6,   // 77: causeway.lean.envoy.config.route.v3.RouteMatch.headers:type_name -> causeway.lean.envoy.config.route.v3.HeaderMatcher
 	7,   // 78: causeway.lean.envoy.config.route.v3.RouteMatch.query_parameters:type_name -> causeway.lean.envoy.config.route.v3.QueryParameterMatcher
-	30,  // 79: causeway.lean.envoy.config.route.v3.RouteMatch.cookies:type_name -> causeway.lean.Unread
-	30,  // 80: causeway.lean.envoy.config.route.v3.RouteMatch.grpc:type_name -> causeway.lean.Unread
-	30,  // 81: causeway.lean.envoy.config.route.v3.RouteMatch.tls_context:type_name -> causeway.lean.Unread
-	30,  // 82: causeway.lean.envoy.config.route.v3.RouteMatch.dynamic_metadata:type_name -> causeway.lean.Unread
-	30,  // 83: causeway.lean.envoy.config.route.v3.RouteMatch.filter_state:type_name -> causeway.lean.Unread
+	25,  // 79: causeway.lean.envoy.config.route.v3.RouteMatch.cookies:type_name -> causeway.lean.Unread
+	25,  // 80: causeway.lean.envoy.config.route.v3.RouteMatch.grpc:type_name -> causeway.lean.Unread
+	25,  // 81: causeway.lean.envoy.config.route.v3.RouteMatch.tls_context:type_name -> causeway.lean.Unread
+	25,  // 82: causeway.lean.envoy.config.route.v3.RouteMatch.dynamic_metadata:type_name -> causeway.lean.Unread
+	25,  // 83: causeway.lean.envoy.config.route.v3.RouteMatch.filter_state:type_name -> causeway.lean.Unread
 	10,  // 84: causeway.lean.envoy.config.route.v3.VirtualHost.routes:type_name -> causeway.lean.envoy.config.route.v3.Route
-	30,  // 85: causeway.lean.envoy.config.route.v3.VirtualHost.matcher:type_name -> causeway.lean.Unread
+	25,  // 85: causeway.lean.envoy.config.route.v3.VirtualHost.matcher:type_name -> causeway.lean.Unread
 	4,   // 86: causeway.lean.envoy.config.route.v3.VirtualHost.require_tls:type_name -> causeway.lean.envoy.config.route.v3.VirtualHost.TlsRequirementType
-	30,  // 87: causeway.lean.envoy.config.route.v3.VirtualHost.virtual_clusters:type_name -> causeway.lean.Unread
-	30,  // 88: causeway.lean.envoy.config.route.v3.VirtualHost.rate_limits:type_name -> causeway.lean.Unread
-	38,  // 89: causeway.lean.envoy.config.route.v3.VirtualHost.request_headers_to_add:type_name -> causeway.lean.envoy.config.core.v3.HeaderValueOption
-	38,  // 90: causeway.lean.envoy.config.route.v3.VirtualHost.response_headers_to_add:type_name -> causeway.lean.envoy.config.core.v3.HeaderValueOption
-	30,  // 91: causeway.lean.envoy.config.route.v3.VirtualHost.cors:type_name -> causeway.lean.Unread
-	26,  // 92: causeway.lean.envoy.config.route.v3.VirtualHost.typed_per_filter_config:type_name -> causeway.lean.envoy.config.route.v3.VirtualHost.TypedPerFilterConfigEntry
+	25,  // 87: causeway.lean.envoy.config.route.v3.VirtualHost.virtual_clusters:type_name -> causeway.lean.Unread
+	25,  // 88: causeway.lean.envoy.config.route.v3.VirtualHost.rate_limits:type_name -> causeway.lean.Unread
+	29,  // 89: causeway.lean.envoy.config.route.v3.VirtualHost.request_headers_to_add:type_name -> causeway.lean.envoy.config.core.v3.HeaderValueOption
+	29,  // 90: causeway.lean.envoy.config.route.v3.VirtualHost.response_headers_to_add:type_name -> causeway.lean.envoy.config.core.v3.HeaderValueOption
+	25,  // 91: causeway.lean.envoy.config.route.v3.VirtualHost.cors:type_name -> causeway.lean.Unread
+	25,  // 92: causeway.lean.envoy.config.route.v3.VirtualHost.typed_per_filter_config:type_name -> causeway.lean.Unread
 	9,   // 93: causeway.lean.envoy.config.route.v3.VirtualHost.retry_policy:type_name -> causeway.lean.envoy.config.route.v3.RetryPolicy
-	30,  // 94: causeway.lean.envoy.config.route.v3.VirtualHost.retry_policy_typed_config:type_name -> causeway.lean.Unread
-	30,  // 95: causeway.lean.envoy.config.route.v3.VirtualHost.hedge_policy:type_name -> causeway.lean.Unread
-	30,  // 96: causeway.lean.envoy.config.route.v3.VirtualHost.per_request_buffer_limit_bytes:type_name -> causeway.lean.Unread
-	30,  // 97: causeway.lean.envoy.config.route.v3.VirtualHost.request_body_buffer_limit:type_name -> causeway.lean.Unread
-	18,  // 98: causeway.lean.envoy.config.route.v3.VirtualHost.request_mirror_policies:type_name -> causeway.lean.envoy.config.route.v3.RouteAction.RequestMirrorPolicy
-	37,  // 99: causeway.lean.envoy.config.route.v3.VirtualHost.metadata:type_name -> causeway.lean.envoy.config.core.v3.Metadata
-	30,  // 100: causeway.lean.envoy.config.route.v3.VirtualHost.route_specifiers:type_name -> causeway.lean.Unread
-	27,  // 101: causeway.lean.envoy.config.route.v3.WeightedCluster.clusters:type_name -> causeway.lean.envoy.config.route.v3.WeightedCluster.ClusterWeight
-	30,  // 102: causeway.lean.envoy.config.route.v3.WeightedCluster.total_weight:type_name -> causeway.lean.Unread
-	30,  // 103: causeway.lean.envoy.config.route.v3.WeightedCluster.use_hash_policy:type_name -> causeway.lean.Unread
-	36,  // 104: causeway.lean.envoy.config.route.v3.RetryPolicy.RetryBackOff.base_interval:type_name -> google.protobuf.Duration
-	36,  // 105: causeway.lean.envoy.config.route.v3.RetryPolicy.RetryBackOff.max_interval:type_name -> google.protobuf.Duration
-	43,  // 106: causeway.lean.envoy.config.route.v3.Route.TypedPerFilterConfigEntry.value:type_name -> google.protobuf.Any
-	42,  // 107: causeway.lean.envoy.config.route.v3.RouteAction.RequestMirrorPolicy.runtime_fraction:type_name -> causeway.lean.envoy.config.core.v3.RuntimeFractionalPercent
-	30,  // 108: causeway.lean.envoy.config.route.v3.RouteAction.RequestMirrorPolicy.trace_sampled:type_name -> causeway.lean.Unread
-	30,  // 109: causeway.lean.envoy.config.route.v3.RouteAction.RequestMirrorPolicy.request_headers_mutations:type_name -> causeway.lean.Unread
+	25,  // 94: causeway.lean.envoy.config.route.v3.VirtualHost.retry_policy_typed_config:type_name -> causeway.lean.Unread
+	25,  // 95: causeway.lean.envoy.config.route.v3.VirtualHost.hedge_policy:type_name -> causeway.lean.Unread
+	25,  // 96: causeway.lean.envoy.config.route.v3.VirtualHost.per_request_buffer_limit_bytes:type_name -> causeway.lean.Unread
+	25,  // 97: causeway.lean.envoy.config.route.v3.VirtualHost.request_body_buffer_limit:type_name -> causeway.lean.Unread
+	25,  // 98: causeway.lean.envoy.config.route.v3.VirtualHost.request_mirror_policies:type_name -> causeway.lean.Unread
+	25,  // 99: causeway.lean.envoy.config.route.v3.VirtualHost.metadata:type_name -> causeway.lean.Unread
+	25,  // 100: causeway.lean.envoy.config.route.v3.VirtualHost.route_specifiers:type_name -> causeway.lean.Unread
+	23,  // 101: causeway.lean.envoy.config.route.v3.WeightedCluster.clusters:type_name -> causeway.lean.envoy.config.route.v3.WeightedCluster.ClusterWeight
+	25,  // 102: causeway.lean.envoy.config.route.v3.WeightedCluster.total_weight:type_name -> causeway.lean.Unread
+	25,  // 103: causeway.lean.envoy.config.route.v3.WeightedCluster.use_hash_policy:type_name -> causeway.lean.Unread
+	28,  // 104: causeway.lean.envoy.config.route.v3.RetryPolicy.RetryBackOff.base_interval:type_name -> google.protobuf.Duration
+	28,  // 105: causeway.lean.envoy.config.route.v3.RetryPolicy.RetryBackOff.max_interval:type_name -> google.protobuf.Duration
+	34,  // 106: causeway.lean.envoy.config.route.v3.Route.TypedPerFilterConfigEntry.value:type_name -> google.protobuf.Any
+	35,  // 107: causeway.lean.envoy.config.route.v3.RouteAction.RequestMirrorPolicy.runtime_fraction:type_name -> causeway.lean.envoy.config.core.v3.RuntimeFractionalPercent
+	25,  // 108: causeway.lean.envoy.config.route.v3.RouteAction.RequestMirrorPolicy.trace_sampled:type_name -> causeway.lean.Unread
+	25,  // 109: causeway.lean.envoy.config.route.v3.RouteAction.RequestMirrorPolicy.request_headers_mutations:type_name -> causeway.lean.Unread
 	20,  // 110: causeway.lean.envoy.config.route.v3.RouteAction.HashPolicy.header:type_name -> causeway.lean.envoy.config.route.v3.RouteAction.HashPolicy.Header
 	21,  // 111: causeway.lean.envoy.config.route.v3.RouteAction.HashPolicy.cookie:type_name -> causeway.lean.envoy.config.route.v3.RouteAction.HashPolicy.Cookie
 	22,  // 112: causeway.lean.envoy.config.route.v3.RouteAction.HashPolicy.connection_properties:type_name -> causeway.lean.envoy.config.route.v3.RouteAction.HashPolicy.ConnectionProperties
-	23,  // 113: causeway.lean.envoy.config.route.v3.RouteAction.HashPolicy.query_parameter:type_name -> causeway.lean.envoy.config.route.v3.RouteAction.HashPolicy.QueryParameter
-	24,  // 114: causeway.lean.envoy.config.route.v3.RouteAction.HashPolicy.filter_state:type_name -> causeway.lean.envoy.config.route.v3.RouteAction.HashPolicy.FilterState
-	34,  // 115: causeway.lean.envoy.config.route.v3.RouteAction.HashPolicy.Header.regex_rewrite:type_name -> causeway.lean.envoy.type.matcher.v3.RegexMatchAndSubstitute
-	30,  // 116: causeway.lean.envoy.config.route.v3.RouteAction.HashPolicy.Cookie.ttl:type_name -> causeway.lean.Unread
-	30,  // 117: causeway.lean.envoy.config.route.v3.RouteAction.HashPolicy.Cookie.attributes:type_name -> causeway.lean.Unread
-	43,  // 118: causeway.lean.envoy.config.route.v3.RouteConfiguration.TypedPerFilterConfigEntry.value:type_name -> google.protobuf.Any
-	43,  // 119: causeway.lean.envoy.config.route.v3.VirtualHost.TypedPerFilterConfigEntry.value:type_name -> google.protobuf.Any
-	35,  // 120: causeway.lean.envoy.config.route.v3.WeightedCluster.ClusterWeight.weight:type_name -> google.protobuf.UInt32Value
-	30,  // 121: causeway.lean.envoy.config.route.v3.WeightedCluster.ClusterWeight.metadata_match:type_name -> causeway.lean.Unread
-	38,  // 122: causeway.lean.envoy.config.route.v3.WeightedCluster.ClusterWeight.request_headers_to_add:type_name -> causeway.lean.envoy.config.core.v3.HeaderValueOption
-	38,  // 123: causeway.lean.envoy.config.route.v3.WeightedCluster.ClusterWeight.response_headers_to_add:type_name -> causeway.lean.envoy.config.core.v3.HeaderValueOption
-	28,  // 124: causeway.lean.envoy.config.route.v3.WeightedCluster.ClusterWeight.typed_per_filter_config:type_name -> causeway.lean.envoy.config.route.v3.WeightedCluster.ClusterWeight.TypedPerFilterConfigEntry
-	43,  // 125: causeway.lean.envoy.config.route.v3.WeightedCluster.ClusterWeight.TypedPerFilterConfigEntry.value:type_name -> google.protobuf.Any
-	126, // [126:126] is the sub-list for method output_type
-	126, // [126:126] is the sub-list for method input_type
-	126, // [126:126] is the sub-list for extension type_name
-	126, // [126:126] is the sub-list for extension extendee
-	0,   // [0:126] is the sub-list for field type_name
+	25,  // 113: causeway.lean.envoy.config.route.v3.RouteAction.HashPolicy.query_parameter:type_name -> causeway.lean.Unread
+	25,  // 114: causeway.lean.envoy.config.route.v3.RouteAction.HashPolicy.filter_state:type_name -> causeway.lean.Unread
+	25,  // 115: causeway.lean.envoy.config.route.v3.RouteAction.HashPolicy.Header.regex_rewrite:type_name -> causeway.lean.Unread
+	25,  // 116: causeway.lean.envoy.config.route.v3.RouteAction.HashPolicy.Cookie.ttl:type_name -> causeway.lean.Unread
+	25,  // 117: causeway.lean.envoy.config.route.v3.RouteAction.HashPolicy.Cookie.attributes:type_name -> causeway.lean.Unread
+	27,  // 118: causeway.lean.envoy.config.route.v3.WeightedCluster.ClusterWeight.weight:type_name -> google.protobuf.UInt32Value
+	25,  // 119: causeway.lean.envoy.config.route.v3.WeightedCluster.ClusterWeight.metadata_match:type_name -> causeway.lean.Unread
+	29,  // 120: causeway.lean.envoy.config.route.v3.WeightedCluster.ClusterWeight.request_headers_to_add:type_name -> causeway.lean.envoy.config.core.v3.HeaderValueOption
+	29,  // 121: causeway.lean.envoy.config.route.v3.WeightedCluster.ClusterWeight.response_headers_to_add:type_name -> causeway.lean.envoy.config.core.v3.HeaderValueOption
+	25,  // 122: causeway.lean.envoy.config.route.v3.WeightedCluster.ClusterWeight.typed_per_filter_config:type_name -> causeway.lean.Unread
+	123, // [123:123] is the sub-list for method output_type
+	123, // [123:123] is the sub-list for method input_type
+	123, // [123:123] is the sub-list for extension type_name
+	123, // [123:123] is the sub-list for extension extendee
+	0,   // [0:123] is the sub-list for field type_name
 }
 
 func init() { file_proxy_leanxds_envoy_config_route_v3_lean_proto_init() }
@@ -3635,10 +3523,10 @@ func file_proxy_leanxds_envoy_config_route_v3_lean_proto_init() {
 		(*RouteAction_HashPolicy_Header_)(nil),
 		(*RouteAction_HashPolicy_Cookie_)(nil),
 		(*RouteAction_HashPolicy_ConnectionProperties_)(nil),
-		(*RouteAction_HashPolicy_QueryParameter_)(nil),
-		(*RouteAction_HashPolicy_FilterState_)(nil),
+		(*RouteAction_HashPolicy_QueryParameter)(nil),
+		(*RouteAction_HashPolicy_FilterState)(nil),
 	}
-	file_proxy_leanxds_envoy_config_route_v3_lean_proto_msgTypes[22].OneofWrappers = []any{
+	file_proxy_leanxds_envoy_config_route_v3_lean_proto_msgTypes[18].OneofWrappers = []any{
 		(*WeightedCluster_ClusterWeight_HostRewriteLiteral)(nil),
 	}
 	type x struct{}
@@ -3647,7 +3535,7 @@ func file_proxy_leanxds_envoy_config_route_v3_lean_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proxy_leanxds_envoy_config_route_v3_lean_proto_rawDesc), len(file_proxy_leanxds_envoy_config_route_v3_lean_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   24,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

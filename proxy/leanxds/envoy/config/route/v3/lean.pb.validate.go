@@ -376,18 +376,7 @@ func (m *HeaderMatcher) validate(all bool) error {
 			}
 			errors = append(errors, err)
 		}
-
-		if utf8.RuneCountInString(m.GetPrefixMatch()) < 1 {
-			err := HeaderMatcherValidationError{
-				field:  "PrefixMatch",
-				reason: "value length must be at least 1 runes",
-			}
-			if !all {
-				return err
-			}
-			errors = append(errors, err)
-		}
-
+		// no validation rules for PrefixMatch
 	case *HeaderMatcher_SuffixMatch:
 		if v == nil {
 			err := HeaderMatcherValidationError{
@@ -399,18 +388,7 @@ func (m *HeaderMatcher) validate(all bool) error {
 			}
 			errors = append(errors, err)
 		}
-
-		if utf8.RuneCountInString(m.GetSuffixMatch()) < 1 {
-			err := HeaderMatcherValidationError{
-				field:  "SuffixMatch",
-				reason: "value length must be at least 1 runes",
-			}
-			if !all {
-				return err
-			}
-			errors = append(errors, err)
-		}
-
+		// no validation rules for SuffixMatch
 	case *HeaderMatcher_ContainsMatch:
 		if v == nil {
 			err := HeaderMatcherValidationError{
@@ -422,18 +400,7 @@ func (m *HeaderMatcher) validate(all bool) error {
 			}
 			errors = append(errors, err)
 		}
-
-		if utf8.RuneCountInString(m.GetContainsMatch()) < 1 {
-			err := HeaderMatcherValidationError{
-				field:  "ContainsMatch",
-				reason: "value length must be at least 1 runes",
-			}
-			if !all {
-				return err
-			}
-			errors = append(errors, err)
-		}
-
+		// no validation rules for ContainsMatch
 	case *HeaderMatcher_StringMatch:
 		if v == nil {
 			err := HeaderMatcherValidationError{
@@ -2506,16 +2473,7 @@ func (m *RouteAction) validate(all bool) error {
 
 	}
 
-	if _, ok := corev3.RoutingPriority_name[int32(m.GetPriority())]; !ok {
-		err := RouteActionValidationError{
-			field:  "Priority",
-			reason: "value must be one of the defined enum values",
-		}
-		if !all {
-			return err
-		}
-		errors = append(errors, err)
-	}
+	// no validation rules for Priority
 
 	for idx, item := range m.GetRateLimits() {
 		_, _ = idx, item
@@ -2891,29 +2849,7 @@ func (m *RouteAction) validate(all bool) error {
 			errors = append(errors, err)
 		}
 		oneofClusterSpecifierPresent = true
-
-		if utf8.RuneCountInString(m.GetClusterHeader()) < 1 {
-			err := RouteActionValidationError{
-				field:  "ClusterHeader",
-				reason: "value length must be at least 1 runes",
-			}
-			if !all {
-				return err
-			}
-			errors = append(errors, err)
-		}
-
-		if !_RouteAction_ClusterHeader_Pattern.MatchString(m.GetClusterHeader()) {
-			err := RouteActionValidationError{
-				field:  "ClusterHeader",
-				reason: "value does not match regex pattern \"^[^\\x00\\n\\r]*$\"",
-			}
-			if !all {
-				return err
-			}
-			errors = append(errors, err)
-		}
-
+		// no validation rules for ClusterHeader
 	case *RouteAction_WeightedClusters:
 		if v == nil {
 			err := RouteActionValidationError{
@@ -3235,8 +3171,6 @@ var _ interface {
 	ErrorName() string
 } = RouteActionValidationError{}
 
-var _RouteAction_ClusterHeader_Pattern = regexp.MustCompile("^[^\x00\n\r]*$")
-
 var _RouteAction_PrefixRewrite_Pattern = regexp.MustCompile("^[^\x00\n\r]*$")
 
 var _RouteAction_HostRewriteLiteral_Pattern = regexp.MustCompile("^[^\x00\n\r]*$")
@@ -3328,17 +3262,6 @@ func (m *RouteConfiguration) validate(all bool) error {
 		}
 	}
 
-	if len(m.GetResponseHeadersToAdd()) > 1000 {
-		err := RouteConfigurationValidationError{
-			field:  "ResponseHeadersToAdd",
-			reason: "value must contain no more than 1000 item(s)",
-		}
-		if !all {
-			return err
-		}
-		errors = append(errors, err)
-	}
-
 	for idx, item := range m.GetResponseHeadersToAdd() {
 		_, _ = idx, item
 
@@ -3373,33 +3296,6 @@ func (m *RouteConfiguration) validate(all bool) error {
 
 	}
 
-	for idx, item := range m.GetResponseHeadersToRemove() {
-		_, _ = idx, item
-
-		if !_RouteConfiguration_ResponseHeadersToRemove_Pattern.MatchString(item) {
-			err := RouteConfigurationValidationError{
-				field:  fmt.Sprintf("ResponseHeadersToRemove[%v]", idx),
-				reason: "value does not match regex pattern \"^[^\\x00\\n\\r]*$\"",
-			}
-			if !all {
-				return err
-			}
-			errors = append(errors, err)
-		}
-
-	}
-
-	if len(m.GetRequestHeadersToAdd()) > 1000 {
-		err := RouteConfigurationValidationError{
-			field:  "RequestHeadersToAdd",
-			reason: "value must contain no more than 1000 item(s)",
-		}
-		if !all {
-			return err
-		}
-		errors = append(errors, err)
-	}
-
 	for idx, item := range m.GetRequestHeadersToAdd() {
 		_, _ = idx, item
 
@@ -3430,22 +3326,6 @@ func (m *RouteConfiguration) validate(all bool) error {
 					cause:  err,
 				}
 			}
-		}
-
-	}
-
-	for idx, item := range m.GetRequestHeadersToRemove() {
-		_, _ = idx, item
-
-		if !_RouteConfiguration_RequestHeadersToRemove_Pattern.MatchString(item) {
-			err := RouteConfigurationValidationError{
-				field:  fmt.Sprintf("RequestHeadersToRemove[%v]", idx),
-				reason: "value does not match regex pattern \"^[^\\x00\\n\\r]*$\"",
-			}
-			if !all {
-				return err
-			}
-			errors = append(errors, err)
 		}
 
 	}
@@ -3584,50 +3464,38 @@ func (m *RouteConfiguration) validate(all bool) error {
 
 	// no validation rules for IgnorePathParametersInPathMatching
 
-	{
-		sorted_keys := make([]string, len(m.GetTypedPerFilterConfig()))
-		i := 0
-		for key := range m.GetTypedPerFilterConfig() {
-			sorted_keys[i] = key
-			i++
-		}
-		sort.Slice(sorted_keys, func(i, j int) bool { return sorted_keys[i] < sorted_keys[j] })
-		for _, key := range sorted_keys {
-			val := m.GetTypedPerFilterConfig()[key]
-			_ = val
+	for idx, item := range m.GetTypedPerFilterConfig() {
+		_, _ = idx, item
 
-			// no validation rules for TypedPerFilterConfig[key]
-
-			if all {
-				switch v := interface{}(val).(type) {
-				case interface{ ValidateAll() error }:
-					if err := v.ValidateAll(); err != nil {
-						errors = append(errors, RouteConfigurationValidationError{
-							field:  fmt.Sprintf("TypedPerFilterConfig[%v]", key),
-							reason: "embedded message failed validation",
-							cause:  err,
-						})
-					}
-				case interface{ Validate() error }:
-					if err := v.Validate(); err != nil {
-						errors = append(errors, RouteConfigurationValidationError{
-							field:  fmt.Sprintf("TypedPerFilterConfig[%v]", key),
-							reason: "embedded message failed validation",
-							cause:  err,
-						})
-					}
-				}
-			} else if v, ok := interface{}(val).(interface{ Validate() error }); ok {
-				if err := v.Validate(); err != nil {
-					return RouteConfigurationValidationError{
-						field:  fmt.Sprintf("TypedPerFilterConfig[%v]", key),
+		if all {
+			switch v := interface{}(item).(type) {
+			case interface{ ValidateAll() error }:
+				if err := v.ValidateAll(); err != nil {
+					errors = append(errors, RouteConfigurationValidationError{
+						field:  fmt.Sprintf("TypedPerFilterConfig[%v]", idx),
 						reason: "embedded message failed validation",
 						cause:  err,
-					}
+					})
+				}
+			case interface{ Validate() error }:
+				if err := v.Validate(); err != nil {
+					errors = append(errors, RouteConfigurationValidationError{
+						field:  fmt.Sprintf("TypedPerFilterConfig[%v]", idx),
+						reason: "embedded message failed validation",
+						cause:  err,
+					})
 				}
 			}
-
+		} else if v, ok := interface{}(item).(interface{ Validate() error }); ok {
+			if err := v.Validate(); err != nil {
+				return RouteConfigurationValidationError{
+					field:  fmt.Sprintf("TypedPerFilterConfig[%v]", idx),
+					reason: "embedded message failed validation",
+					cause:  err,
+				}
+			}
 		}
+
 	}
 
 	if all {
@@ -3772,10 +3640,6 @@ var _ interface {
 	Cause() error
 	ErrorName() string
 } = RouteConfigurationValidationError{}
-
-var _RouteConfiguration_ResponseHeadersToRemove_Pattern = regexp.MustCompile("^[^\x00\n\r]*$")
-
-var _RouteConfiguration_RequestHeadersToRemove_Pattern = regexp.MustCompile("^[^\x00\n\r]*$")
 
 // Validate checks the field values on RouteMatch with the rules defined in the
 // proto definition for this message. If any rules are violated, the first
@@ -4733,50 +4597,38 @@ func (m *VirtualHost) validate(all bool) error {
 		}
 	}
 
-	{
-		sorted_keys := make([]string, len(m.GetTypedPerFilterConfig()))
-		i := 0
-		for key := range m.GetTypedPerFilterConfig() {
-			sorted_keys[i] = key
-			i++
-		}
-		sort.Slice(sorted_keys, func(i, j int) bool { return sorted_keys[i] < sorted_keys[j] })
-		for _, key := range sorted_keys {
-			val := m.GetTypedPerFilterConfig()[key]
-			_ = val
+	for idx, item := range m.GetTypedPerFilterConfig() {
+		_, _ = idx, item
 
-			// no validation rules for TypedPerFilterConfig[key]
-
-			if all {
-				switch v := interface{}(val).(type) {
-				case interface{ ValidateAll() error }:
-					if err := v.ValidateAll(); err != nil {
-						errors = append(errors, VirtualHostValidationError{
-							field:  fmt.Sprintf("TypedPerFilterConfig[%v]", key),
-							reason: "embedded message failed validation",
-							cause:  err,
-						})
-					}
-				case interface{ Validate() error }:
-					if err := v.Validate(); err != nil {
-						errors = append(errors, VirtualHostValidationError{
-							field:  fmt.Sprintf("TypedPerFilterConfig[%v]", key),
-							reason: "embedded message failed validation",
-							cause:  err,
-						})
-					}
-				}
-			} else if v, ok := interface{}(val).(interface{ Validate() error }); ok {
-				if err := v.Validate(); err != nil {
-					return VirtualHostValidationError{
-						field:  fmt.Sprintf("TypedPerFilterConfig[%v]", key),
+		if all {
+			switch v := interface{}(item).(type) {
+			case interface{ ValidateAll() error }:
+				if err := v.ValidateAll(); err != nil {
+					errors = append(errors, VirtualHostValidationError{
+						field:  fmt.Sprintf("TypedPerFilterConfig[%v]", idx),
 						reason: "embedded message failed validation",
 						cause:  err,
-					}
+					})
+				}
+			case interface{ Validate() error }:
+				if err := v.Validate(); err != nil {
+					errors = append(errors, VirtualHostValidationError{
+						field:  fmt.Sprintf("TypedPerFilterConfig[%v]", idx),
+						reason: "embedded message failed validation",
+						cause:  err,
+					})
 				}
 			}
-
+		} else if v, ok := interface{}(item).(interface{ Validate() error }); ok {
+			if err := v.Validate(); err != nil {
+				return VirtualHostValidationError{
+					field:  fmt.Sprintf("TypedPerFilterConfig[%v]", idx),
+					reason: "embedded message failed validation",
+					cause:  err,
+				}
+			}
 		}
+
 	}
 
 	// no validation rules for IncludeRequestAttemptCount
@@ -5220,18 +5072,7 @@ func (m *WeightedCluster) validate(all bool) error {
 			}
 			errors = append(errors, err)
 		}
-
-		if !_WeightedCluster_HeaderName_Pattern.MatchString(m.GetHeaderName()) {
-			err := WeightedClusterValidationError{
-				field:  "HeaderName",
-				reason: "value does not match regex pattern \"^[^\\x00\\n\\r]*$\"",
-			}
-			if !all {
-				return err
-			}
-			errors = append(errors, err)
-		}
-
+		// no validation rules for HeaderName
 	case *WeightedCluster_UseHashPolicy:
 		if v == nil {
 			err := WeightedClusterValidationError{
@@ -5354,8 +5195,6 @@ var _ interface {
 	Cause() error
 	ErrorName() string
 } = WeightedClusterValidationError{}
-
-var _WeightedCluster_HeaderName_Pattern = regexp.MustCompile("^[^\x00\n\r]*$")
 
 // Validate checks the field values on RetryPolicy_RetryBackOff with the rules
 // defined in the proto definition for this message. If any rules are
@@ -5650,16 +5489,7 @@ func (m *RouteAction_RequestMirrorPolicy) validate(all bool) error {
 
 	}
 
-	if !_RouteAction_RequestMirrorPolicy_HostRewriteLiteral_Pattern.MatchString(m.GetHostRewriteLiteral()) {
-		err := RouteAction_RequestMirrorPolicyValidationError{
-			field:  "HostRewriteLiteral",
-			reason: "value does not match regex pattern \"^[^\\x00\\n\\r]*$\"",
-		}
-		if !all {
-			return err
-		}
-		errors = append(errors, err)
-	}
+	// no validation rules for HostRewriteLiteral
 
 	if len(errors) > 0 {
 		return RouteAction_RequestMirrorPolicyMultiError(errors)
@@ -5741,8 +5571,6 @@ var _ interface {
 	Cause() error
 	ErrorName() string
 } = RouteAction_RequestMirrorPolicyValidationError{}
-
-var _RouteAction_RequestMirrorPolicy_HostRewriteLiteral_Pattern = regexp.MustCompile("^[^\x00\n\r]*$")
 
 // Validate checks the field values on RouteAction_HashPolicy with the rules
 // defined in the proto definition for this message. If any rules are
@@ -5896,7 +5724,7 @@ func (m *RouteAction_HashPolicy) validate(all bool) error {
 			}
 		}
 
-	case *RouteAction_HashPolicy_QueryParameter_:
+	case *RouteAction_HashPolicy_QueryParameter:
 		if v == nil {
 			err := RouteAction_HashPolicyValidationError{
 				field:  "PolicySpecifier",
@@ -5938,7 +5766,7 @@ func (m *RouteAction_HashPolicy) validate(all bool) error {
 			}
 		}
 
-	case *RouteAction_HashPolicy_FilterState_:
+	case *RouteAction_HashPolicy_FilterState:
 		if v == nil {
 			err := RouteAction_HashPolicyValidationError{
 				field:  "PolicySpecifier",
@@ -6517,238 +6345,6 @@ var _ interface {
 	ErrorName() string
 } = RouteAction_HashPolicy_ConnectionPropertiesValidationError{}
 
-// Validate checks the field values on RouteAction_HashPolicy_QueryParameter
-// with the rules defined in the proto definition for this message. If any
-// rules are violated, the first error encountered is returned, or nil if
-// there are no violations.
-func (m *RouteAction_HashPolicy_QueryParameter) Validate() error {
-	return m.validate(false)
-}
-
-// ValidateAll checks the field values on RouteAction_HashPolicy_QueryParameter
-// with the rules defined in the proto definition for this message. If any
-// rules are violated, the result is a list of violation errors wrapped in
-// RouteAction_HashPolicy_QueryParameterMultiError, or nil if none found.
-func (m *RouteAction_HashPolicy_QueryParameter) ValidateAll() error {
-	return m.validate(true)
-}
-
-func (m *RouteAction_HashPolicy_QueryParameter) validate(all bool) error {
-	if m == nil {
-		return nil
-	}
-
-	var errors []error
-
-	if utf8.RuneCountInString(m.GetName()) < 1 {
-		err := RouteAction_HashPolicy_QueryParameterValidationError{
-			field:  "Name",
-			reason: "value length must be at least 1 runes",
-		}
-		if !all {
-			return err
-		}
-		errors = append(errors, err)
-	}
-
-	if len(errors) > 0 {
-		return RouteAction_HashPolicy_QueryParameterMultiError(errors)
-	}
-
-	return nil
-}
-
-// RouteAction_HashPolicy_QueryParameterMultiError is an error wrapping
-// multiple validation errors returned by
-// RouteAction_HashPolicy_QueryParameter.ValidateAll() if the designated
-// constraints aren't met.
-type RouteAction_HashPolicy_QueryParameterMultiError []error
-
-// Error returns a concatenation of all the error messages it wraps.
-func (m RouteAction_HashPolicy_QueryParameterMultiError) Error() string {
-	msgs := make([]string, 0, len(m))
-	for _, err := range m {
-		msgs = append(msgs, err.Error())
-	}
-	return strings.Join(msgs, "; ")
-}
-
-// AllErrors returns a list of validation violation errors.
-func (m RouteAction_HashPolicy_QueryParameterMultiError) AllErrors() []error { return m }
-
-// RouteAction_HashPolicy_QueryParameterValidationError is the validation error
-// returned by RouteAction_HashPolicy_QueryParameter.Validate if the
-// designated constraints aren't met.
-type RouteAction_HashPolicy_QueryParameterValidationError struct {
-	field  string
-	reason string
-	cause  error
-	key    bool
-}
-
-// Field function returns field value.
-func (e RouteAction_HashPolicy_QueryParameterValidationError) Field() string { return e.field }
-
-// Reason function returns reason value.
-func (e RouteAction_HashPolicy_QueryParameterValidationError) Reason() string { return e.reason }
-
-// Cause function returns cause value.
-func (e RouteAction_HashPolicy_QueryParameterValidationError) Cause() error { return e.cause }
-
-// Key function returns key value.
-func (e RouteAction_HashPolicy_QueryParameterValidationError) Key() bool { return e.key }
-
-// ErrorName returns error name.
-func (e RouteAction_HashPolicy_QueryParameterValidationError) ErrorName() string {
-	return "RouteAction_HashPolicy_QueryParameterValidationError"
-}
-
-// Error satisfies the builtin error interface
-func (e RouteAction_HashPolicy_QueryParameterValidationError) Error() string {
-	cause := ""
-	if e.cause != nil {
-		cause = fmt.Sprintf(" | caused by: %v", e.cause)
-	}
-
-	key := ""
-	if e.key {
-		key = "key for "
-	}
-
-	return fmt.Sprintf(
-		"invalid %sRouteAction_HashPolicy_QueryParameter.%s: %s%s",
-		key,
-		e.field,
-		e.reason,
-		cause)
-}
-
-var _ error = RouteAction_HashPolicy_QueryParameterValidationError{}
-
-var _ interface {
-	Field() string
-	Reason() string
-	Key() bool
-	Cause() error
-	ErrorName() string
-} = RouteAction_HashPolicy_QueryParameterValidationError{}
-
-// Validate checks the field values on RouteAction_HashPolicy_FilterState with
-// the rules defined in the proto definition for this message. If any rules
-// are violated, the first error encountered is returned, or nil if there are
-// no violations.
-func (m *RouteAction_HashPolicy_FilterState) Validate() error {
-	return m.validate(false)
-}
-
-// ValidateAll checks the field values on RouteAction_HashPolicy_FilterState
-// with the rules defined in the proto definition for this message. If any
-// rules are violated, the result is a list of violation errors wrapped in
-// RouteAction_HashPolicy_FilterStateMultiError, or nil if none found.
-func (m *RouteAction_HashPolicy_FilterState) ValidateAll() error {
-	return m.validate(true)
-}
-
-func (m *RouteAction_HashPolicy_FilterState) validate(all bool) error {
-	if m == nil {
-		return nil
-	}
-
-	var errors []error
-
-	if utf8.RuneCountInString(m.GetKey()) < 1 {
-		err := RouteAction_HashPolicy_FilterStateValidationError{
-			field:  "Key",
-			reason: "value length must be at least 1 runes",
-		}
-		if !all {
-			return err
-		}
-		errors = append(errors, err)
-	}
-
-	if len(errors) > 0 {
-		return RouteAction_HashPolicy_FilterStateMultiError(errors)
-	}
-
-	return nil
-}
-
-// RouteAction_HashPolicy_FilterStateMultiError is an error wrapping multiple
-// validation errors returned by
-// RouteAction_HashPolicy_FilterState.ValidateAll() if the designated
-// constraints aren't met.
-type RouteAction_HashPolicy_FilterStateMultiError []error
-
-// Error returns a concatenation of all the error messages it wraps.
-func (m RouteAction_HashPolicy_FilterStateMultiError) Error() string {
-	msgs := make([]string, 0, len(m))
-	for _, err := range m {
-		msgs = append(msgs, err.Error())
-	}
-	return strings.Join(msgs, "; ")
-}
-
-// AllErrors returns a list of validation violation errors.
-func (m RouteAction_HashPolicy_FilterStateMultiError) AllErrors() []error { return m }
-
-// RouteAction_HashPolicy_FilterStateValidationError is the validation error
-// returned by RouteAction_HashPolicy_FilterState.Validate if the designated
-// constraints aren't met.
-type RouteAction_HashPolicy_FilterStateValidationError struct {
-	field  string
-	reason string
-	cause  error
-	key    bool
-}
-
-// Field function returns field value.
-func (e RouteAction_HashPolicy_FilterStateValidationError) Field() string { return e.field }
-
-// Reason function returns reason value.
-func (e RouteAction_HashPolicy_FilterStateValidationError) Reason() string { return e.reason }
-
-// Cause function returns cause value.
-func (e RouteAction_HashPolicy_FilterStateValidationError) Cause() error { return e.cause }
-
-// Key function returns key value.
-func (e RouteAction_HashPolicy_FilterStateValidationError) Key() bool { return e.key }
-
-// ErrorName returns error name.
-func (e RouteAction_HashPolicy_FilterStateValidationError) ErrorName() string {
-	return "RouteAction_HashPolicy_FilterStateValidationError"
-}
-
-// Error satisfies the builtin error interface
-func (e RouteAction_HashPolicy_FilterStateValidationError) Error() string {
-	cause := ""
-	if e.cause != nil {
-		cause = fmt.Sprintf(" | caused by: %v", e.cause)
-	}
-
-	key := ""
-	if e.key {
-		key = "key for "
-	}
-
-	return fmt.Sprintf(
-		"invalid %sRouteAction_HashPolicy_FilterState.%s: %s%s",
-		key,
-		e.field,
-		e.reason,
-		cause)
-}
-
-var _ error = RouteAction_HashPolicy_FilterStateValidationError{}
-
-var _ interface {
-	Field() string
-	Reason() string
-	Key() bool
-	Cause() error
-	ErrorName() string
-} = RouteAction_HashPolicy_FilterStateValidationError{}
-
 // Validate checks the field values on WeightedCluster_ClusterWeight with the
 // rules defined in the proto definition for this message. If any rules are
 // violated, the first error encountered is returned, or nil if there are no violations.
@@ -6955,50 +6551,38 @@ func (m *WeightedCluster_ClusterWeight) validate(all bool) error {
 
 	}
 
-	{
-		sorted_keys := make([]string, len(m.GetTypedPerFilterConfig()))
-		i := 0
-		for key := range m.GetTypedPerFilterConfig() {
-			sorted_keys[i] = key
-			i++
-		}
-		sort.Slice(sorted_keys, func(i, j int) bool { return sorted_keys[i] < sorted_keys[j] })
-		for _, key := range sorted_keys {
-			val := m.GetTypedPerFilterConfig()[key]
-			_ = val
+	for idx, item := range m.GetTypedPerFilterConfig() {
+		_, _ = idx, item
 
-			// no validation rules for TypedPerFilterConfig[key]
-
-			if all {
-				switch v := interface{}(val).(type) {
-				case interface{ ValidateAll() error }:
-					if err := v.ValidateAll(); err != nil {
-						errors = append(errors, WeightedCluster_ClusterWeightValidationError{
-							field:  fmt.Sprintf("TypedPerFilterConfig[%v]", key),
-							reason: "embedded message failed validation",
-							cause:  err,
-						})
-					}
-				case interface{ Validate() error }:
-					if err := v.Validate(); err != nil {
-						errors = append(errors, WeightedCluster_ClusterWeightValidationError{
-							field:  fmt.Sprintf("TypedPerFilterConfig[%v]", key),
-							reason: "embedded message failed validation",
-							cause:  err,
-						})
-					}
-				}
-			} else if v, ok := interface{}(val).(interface{ Validate() error }); ok {
-				if err := v.Validate(); err != nil {
-					return WeightedCluster_ClusterWeightValidationError{
-						field:  fmt.Sprintf("TypedPerFilterConfig[%v]", key),
+		if all {
+			switch v := interface{}(item).(type) {
+			case interface{ ValidateAll() error }:
+				if err := v.ValidateAll(); err != nil {
+					errors = append(errors, WeightedCluster_ClusterWeightValidationError{
+						field:  fmt.Sprintf("TypedPerFilterConfig[%v]", idx),
 						reason: "embedded message failed validation",
 						cause:  err,
-					}
+					})
+				}
+			case interface{ Validate() error }:
+				if err := v.Validate(); err != nil {
+					errors = append(errors, WeightedCluster_ClusterWeightValidationError{
+						field:  fmt.Sprintf("TypedPerFilterConfig[%v]", idx),
+						reason: "embedded message failed validation",
+						cause:  err,
+					})
 				}
 			}
-
+		} else if v, ok := interface{}(item).(interface{ Validate() error }); ok {
+			if err := v.Validate(); err != nil {
+				return WeightedCluster_ClusterWeightValidationError{
+					field:  fmt.Sprintf("TypedPerFilterConfig[%v]", idx),
+					reason: "embedded message failed validation",
+					cause:  err,
+				}
+			}
 		}
+
 	}
 
 	switch v := m.HostRewriteSpecifier.(type) {
@@ -7013,18 +6597,7 @@ func (m *WeightedCluster_ClusterWeight) validate(all bool) error {
 			}
 			errors = append(errors, err)
 		}
-
-		if !_WeightedCluster_ClusterWeight_HostRewriteLiteral_Pattern.MatchString(m.GetHostRewriteLiteral()) {
-			err := WeightedCluster_ClusterWeightValidationError{
-				field:  "HostRewriteLiteral",
-				reason: "value does not match regex pattern \"^[^\\x00\\n\\r]*$\"",
-			}
-			if !all {
-				return err
-			}
-			errors = append(errors, err)
-		}
-
+		// no validation rules for HostRewriteLiteral
 	default:
 		_ = v // ensures v is used
 	}
@@ -7113,5 +6686,3 @@ var _ interface {
 var _WeightedCluster_ClusterWeight_RequestHeadersToRemove_Pattern = regexp.MustCompile("^[^\x00\n\r]*$")
 
 var _WeightedCluster_ClusterWeight_ResponseHeadersToRemove_Pattern = regexp.MustCompile("^[^\x00\n\r]*$")
-
-var _WeightedCluster_ClusterWeight_HostRewriteLiteral_Pattern = regexp.MustCompile("^[^\x00\n\r]*$")

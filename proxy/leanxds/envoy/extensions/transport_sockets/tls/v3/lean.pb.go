@@ -458,7 +458,7 @@ func (x *CommonTlsContext) GetValidationContextType() isCommonTlsContext_Validat
 	return nil
 }
 
-func (x *CommonTlsContext) GetValidationContext() *CertificateValidationContext {
+func (x *CommonTlsContext) GetValidationContext() *leanxds.Unread {
 	if x != nil {
 		if x, ok := x.ValidationContextType.(*CommonTlsContext_ValidationContext); ok {
 			return x.ValidationContext
@@ -531,7 +531,7 @@ type isCommonTlsContext_ValidationContextType interface {
 }
 
 type CommonTlsContext_ValidationContext struct {
-	ValidationContext *CertificateValidationContext `protobuf:"bytes,3,opt,name=validation_context,json=validationContext,proto3,oneof"`
+	ValidationContext *leanxds.Unread `protobuf:"bytes,3,opt,name=validation_context,json=validationContext,proto3,oneof"`
 }
 
 type CommonTlsContext_ValidationContextSdsSecretConfig struct {
@@ -900,7 +900,7 @@ func (x *Secret) GetTlsCertificate() *TlsCertificate {
 	return nil
 }
 
-func (x *Secret) GetSessionTicketKeys() *TlsSessionTicketKeys {
+func (x *Secret) GetSessionTicketKeys() *leanxds.Unread {
 	if x != nil {
 		if x, ok := x.Type.(*Secret_SessionTicketKeys); ok {
 			return x.SessionTicketKeys
@@ -936,7 +936,7 @@ type Secret_TlsCertificate struct {
 }
 
 type Secret_SessionTicketKeys struct {
-	SessionTicketKeys *TlsSessionTicketKeys `protobuf:"bytes,3,opt,name=session_ticket_keys,json=sessionTicketKeys,proto3,oneof"`
+	SessionTicketKeys *leanxds.Unread `protobuf:"bytes,3,opt,name=session_ticket_keys,json=sessionTicketKeys,proto3,oneof"`
 }
 
 type Secret_ValidationContext struct {
@@ -1123,50 +1123,6 @@ func (x *TlsCertificate) GetTlsParams() *leanxds.Unread {
 	return nil
 }
 
-type TlsSessionTicketKeys struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Keys          []*leanxds.Unread      `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *TlsSessionTicketKeys) Reset() {
-	*x = TlsSessionTicketKeys{}
-	mi := &file_proxy_leanxds_envoy_extensions_transport_sockets_tls_v3_lean_proto_msgTypes[8]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *TlsSessionTicketKeys) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*TlsSessionTicketKeys) ProtoMessage() {}
-
-func (x *TlsSessionTicketKeys) ProtoReflect() protoreflect.Message {
-	mi := &file_proxy_leanxds_envoy_extensions_transport_sockets_tls_v3_lean_proto_msgTypes[8]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use TlsSessionTicketKeys.ProtoReflect.Descriptor instead.
-func (*TlsSessionTicketKeys) Descriptor() ([]byte, []int) {
-	return file_proxy_leanxds_envoy_extensions_transport_sockets_tls_v3_lean_proto_rawDescGZIP(), []int{8}
-}
-
-func (x *TlsSessionTicketKeys) GetKeys() []*leanxds.Unread {
-	if x != nil {
-		return x.Keys
-	}
-	return nil
-}
-
 type UpstreamTlsContext struct {
 	state                protoimpl.MessageState `protogen:"open.v1"`
 	CommonTlsContext     *CommonTlsContext      `protobuf:"bytes,1,opt,name=common_tls_context,json=commonTlsContext,proto3" json:"common_tls_context,omitempty"`
@@ -1183,7 +1139,7 @@ type UpstreamTlsContext struct {
 
 func (x *UpstreamTlsContext) Reset() {
 	*x = UpstreamTlsContext{}
-	mi := &file_proxy_leanxds_envoy_extensions_transport_sockets_tls_v3_lean_proto_msgTypes[9]
+	mi := &file_proxy_leanxds_envoy_extensions_transport_sockets_tls_v3_lean_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1195,7 +1151,7 @@ func (x *UpstreamTlsContext) String() string {
 func (*UpstreamTlsContext) ProtoMessage() {}
 
 func (x *UpstreamTlsContext) ProtoReflect() protoreflect.Message {
-	mi := &file_proxy_leanxds_envoy_extensions_transport_sockets_tls_v3_lean_proto_msgTypes[9]
+	mi := &file_proxy_leanxds_envoy_extensions_transport_sockets_tls_v3_lean_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1208,7 +1164,7 @@ func (x *UpstreamTlsContext) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpstreamTlsContext.ProtoReflect.Descriptor instead.
 func (*UpstreamTlsContext) Descriptor() ([]byte, []int) {
-	return file_proxy_leanxds_envoy_extensions_transport_sockets_tls_v3_lean_proto_rawDescGZIP(), []int{9}
+	return file_proxy_leanxds_envoy_extensions_transport_sockets_tls_v3_lean_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *UpstreamTlsContext) GetCommonTlsContext() *CommonTlsContext {
@@ -1275,7 +1231,7 @@ type CommonTlsContext_CombinedCertificateValidationContext struct {
 
 func (x *CommonTlsContext_CombinedCertificateValidationContext) Reset() {
 	*x = CommonTlsContext_CombinedCertificateValidationContext{}
-	mi := &file_proxy_leanxds_envoy_extensions_transport_sockets_tls_v3_lean_proto_msgTypes[10]
+	mi := &file_proxy_leanxds_envoy_extensions_transport_sockets_tls_v3_lean_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1287,7 +1243,7 @@ func (x *CommonTlsContext_CombinedCertificateValidationContext) String() string 
 func (*CommonTlsContext_CombinedCertificateValidationContext) ProtoMessage() {}
 
 func (x *CommonTlsContext_CombinedCertificateValidationContext) ProtoReflect() protoreflect.Message {
-	mi := &file_proxy_leanxds_envoy_extensions_transport_sockets_tls_v3_lean_proto_msgTypes[10]
+	mi := &file_proxy_leanxds_envoy_extensions_transport_sockets_tls_v3_lean_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1344,7 +1300,7 @@ type SPIFFECertValidatorConfig_TrustDomain struct {
 
 func (x *SPIFFECertValidatorConfig_TrustDomain) Reset() {
 	*x = SPIFFECertValidatorConfig_TrustDomain{}
-	mi := &file_proxy_leanxds_envoy_extensions_transport_sockets_tls_v3_lean_proto_msgTypes[11]
+	mi := &file_proxy_leanxds_envoy_extensions_transport_sockets_tls_v3_lean_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1356,7 +1312,7 @@ func (x *SPIFFECertValidatorConfig_TrustDomain) String() string {
 func (*SPIFFECertValidatorConfig_TrustDomain) ProtoMessage() {}
 
 func (x *SPIFFECertValidatorConfig_TrustDomain) ProtoReflect() protoreflect.Message {
-	mi := &file_proxy_leanxds_envoy_extensions_transport_sockets_tls_v3_lean_proto_msgTypes[11]
+	mi := &file_proxy_leanxds_envoy_extensions_transport_sockets_tls_v3_lean_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1419,7 +1375,7 @@ const file_proxy_leanxds_envoy_extensions_transport_sockets_tls_v3_lean_proto_ra
 	"\x17suppress_client_ca_list\x18\x12 \x01(\bR\x14suppressClientCaList\"F\n" +
 	"\x16TrustChainVerification\x12\x16\n" +
 	"\x12VERIFY_TRUST_CHAIN\x10\x00\x12\x14\n" +
-	"\x10ACCEPT_UNTRUSTED\x10\x01\"\xa3\x11\n" +
+	"\x10ACCEPT_UNTRUSTED\x10\x01\"\xe2\x10\n" +
 	"\x10CommonTlsContext\x124\n" +
 	"\n" +
 	"tls_params\x18\x01 \x01(\v2\x15.causeway.lean.UnreadR\ttlsParams\x12@\n" +
@@ -1428,8 +1384,8 @@ const file_proxy_leanxds_envoy_extensions_transport_sockets_tls_v3_lean_proto_ra
 	"!tls_certificate_provider_instance\x18\x0e \x01(\v2\x15.causeway.lean.UnreadR\x1etlsCertificateProviderInstance\x12\\\n" +
 	"\x1fcustom_tls_certificate_selector\x18\x10 \x01(\v2\x15.causeway.lean.UnreadR\x1ccustomTlsCertificateSelector\x12j\n" +
 	"$tls_certificate_certificate_provider\x18\t \x01(\v2\x15.causeway.lean.UnreadB\x02\x18\x01R!tlsCertificateCertificateProvider\x12{\n" +
-	"-tls_certificate_certificate_provider_instance\x18\v \x01(\v2\x15.causeway.lean.UnreadB\x02\x18\x01R)tlsCertificateCertificateProviderInstance\x12\x86\x01\n" +
-	"\x12validation_context\x18\x03 \x01(\v2U.causeway.lean.envoy.extensions.transport_sockets.tls.v3.CertificateValidationContextH\x00R\x11validationContext\x12\x9a\x01\n" +
+	"-tls_certificate_certificate_provider_instance\x18\v \x01(\v2\x15.causeway.lean.UnreadB\x02\x18\x01R)tlsCertificateCertificateProviderInstance\x12F\n" +
+	"\x12validation_context\x18\x03 \x01(\v2\x15.causeway.lean.UnreadH\x00R\x11validationContext\x12\x9a\x01\n" +
 	"$validation_context_sds_secret_config\x18\a \x01(\v2H.causeway.lean.envoy.extensions.transport_sockets.tls.v3.SdsSecretConfigH\x00R validationContextSdsSecretConfig\x12\xb0\x01\n" +
 	"\x1bcombined_validation_context\x18\b \x01(\v2n.causeway.lean.envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CombinedCertificateValidationContextH\x00R\x19combinedValidationContext\x12r\n" +
 	"'validation_context_certificate_provider\x18\n" +
@@ -1473,11 +1429,11 @@ const file_proxy_leanxds_envoy_extensions_transport_sockets_tls_v3_lean_proto_ra
 	"\x0fSdsSecretConfig\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x124\n" +
 	"\n" +
-	"sds_config\x18\x02 \x01(\v2\x15.causeway.lean.UnreadR\tsdsConfig\"\xe2\x03\n" +
+	"sds_config\x18\x02 \x01(\v2\x15.causeway.lean.UnreadR\tsdsConfig\"\xaa\x03\n" +
 	"\x06Secret\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12r\n" +
-	"\x0ftls_certificate\x18\x02 \x01(\v2G.causeway.lean.envoy.extensions.transport_sockets.tls.v3.TlsCertificateH\x00R\x0etlsCertificate\x12\x7f\n" +
-	"\x13session_ticket_keys\x18\x03 \x01(\v2M.causeway.lean.envoy.extensions.transport_sockets.tls.v3.TlsSessionTicketKeysH\x00R\x11sessionTicketKeys\x12\x86\x01\n" +
+	"\x0ftls_certificate\x18\x02 \x01(\v2G.causeway.lean.envoy.extensions.transport_sockets.tls.v3.TlsCertificateH\x00R\x0etlsCertificate\x12G\n" +
+	"\x13session_ticket_keys\x18\x03 \x01(\v2\x15.causeway.lean.UnreadH\x00R\x11sessionTicketKeys\x12\x86\x01\n" +
 	"\x12validation_context\x18\x04 \x01(\v2U.causeway.lean.envoy.extensions.transport_sockets.tls.v3.CertificateValidationContextH\x00R\x11validationContext\x12>\n" +
 	"\x0egeneric_secret\x18\x05 \x01(\v2\x15.causeway.lean.UnreadH\x00R\rgenericSecretB\x06\n" +
 	"\x04type\"\xcc\x02\n" +
@@ -1506,9 +1462,7 @@ const file_proxy_leanxds_envoy_extensions_transport_sockets_tls_v3_lean_proto_ra
 	"ocspStaple\x12W\n" +
 	"\x1csigned_certificate_timestamp\x18\x05 \x03(\v2\x15.causeway.lean.UnreadR\x1asignedCertificateTimestamp\x124\n" +
 	"\n" +
-	"tls_params\x18\t \x01(\v2\x15.causeway.lean.UnreadR\ttlsParams\"A\n" +
-	"\x14TlsSessionTicketKeys\x12)\n" +
-	"\x04keys\x18\x01 \x03(\v2\x15.causeway.lean.UnreadR\x04keys\"\xba\x03\n" +
+	"tls_params\x18\t \x01(\v2\x15.causeway.lean.UnreadR\ttlsParams\"\xba\x03\n" +
 	"\x12UpstreamTlsContext\x12w\n" +
 	"\x12common_tls_context\x18\x01 \x01(\v2I.causeway.lean.envoy.extensions.transport_sockets.tls.v3.CommonTlsContextR\x10commonTlsContext\x12\x10\n" +
 	"\x03sni\x18\x02 \x01(\tR\x03sni\x12\"\n" +
@@ -1531,7 +1485,7 @@ func file_proxy_leanxds_envoy_extensions_transport_sockets_tls_v3_lean_proto_raw
 }
 
 var file_proxy_leanxds_envoy_extensions_transport_sockets_tls_v3_lean_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_proxy_leanxds_envoy_extensions_transport_sockets_tls_v3_lean_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_proxy_leanxds_envoy_extensions_transport_sockets_tls_v3_lean_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_proxy_leanxds_envoy_extensions_transport_sockets_tls_v3_lean_proto_goTypes = []any{
 	(CertificateValidationContext_TrustChainVerification)(0),      // 0: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.TrustChainVerification
 	(DownstreamTlsContext_OcspStaplePolicy)(0),                    // 1: causeway.lean.envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext.OcspStaplePolicy
@@ -1544,82 +1498,80 @@ var file_proxy_leanxds_envoy_extensions_transport_sockets_tls_v3_lean_proto_goTy
 	(*Secret)(nil),                                                // 8: causeway.lean.envoy.extensions.transport_sockets.tls.v3.Secret
 	(*SubjectAltNameMatcher)(nil),                                 // 9: causeway.lean.envoy.extensions.transport_sockets.tls.v3.SubjectAltNameMatcher
 	(*TlsCertificate)(nil),                                        // 10: causeway.lean.envoy.extensions.transport_sockets.tls.v3.TlsCertificate
-	(*TlsSessionTicketKeys)(nil),                                  // 11: causeway.lean.envoy.extensions.transport_sockets.tls.v3.TlsSessionTicketKeys
-	(*UpstreamTlsContext)(nil),                                    // 12: causeway.lean.envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
-	(*CommonTlsContext_CombinedCertificateValidationContext)(nil), // 13: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CombinedCertificateValidationContext
-	(*SPIFFECertValidatorConfig_TrustDomain)(nil),                 // 14: causeway.lean.envoy.extensions.transport_sockets.tls.v3.SPIFFECertValidatorConfig.TrustDomain
-	(*v3.DataSource)(nil),                                         // 15: causeway.lean.envoy.config.core.v3.DataSource
-	(*leanxds.Unread)(nil),                                        // 16: causeway.lean.Unread
-	(*v3.TypedExtensionConfig)(nil),                               // 17: causeway.lean.envoy.config.core.v3.TypedExtensionConfig
-	(*wrapperspb.BoolValue)(nil),                                  // 18: google.protobuf.BoolValue
-	(*v31.StringMatcher)(nil),                                     // 19: causeway.lean.envoy.type.matcher.v3.StringMatcher
+	(*UpstreamTlsContext)(nil),                                    // 11: causeway.lean.envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+	(*CommonTlsContext_CombinedCertificateValidationContext)(nil), // 12: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CombinedCertificateValidationContext
+	(*SPIFFECertValidatorConfig_TrustDomain)(nil),                 // 13: causeway.lean.envoy.extensions.transport_sockets.tls.v3.SPIFFECertValidatorConfig.TrustDomain
+	(*v3.DataSource)(nil),                                         // 14: causeway.lean.envoy.config.core.v3.DataSource
+	(*leanxds.Unread)(nil),                                        // 15: causeway.lean.Unread
+	(*v3.TypedExtensionConfig)(nil),                               // 16: causeway.lean.envoy.config.core.v3.TypedExtensionConfig
+	(*wrapperspb.BoolValue)(nil),                                  // 17: google.protobuf.BoolValue
+	(*v31.StringMatcher)(nil),                                     // 18: causeway.lean.envoy.type.matcher.v3.StringMatcher
 }
 var file_proxy_leanxds_envoy_extensions_transport_sockets_tls_v3_lean_proto_depIdxs = []int32{
-	15, // 0: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.trusted_ca:type_name -> causeway.lean.envoy.config.core.v3.DataSource
-	16, // 1: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.ca_certificate_provider_instance:type_name -> causeway.lean.Unread
-	16, // 2: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.system_root_certs:type_name -> causeway.lean.Unread
-	16, // 3: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.watched_directory:type_name -> causeway.lean.Unread
+	14, // 0: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.trusted_ca:type_name -> causeway.lean.envoy.config.core.v3.DataSource
+	15, // 1: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.ca_certificate_provider_instance:type_name -> causeway.lean.Unread
+	15, // 2: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.system_root_certs:type_name -> causeway.lean.Unread
+	15, // 3: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.watched_directory:type_name -> causeway.lean.Unread
 	9,  // 4: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.match_typed_subject_alt_names:type_name -> causeway.lean.envoy.extensions.transport_sockets.tls.v3.SubjectAltNameMatcher
-	16, // 5: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.match_subject_alt_names:type_name -> causeway.lean.Unread
-	16, // 6: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.require_signed_certificate_timestamp:type_name -> causeway.lean.Unread
-	16, // 7: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.crl:type_name -> causeway.lean.Unread
+	15, // 5: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.match_subject_alt_names:type_name -> causeway.lean.Unread
+	15, // 6: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.require_signed_certificate_timestamp:type_name -> causeway.lean.Unread
+	15, // 7: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.crl:type_name -> causeway.lean.Unread
 	0,  // 8: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.trust_chain_verification:type_name -> causeway.lean.envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.TrustChainVerification
-	17, // 9: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.custom_validator_config:type_name -> causeway.lean.envoy.config.core.v3.TypedExtensionConfig
-	16, // 10: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.max_verify_depth:type_name -> causeway.lean.Unread
-	16, // 11: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.tls_params:type_name -> causeway.lean.Unread
-	16, // 12: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.tls_certificates:type_name -> causeway.lean.Unread
+	16, // 9: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.custom_validator_config:type_name -> causeway.lean.envoy.config.core.v3.TypedExtensionConfig
+	15, // 10: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext.max_verify_depth:type_name -> causeway.lean.Unread
+	15, // 11: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.tls_params:type_name -> causeway.lean.Unread
+	15, // 12: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.tls_certificates:type_name -> causeway.lean.Unread
 	7,  // 13: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.tls_certificate_sds_secret_configs:type_name -> causeway.lean.envoy.extensions.transport_sockets.tls.v3.SdsSecretConfig
-	16, // 14: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.tls_certificate_provider_instance:type_name -> causeway.lean.Unread
-	16, // 15: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.custom_tls_certificate_selector:type_name -> causeway.lean.Unread
-	16, // 16: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.tls_certificate_certificate_provider:type_name -> causeway.lean.Unread
-	16, // 17: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.tls_certificate_certificate_provider_instance:type_name -> causeway.lean.Unread
-	3,  // 18: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.validation_context:type_name -> causeway.lean.envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext
+	15, // 14: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.tls_certificate_provider_instance:type_name -> causeway.lean.Unread
+	15, // 15: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.custom_tls_certificate_selector:type_name -> causeway.lean.Unread
+	15, // 16: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.tls_certificate_certificate_provider:type_name -> causeway.lean.Unread
+	15, // 17: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.tls_certificate_certificate_provider_instance:type_name -> causeway.lean.Unread
+	15, // 18: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.validation_context:type_name -> causeway.lean.Unread
 	7,  // 19: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.validation_context_sds_secret_config:type_name -> causeway.lean.envoy.extensions.transport_sockets.tls.v3.SdsSecretConfig
-	13, // 20: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.combined_validation_context:type_name -> causeway.lean.envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CombinedCertificateValidationContext
-	16, // 21: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.validation_context_certificate_provider:type_name -> causeway.lean.Unread
-	16, // 22: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.validation_context_certificate_provider_instance:type_name -> causeway.lean.Unread
-	16, // 23: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.custom_handshaker:type_name -> causeway.lean.Unread
-	16, // 24: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.key_log:type_name -> causeway.lean.Unread
+	12, // 20: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.combined_validation_context:type_name -> causeway.lean.envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CombinedCertificateValidationContext
+	15, // 21: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.validation_context_certificate_provider:type_name -> causeway.lean.Unread
+	15, // 22: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.validation_context_certificate_provider_instance:type_name -> causeway.lean.Unread
+	15, // 23: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.custom_handshaker:type_name -> causeway.lean.Unread
+	15, // 24: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.key_log:type_name -> causeway.lean.Unread
 	4,  // 25: causeway.lean.envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext.common_tls_context:type_name -> causeway.lean.envoy.extensions.transport_sockets.tls.v3.CommonTlsContext
-	18, // 26: causeway.lean.envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext.require_client_certificate:type_name -> google.protobuf.BoolValue
-	16, // 27: causeway.lean.envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext.require_sni:type_name -> causeway.lean.Unread
-	16, // 28: causeway.lean.envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext.session_ticket_keys:type_name -> causeway.lean.Unread
-	16, // 29: causeway.lean.envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext.session_ticket_keys_sds_secret_config:type_name -> causeway.lean.Unread
-	16, // 30: causeway.lean.envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext.session_timeout:type_name -> causeway.lean.Unread
+	17, // 26: causeway.lean.envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext.require_client_certificate:type_name -> google.protobuf.BoolValue
+	15, // 27: causeway.lean.envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext.require_sni:type_name -> causeway.lean.Unread
+	15, // 28: causeway.lean.envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext.session_ticket_keys:type_name -> causeway.lean.Unread
+	15, // 29: causeway.lean.envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext.session_ticket_keys_sds_secret_config:type_name -> causeway.lean.Unread
+	15, // 30: causeway.lean.envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext.session_timeout:type_name -> causeway.lean.Unread
 	1,  // 31: causeway.lean.envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext.ocsp_staple_policy:type_name -> causeway.lean.envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext.OcspStaplePolicy
-	16, // 32: causeway.lean.envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext.full_scan_certs_on_sni_mismatch:type_name -> causeway.lean.Unread
-	14, // 33: causeway.lean.envoy.extensions.transport_sockets.tls.v3.SPIFFECertValidatorConfig.trust_domains:type_name -> causeway.lean.envoy.extensions.transport_sockets.tls.v3.SPIFFECertValidatorConfig.TrustDomain
-	16, // 34: causeway.lean.envoy.extensions.transport_sockets.tls.v3.SPIFFECertValidatorConfig.trust_bundles:type_name -> causeway.lean.Unread
-	16, // 35: causeway.lean.envoy.extensions.transport_sockets.tls.v3.SdsSecretConfig.sds_config:type_name -> causeway.lean.Unread
+	15, // 32: causeway.lean.envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext.full_scan_certs_on_sni_mismatch:type_name -> causeway.lean.Unread
+	13, // 33: causeway.lean.envoy.extensions.transport_sockets.tls.v3.SPIFFECertValidatorConfig.trust_domains:type_name -> causeway.lean.envoy.extensions.transport_sockets.tls.v3.SPIFFECertValidatorConfig.TrustDomain
+	15, // 34: causeway.lean.envoy.extensions.transport_sockets.tls.v3.SPIFFECertValidatorConfig.trust_bundles:type_name -> causeway.lean.Unread
+	15, // 35: causeway.lean.envoy.extensions.transport_sockets.tls.v3.SdsSecretConfig.sds_config:type_name -> causeway.lean.Unread
 	10, // 36: causeway.lean.envoy.extensions.transport_sockets.tls.v3.Secret.tls_certificate:type_name -> causeway.lean.envoy.extensions.transport_sockets.tls.v3.TlsCertificate
-	11, // 37: causeway.lean.envoy.extensions.transport_sockets.tls.v3.Secret.session_ticket_keys:type_name -> causeway.lean.envoy.extensions.transport_sockets.tls.v3.TlsSessionTicketKeys
+	15, // 37: causeway.lean.envoy.extensions.transport_sockets.tls.v3.Secret.session_ticket_keys:type_name -> causeway.lean.Unread
 	3,  // 38: causeway.lean.envoy.extensions.transport_sockets.tls.v3.Secret.validation_context:type_name -> causeway.lean.envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext
-	16, // 39: causeway.lean.envoy.extensions.transport_sockets.tls.v3.Secret.generic_secret:type_name -> causeway.lean.Unread
+	15, // 39: causeway.lean.envoy.extensions.transport_sockets.tls.v3.Secret.generic_secret:type_name -> causeway.lean.Unread
 	2,  // 40: causeway.lean.envoy.extensions.transport_sockets.tls.v3.SubjectAltNameMatcher.san_type:type_name -> causeway.lean.envoy.extensions.transport_sockets.tls.v3.SubjectAltNameMatcher.SanType
-	19, // 41: causeway.lean.envoy.extensions.transport_sockets.tls.v3.SubjectAltNameMatcher.matcher:type_name -> causeway.lean.envoy.type.matcher.v3.StringMatcher
-	15, // 42: causeway.lean.envoy.extensions.transport_sockets.tls.v3.TlsCertificate.certificate_chain:type_name -> causeway.lean.envoy.config.core.v3.DataSource
-	15, // 43: causeway.lean.envoy.extensions.transport_sockets.tls.v3.TlsCertificate.private_key:type_name -> causeway.lean.envoy.config.core.v3.DataSource
-	16, // 44: causeway.lean.envoy.extensions.transport_sockets.tls.v3.TlsCertificate.pkcs12:type_name -> causeway.lean.Unread
-	16, // 45: causeway.lean.envoy.extensions.transport_sockets.tls.v3.TlsCertificate.watched_directory:type_name -> causeway.lean.Unread
-	16, // 46: causeway.lean.envoy.extensions.transport_sockets.tls.v3.TlsCertificate.private_key_provider:type_name -> causeway.lean.Unread
-	16, // 47: causeway.lean.envoy.extensions.transport_sockets.tls.v3.TlsCertificate.password:type_name -> causeway.lean.Unread
-	16, // 48: causeway.lean.envoy.extensions.transport_sockets.tls.v3.TlsCertificate.ocsp_staple:type_name -> causeway.lean.Unread
-	16, // 49: causeway.lean.envoy.extensions.transport_sockets.tls.v3.TlsCertificate.signed_certificate_timestamp:type_name -> causeway.lean.Unread
-	16, // 50: causeway.lean.envoy.extensions.transport_sockets.tls.v3.TlsCertificate.tls_params:type_name -> causeway.lean.Unread
-	16, // 51: causeway.lean.envoy.extensions.transport_sockets.tls.v3.TlsSessionTicketKeys.keys:type_name -> causeway.lean.Unread
-	4,  // 52: causeway.lean.envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext.common_tls_context:type_name -> causeway.lean.envoy.extensions.transport_sockets.tls.v3.CommonTlsContext
-	16, // 53: causeway.lean.envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext.max_session_keys:type_name -> causeway.lean.Unread
-	16, // 54: causeway.lean.envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext.enforce_rsa_key_usage:type_name -> causeway.lean.Unread
-	3,  // 55: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CombinedCertificateValidationContext.default_validation_context:type_name -> causeway.lean.envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext
-	7,  // 56: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CombinedCertificateValidationContext.validation_context_sds_secret_config:type_name -> causeway.lean.envoy.extensions.transport_sockets.tls.v3.SdsSecretConfig
-	16, // 57: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CombinedCertificateValidationContext.validation_context_certificate_provider:type_name -> causeway.lean.Unread
-	16, // 58: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CombinedCertificateValidationContext.validation_context_certificate_provider_instance:type_name -> causeway.lean.Unread
-	15, // 59: causeway.lean.envoy.extensions.transport_sockets.tls.v3.SPIFFECertValidatorConfig.TrustDomain.trust_bundle:type_name -> causeway.lean.envoy.config.core.v3.DataSource
-	60, // [60:60] is the sub-list for method output_type
-	60, // [60:60] is the sub-list for method input_type
-	60, // [60:60] is the sub-list for extension type_name
-	60, // [60:60] is the sub-list for extension extendee
-	0,  // [0:60] is the sub-list for field type_name
+	18, // 41: causeway.lean.envoy.extensions.transport_sockets.tls.v3.SubjectAltNameMatcher.matcher:type_name -> causeway.lean.envoy.type.matcher.v3.StringMatcher
+	14, // 42: causeway.lean.envoy.extensions.transport_sockets.tls.v3.TlsCertificate.certificate_chain:type_name -> causeway.lean.envoy.config.core.v3.DataSource
+	14, // 43: causeway.lean.envoy.extensions.transport_sockets.tls.v3.TlsCertificate.private_key:type_name -> causeway.lean.envoy.config.core.v3.DataSource
+	15, // 44: causeway.lean.envoy.extensions.transport_sockets.tls.v3.TlsCertificate.pkcs12:type_name -> causeway.lean.Unread
+	15, // 45: causeway.lean.envoy.extensions.transport_sockets.tls.v3.TlsCertificate.watched_directory:type_name -> causeway.lean.Unread
+	15, // 46: causeway.lean.envoy.extensions.transport_sockets.tls.v3.TlsCertificate.private_key_provider:type_name -> causeway.lean.Unread
+	15, // 47: causeway.lean.envoy.extensions.transport_sockets.tls.v3.TlsCertificate.password:type_name -> causeway.lean.Unread
+	15, // 48: causeway.lean.envoy.extensions.transport_sockets.tls.v3.TlsCertificate.ocsp_staple:type_name -> causeway.lean.Unread
+	15, // 49: causeway.lean.envoy.extensions.transport_sockets.tls.v3.TlsCertificate.signed_certificate_timestamp:type_name -> causeway.lean.Unread
+	15, // 50: causeway.lean.envoy.extensions.transport_sockets.tls.v3.TlsCertificate.tls_params:type_name -> causeway.lean.Unread
+	4,  // 51: causeway.lean.envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext.common_tls_context:type_name -> causeway.lean.envoy.extensions.transport_sockets.tls.v3.CommonTlsContext
+	15, // 52: causeway.lean.envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext.max_session_keys:type_name -> causeway.lean.Unread
+	15, // 53: causeway.lean.envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext.enforce_rsa_key_usage:type_name -> causeway.lean.Unread
+	3,  // 54: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CombinedCertificateValidationContext.default_validation_context:type_name -> causeway.lean.envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext
+	7,  // 55: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CombinedCertificateValidationContext.validation_context_sds_secret_config:type_name -> causeway.lean.envoy.extensions.transport_sockets.tls.v3.SdsSecretConfig
+	15, // 56: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CombinedCertificateValidationContext.validation_context_certificate_provider:type_name -> causeway.lean.Unread
+	15, // 57: causeway.lean.envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CombinedCertificateValidationContext.validation_context_certificate_provider_instance:type_name -> causeway.lean.Unread
+	14, // 58: causeway.lean.envoy.extensions.transport_sockets.tls.v3.SPIFFECertValidatorConfig.TrustDomain.trust_bundle:type_name -> causeway.lean.envoy.config.core.v3.DataSource
+	59, // [59:59] is the sub-list for method output_type
+	59, // [59:59] is the sub-list for method input_type
+	59, // [59:59] is the sub-list for extension type_name
+	59, // [59:59] is the sub-list for extension extendee
+	0,  // [0:59] is the sub-list for field type_name
 }
 
 func init() { file_proxy_leanxds_envoy_extensions_transport_sockets_tls_v3_lean_proto_init() }
@@ -1651,7 +1603,7 @@ func file_proxy_leanxds_envoy_extensions_transport_sockets_tls_v3_lean_proto_ini
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proxy_leanxds_envoy_extensions_transport_sockets_tls_v3_lean_proto_rawDesc), len(file_proxy_leanxds_envoy_extensions_transport_sockets_tls_v3_lean_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   12,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -8,9 +8,6 @@ package httpv3
 
 import (
 	leanxds "github.com/causewaymesh/causeway/proxy/leanxds"
-	v3 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/config/core/v3"
-	v32 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/config/route/v3"
-	v31 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/extensions/filters/network/http_connection_manager/v3"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
@@ -26,21 +23,21 @@ const (
 )
 
 type HttpProtocolOptions struct {
-	state                       protoimpl.MessageState  `protogen:"open.v1"`
-	CommonHttpProtocolOptions   *v3.HttpProtocolOptions `protobuf:"bytes,1,opt,name=common_http_protocol_options,json=commonHttpProtocolOptions,proto3" json:"common_http_protocol_options,omitempty"`
-	UpstreamHttpProtocolOptions *leanxds.Unread         `protobuf:"bytes,2,opt,name=upstream_http_protocol_options,json=upstreamHttpProtocolOptions,proto3" json:"upstream_http_protocol_options,omitempty"`
+	state                       protoimpl.MessageState `protogen:"open.v1"`
+	CommonHttpProtocolOptions   *leanxds.Unread        `protobuf:"bytes,1,opt,name=common_http_protocol_options,json=commonHttpProtocolOptions,proto3" json:"common_http_protocol_options,omitempty"`
+	UpstreamHttpProtocolOptions *leanxds.Unread        `protobuf:"bytes,2,opt,name=upstream_http_protocol_options,json=upstreamHttpProtocolOptions,proto3" json:"upstream_http_protocol_options,omitempty"`
 	// Types that are valid to be assigned to UpstreamProtocolOptions:
 	//
 	//	*HttpProtocolOptions_ExplicitHttpConfig_
 	//	*HttpProtocolOptions_UseDownstreamProtocolConfig
 	//	*HttpProtocolOptions_AutoConfig
 	UpstreamProtocolOptions isHttpProtocolOptions_UpstreamProtocolOptions `protobuf_oneof:"upstream_protocol_options"`
-	HttpFilters             []*v31.HttpFilter                             `protobuf:"bytes,6,rep,name=http_filters,json=httpFilters,proto3" json:"http_filters,omitempty"`
+	HttpFilters             []*leanxds.Unread                             `protobuf:"bytes,6,rep,name=http_filters,json=httpFilters,proto3" json:"http_filters,omitempty"`
 	HeaderValidationConfig  *leanxds.Unread                               `protobuf:"bytes,7,opt,name=header_validation_config,json=headerValidationConfig,proto3" json:"header_validation_config,omitempty"`
 	OutlierDetection        *leanxds.Unread                               `protobuf:"bytes,8,opt,name=outlier_detection,json=outlierDetection,proto3" json:"outlier_detection,omitempty"`
-	RequestMirrorPolicies   []*v32.RouteAction_RequestMirrorPolicy        `protobuf:"bytes,9,rep,name=request_mirror_policies,json=requestMirrorPolicies,proto3" json:"request_mirror_policies,omitempty"`
-	HashPolicy              []*v32.RouteAction_HashPolicy                 `protobuf:"bytes,10,rep,name=hash_policy,json=hashPolicy,proto3" json:"hash_policy,omitempty"`
-	RetryPolicy             *v32.RetryPolicy                              `protobuf:"bytes,11,opt,name=retry_policy,json=retryPolicy,proto3" json:"retry_policy,omitempty"`
+	RequestMirrorPolicies   []*leanxds.Unread                             `protobuf:"bytes,9,rep,name=request_mirror_policies,json=requestMirrorPolicies,proto3" json:"request_mirror_policies,omitempty"`
+	HashPolicy              []*leanxds.Unread                             `protobuf:"bytes,10,rep,name=hash_policy,json=hashPolicy,proto3" json:"hash_policy,omitempty"`
+	RetryPolicy             *leanxds.Unread                               `protobuf:"bytes,11,opt,name=retry_policy,json=retryPolicy,proto3" json:"retry_policy,omitempty"`
 	unknownFields           protoimpl.UnknownFields
 	sizeCache               protoimpl.SizeCache
 }
@@ -75,7 +72,7 @@ func (*HttpProtocolOptions) Descriptor() ([]byte, []int) {
 	return file_proxy_leanxds_envoy_extensions_upstreams_http_v3_lean_proto_rawDescGZIP(), []int{0}
 }
 
-func (x *HttpProtocolOptions) GetCommonHttpProtocolOptions() *v3.HttpProtocolOptions {
+func (x *HttpProtocolOptions) GetCommonHttpProtocolOptions() *leanxds.Unread {
 	if x != nil {
 		return x.CommonHttpProtocolOptions
 	}
@@ -123,7 +120,7 @@ func (x *HttpProtocolOptions) GetAutoConfig() *leanxds.Unread {
 	return nil
 }
 
-func (x *HttpProtocolOptions) GetHttpFilters() []*v31.HttpFilter {
+func (x *HttpProtocolOptions) GetHttpFilters() []*leanxds.Unread {
 	if x != nil {
 		return x.HttpFilters
 	}
@@ -144,21 +141,21 @@ func (x *HttpProtocolOptions) GetOutlierDetection() *leanxds.Unread {
 	return nil
 }
 
-func (x *HttpProtocolOptions) GetRequestMirrorPolicies() []*v32.RouteAction_RequestMirrorPolicy {
+func (x *HttpProtocolOptions) GetRequestMirrorPolicies() []*leanxds.Unread {
 	if x != nil {
 		return x.RequestMirrorPolicies
 	}
 	return nil
 }
 
-func (x *HttpProtocolOptions) GetHashPolicy() []*v32.RouteAction_HashPolicy {
+func (x *HttpProtocolOptions) GetHashPolicy() []*leanxds.Unread {
 	if x != nil {
 		return x.HashPolicy
 	}
 	return nil
 }
 
-func (x *HttpProtocolOptions) GetRetryPolicy() *v32.RetryPolicy {
+func (x *HttpProtocolOptions) GetRetryPolicy() *leanxds.Unread {
 	if x != nil {
 		return x.RetryPolicy
 	}
@@ -237,7 +234,7 @@ func (x *HttpProtocolOptions_ExplicitHttpConfig) GetProtocolConfig() isHttpProto
 	return nil
 }
 
-func (x *HttpProtocolOptions_ExplicitHttpConfig) GetHttpProtocolOptions() *v3.Http1ProtocolOptions {
+func (x *HttpProtocolOptions_ExplicitHttpConfig) GetHttpProtocolOptions() *leanxds.Unread {
 	if x != nil {
 		if x, ok := x.ProtocolConfig.(*HttpProtocolOptions_ExplicitHttpConfig_HttpProtocolOptions); ok {
 			return x.HttpProtocolOptions
@@ -246,7 +243,7 @@ func (x *HttpProtocolOptions_ExplicitHttpConfig) GetHttpProtocolOptions() *v3.Ht
 	return nil
 }
 
-func (x *HttpProtocolOptions_ExplicitHttpConfig) GetHttp2ProtocolOptions() *v3.Http2ProtocolOptions {
+func (x *HttpProtocolOptions_ExplicitHttpConfig) GetHttp2ProtocolOptions() *leanxds.Unread {
 	if x != nil {
 		if x, ok := x.ProtocolConfig.(*HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions); ok {
 			return x.Http2ProtocolOptions
@@ -269,11 +266,11 @@ type isHttpProtocolOptions_ExplicitHttpConfig_ProtocolConfig interface {
 }
 
 type HttpProtocolOptions_ExplicitHttpConfig_HttpProtocolOptions struct {
-	HttpProtocolOptions *v3.Http1ProtocolOptions `protobuf:"bytes,1,opt,name=http_protocol_options,json=httpProtocolOptions,proto3,oneof"`
+	HttpProtocolOptions *leanxds.Unread `protobuf:"bytes,1,opt,name=http_protocol_options,json=httpProtocolOptions,proto3,oneof"`
 }
 
 type HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions struct {
-	Http2ProtocolOptions *v3.Http2ProtocolOptions `protobuf:"bytes,2,opt,name=http2_protocol_options,json=http2ProtocolOptions,proto3,oneof"`
+	Http2ProtocolOptions *leanxds.Unread `protobuf:"bytes,2,opt,name=http2_protocol_options,json=http2ProtocolOptions,proto3,oneof"`
 }
 
 type HttpProtocolOptions_ExplicitHttpConfig_Http3ProtocolOptions struct {
@@ -293,25 +290,25 @@ var File_proxy_leanxds_envoy_extensions_upstreams_http_v3_lean_proto protoreflec
 
 const file_proxy_leanxds_envoy_extensions_upstreams_http_v3_lean_proto_rawDesc = "" +
 	"\n" +
-	";proxy/leanxds/envoy/extensions/upstreams/http/v3/lean.proto\x120causeway.lean.envoy.extensions.upstreams.http.v3\x1a-proxy/leanxds/envoy/config/core/v3/lean.proto\x1a.proxy/leanxds/envoy/config/route/v3/lean.proto\x1aTproxy/leanxds/envoy/extensions/filters/network/http_connection_manager/v3/lean.proto\x1a\x1aproxy/leanxds/unread.proto\"\xca\v\n" +
-	"\x13HttpProtocolOptions\x12x\n" +
-	"\x1ccommon_http_protocol_options\x18\x01 \x01(\v27.causeway.lean.envoy.config.core.v3.HttpProtocolOptionsR\x19commonHttpProtocolOptions\x12Z\n" +
+	";proxy/leanxds/envoy/extensions/upstreams/http/v3/lean.proto\x120causeway.lean.envoy.extensions.upstreams.http.v3\x1a\x1aproxy/leanxds/unread.proto\"\xb2\t\n" +
+	"\x13HttpProtocolOptions\x12V\n" +
+	"\x1ccommon_http_protocol_options\x18\x01 \x01(\v2\x15.causeway.lean.UnreadR\x19commonHttpProtocolOptions\x12Z\n" +
 	"\x1eupstream_http_protocol_options\x18\x02 \x01(\v2\x15.causeway.lean.UnreadR\x1bupstreamHttpProtocolOptions\x12\x8c\x01\n" +
 	"\x14explicit_http_config\x18\x03 \x01(\v2X.causeway.lean.envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfigH\x00R\x12explicitHttpConfig\x12\\\n" +
 	"\x1euse_downstream_protocol_config\x18\x04 \x01(\v2\x15.causeway.lean.UnreadH\x00R\x1buseDownstreamProtocolConfig\x128\n" +
 	"\vauto_config\x18\x05 \x01(\v2\x15.causeway.lean.UnreadH\x00R\n" +
-	"autoConfig\x12x\n" +
-	"\fhttp_filters\x18\x06 \x03(\v2U.causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpFilterR\vhttpFilters\x12O\n" +
+	"autoConfig\x128\n" +
+	"\fhttp_filters\x18\x06 \x03(\v2\x15.causeway.lean.UnreadR\vhttpFilters\x12O\n" +
 	"\x18header_validation_config\x18\a \x01(\v2\x15.causeway.lean.UnreadR\x16headerValidationConfig\x12B\n" +
-	"\x11outlier_detection\x18\b \x01(\v2\x15.causeway.lean.UnreadR\x10outlierDetection\x12|\n" +
-	"\x17request_mirror_policies\x18\t \x03(\v2D.causeway.lean.envoy.config.route.v3.RouteAction.RequestMirrorPolicyR\x15requestMirrorPolicies\x12\\\n" +
+	"\x11outlier_detection\x18\b \x01(\v2\x15.causeway.lean.UnreadR\x10outlierDetection\x12M\n" +
+	"\x17request_mirror_policies\x18\t \x03(\v2\x15.causeway.lean.UnreadR\x15requestMirrorPolicies\x126\n" +
 	"\vhash_policy\x18\n" +
-	" \x03(\v2;.causeway.lean.envoy.config.route.v3.RouteAction.HashPolicyR\n" +
-	"hashPolicy\x12S\n" +
-	"\fretry_policy\x18\v \x01(\v20.causeway.lean.envoy.config.route.v3.RetryPolicyR\vretryPolicy\x1a\xd8\x02\n" +
-	"\x12ExplicitHttpConfig\x12n\n" +
-	"\x15http_protocol_options\x18\x01 \x01(\v28.causeway.lean.envoy.config.core.v3.Http1ProtocolOptionsH\x00R\x13httpProtocolOptions\x12p\n" +
-	"\x16http2_protocol_options\x18\x02 \x01(\v28.causeway.lean.envoy.config.core.v3.Http2ProtocolOptionsH\x00R\x14http2ProtocolOptions\x12M\n" +
+	" \x03(\v2\x15.causeway.lean.UnreadR\n" +
+	"hashPolicy\x128\n" +
+	"\fretry_policy\x18\v \x01(\v2\x15.causeway.lean.UnreadR\vretryPolicy\x1a\x92\x02\n" +
+	"\x12ExplicitHttpConfig\x12K\n" +
+	"\x15http_protocol_options\x18\x01 \x01(\v2\x15.causeway.lean.UnreadH\x00R\x13httpProtocolOptions\x12M\n" +
+	"\x16http2_protocol_options\x18\x02 \x01(\v2\x15.causeway.lean.UnreadH\x00R\x14http2ProtocolOptions\x12M\n" +
 	"\x16http3_protocol_options\x18\x03 \x01(\v2\x15.causeway.lean.UnreadH\x00R\x14http3ProtocolOptionsB\x11\n" +
 	"\x0fprotocol_configB\x1b\n" +
 	"\x19upstream_protocol_optionsBZZXgithub.com/causewaymesh/causeway/proxy/leanxds/envoy/extensions/upstreams/http/v3;httpv3b\x06proto3"
@@ -332,30 +329,23 @@ var file_proxy_leanxds_envoy_extensions_upstreams_http_v3_lean_proto_msgTypes = 
 var file_proxy_leanxds_envoy_extensions_upstreams_http_v3_lean_proto_goTypes = []any{
 	(*HttpProtocolOptions)(nil),                    // 0: causeway.lean.envoy.extensions.upstreams.http.v3.HttpProtocolOptions
 	(*HttpProtocolOptions_ExplicitHttpConfig)(nil), // 1: causeway.lean.envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig
-	(*v3.HttpProtocolOptions)(nil),                 // 2: causeway.lean.envoy.config.core.v3.HttpProtocolOptions
-	(*leanxds.Unread)(nil),                         // 3: causeway.lean.Unread
-	(*v31.HttpFilter)(nil),                         // 4: causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter
-	(*v32.RouteAction_RequestMirrorPolicy)(nil),    // 5: causeway.lean.envoy.config.route.v3.RouteAction.RequestMirrorPolicy
-	(*v32.RouteAction_HashPolicy)(nil),             // 6: causeway.lean.envoy.config.route.v3.RouteAction.HashPolicy
-	(*v32.RetryPolicy)(nil),                        // 7: causeway.lean.envoy.config.route.v3.RetryPolicy
-	(*v3.Http1ProtocolOptions)(nil),                // 8: causeway.lean.envoy.config.core.v3.Http1ProtocolOptions
-	(*v3.Http2ProtocolOptions)(nil),                // 9: causeway.lean.envoy.config.core.v3.Http2ProtocolOptions
+	(*leanxds.Unread)(nil),                         // 2: causeway.lean.Unread
 }
 var file_proxy_leanxds_envoy_extensions_upstreams_http_v3_lean_proto_depIdxs = []int32{
-	2,  // 0: causeway.lean.envoy.extensions.upstreams.http.v3.HttpProtocolOptions.common_http_protocol_options:type_name -> causeway.lean.envoy.config.core.v3.HttpProtocolOptions
-	3,  // 1: causeway.lean.envoy.extensions.upstreams.http.v3.HttpProtocolOptions.upstream_http_protocol_options:type_name -> causeway.lean.Unread
+	2,  // 0: causeway.lean.envoy.extensions.upstreams.http.v3.HttpProtocolOptions.common_http_protocol_options:type_name -> causeway.lean.Unread
+	2,  // 1: causeway.lean.envoy.extensions.upstreams.http.v3.HttpProtocolOptions.upstream_http_protocol_options:type_name -> causeway.lean.Unread
 	1,  // 2: causeway.lean.envoy.extensions.upstreams.http.v3.HttpProtocolOptions.explicit_http_config:type_name -> causeway.lean.envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig
-	3,  // 3: causeway.lean.envoy.extensions.upstreams.http.v3.HttpProtocolOptions.use_downstream_protocol_config:type_name -> causeway.lean.Unread
-	3,  // 4: causeway.lean.envoy.extensions.upstreams.http.v3.HttpProtocolOptions.auto_config:type_name -> causeway.lean.Unread
-	4,  // 5: causeway.lean.envoy.extensions.upstreams.http.v3.HttpProtocolOptions.http_filters:type_name -> causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter
-	3,  // 6: causeway.lean.envoy.extensions.upstreams.http.v3.HttpProtocolOptions.header_validation_config:type_name -> causeway.lean.Unread
-	3,  // 7: causeway.lean.envoy.extensions.upstreams.http.v3.HttpProtocolOptions.outlier_detection:type_name -> causeway.lean.Unread
-	5,  // 8: causeway.lean.envoy.extensions.upstreams.http.v3.HttpProtocolOptions.request_mirror_policies:type_name -> causeway.lean.envoy.config.route.v3.RouteAction.RequestMirrorPolicy
-	6,  // 9: causeway.lean.envoy.extensions.upstreams.http.v3.HttpProtocolOptions.hash_policy:type_name -> causeway.lean.envoy.config.route.v3.RouteAction.HashPolicy
-	7,  // 10: causeway.lean.envoy.extensions.upstreams.http.v3.HttpProtocolOptions.retry_policy:type_name -> causeway.lean.envoy.config.route.v3.RetryPolicy
-	8,  // 11: causeway.lean.envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig.http_protocol_options:type_name -> causeway.lean.envoy.config.core.v3.Http1ProtocolOptions
-	9,  // 12: causeway.lean.envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig.http2_protocol_options:type_name -> causeway.lean.envoy.config.core.v3.Http2ProtocolOptions
-	3,  // 13: causeway.lean.envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig.http3_protocol_options:type_name -> causeway.lean.Unread
+	2,  // 3: causeway.lean.envoy.extensions.upstreams.http.v3.HttpProtocolOptions.use_downstream_protocol_config:type_name -> causeway.lean.Unread
+	2,  // 4: causeway.lean.envoy.extensions.upstreams.http.v3.HttpProtocolOptions.auto_config:type_name -> causeway.lean.Unread
+	2,  // 5: causeway.lean.envoy.extensions.upstreams.http.v3.HttpProtocolOptions.http_filters:type_name -> causeway.lean.Unread
+	2,  // 6: causeway.lean.envoy.extensions.upstreams.http.v3.HttpProtocolOptions.header_validation_config:type_name -> causeway.lean.Unread
+	2,  // 7: causeway.lean.envoy.extensions.upstreams.http.v3.HttpProtocolOptions.outlier_detection:type_name -> causeway.lean.Unread
+	2,  // 8: causeway.lean.envoy.extensions.upstreams.http.v3.HttpProtocolOptions.request_mirror_policies:type_name -> causeway.lean.Unread
+	2,  // 9: causeway.lean.envoy.extensions.upstreams.http.v3.HttpProtocolOptions.hash_policy:type_name -> causeway.lean.Unread
+	2,  // 10: causeway.lean.envoy.extensions.upstreams.http.v3.HttpProtocolOptions.retry_policy:type_name -> causeway.lean.Unread
+	2,  // 11: causeway.lean.envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig.http_protocol_options:type_name -> causeway.lean.Unread
+	2,  // 12: causeway.lean.envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig.http2_protocol_options:type_name -> causeway.lean.Unread
+	2,  // 13: causeway.lean.envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig.http3_protocol_options:type_name -> causeway.lean.Unread
 	14, // [14:14] is the sub-list for method output_type
 	14, // [14:14] is the sub-list for method input_type
 	14, // [14:14] is the sub-list for extension type_name

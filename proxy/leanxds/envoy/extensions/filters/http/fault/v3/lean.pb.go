@@ -8,12 +8,10 @@ package faultv3
 
 import (
 	leanxds "github.com/causewaymesh/causeway/proxy/leanxds"
-	v32 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/config/route/v3"
 	v31 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/extensions/filters/common/fault/v3"
 	v3 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/type/v3"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
-	structpb "google.golang.org/protobuf/types/known/structpb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -145,7 +143,7 @@ type HTTPFault struct {
 	Delay                           *v31.FaultDelay        `protobuf:"bytes,1,opt,name=delay,proto3" json:"delay,omitempty"`
 	Abort                           *FaultAbort            `protobuf:"bytes,2,opt,name=abort,proto3" json:"abort,omitempty"`
 	UpstreamCluster                 string                 `protobuf:"bytes,3,opt,name=upstream_cluster,json=upstreamCluster,proto3" json:"upstream_cluster,omitempty"`
-	Headers                         []*v32.HeaderMatcher   `protobuf:"bytes,4,rep,name=headers,proto3" json:"headers,omitempty"`
+	Headers                         []*leanxds.Unread      `protobuf:"bytes,4,rep,name=headers,proto3" json:"headers,omitempty"`
 	DownstreamNodes                 []string               `protobuf:"bytes,5,rep,name=downstream_nodes,json=downstreamNodes,proto3" json:"downstream_nodes,omitempty"`
 	MaxActiveFaults                 *leanxds.Unread        `protobuf:"bytes,6,opt,name=max_active_faults,json=maxActiveFaults,proto3" json:"max_active_faults,omitempty"`
 	ResponseRateLimit               *leanxds.Unread        `protobuf:"bytes,7,opt,name=response_rate_limit,json=responseRateLimit,proto3" json:"response_rate_limit,omitempty"`
@@ -157,7 +155,7 @@ type HTTPFault struct {
 	ResponseRateLimitPercentRuntime string                 `protobuf:"bytes,13,opt,name=response_rate_limit_percent_runtime,json=responseRateLimitPercentRuntime,proto3" json:"response_rate_limit_percent_runtime,omitempty"`
 	AbortGrpcStatusRuntime          string                 `protobuf:"bytes,14,opt,name=abort_grpc_status_runtime,json=abortGrpcStatusRuntime,proto3" json:"abort_grpc_status_runtime,omitempty"`
 	DisableDownstreamClusterStats   bool                   `protobuf:"varint,15,opt,name=disable_downstream_cluster_stats,json=disableDownstreamClusterStats,proto3" json:"disable_downstream_cluster_stats,omitempty"`
-	FilterMetadata                  *structpb.Struct       `protobuf:"bytes,16,opt,name=filter_metadata,json=filterMetadata,proto3" json:"filter_metadata,omitempty"`
+	FilterMetadata                  *leanxds.Unread        `protobuf:"bytes,16,opt,name=filter_metadata,json=filterMetadata,proto3" json:"filter_metadata,omitempty"`
 	unknownFields                   protoimpl.UnknownFields
 	sizeCache                       protoimpl.SizeCache
 }
@@ -213,7 +211,7 @@ func (x *HTTPFault) GetUpstreamCluster() string {
 	return ""
 }
 
-func (x *HTTPFault) GetHeaders() []*v32.HeaderMatcher {
+func (x *HTTPFault) GetHeaders() []*leanxds.Unread {
 	if x != nil {
 		return x.Headers
 	}
@@ -297,7 +295,7 @@ func (x *HTTPFault) GetDisableDownstreamClusterStats() bool {
 	return false
 }
 
-func (x *HTTPFault) GetFilterMetadata() *structpb.Struct {
+func (x *HTTPFault) GetFilterMetadata() *leanxds.Unread {
 	if x != nil {
 		return x.FilterMetadata
 	}
@@ -308,7 +306,7 @@ var File_proxy_leanxds_envoy_extensions_filters_http_fault_v3_lean_proto protore
 
 const file_proxy_leanxds_envoy_extensions_filters_http_fault_v3_lean_proto_rawDesc = "" +
 	"\n" +
-	"?proxy/leanxds/envoy/extensions/filters/http/fault/v3/lean.proto\x124causeway.lean.envoy.extensions.filters.http.fault.v3\x1a\x1cgoogle/protobuf/struct.proto\x1a.proxy/leanxds/envoy/config/route/v3/lean.proto\x1aAproxy/leanxds/envoy/extensions/filters/common/fault/v3/lean.proto\x1a&proxy/leanxds/envoy/type/v3/lean.proto\x1a\x1aproxy/leanxds/unread.proto\"\x91\x02\n" +
+	"?proxy/leanxds/envoy/extensions/filters/http/fault/v3/lean.proto\x124causeway.lean.envoy.extensions.filters.http.fault.v3\x1aAproxy/leanxds/envoy/extensions/filters/common/fault/v3/lean.proto\x1a&proxy/leanxds/envoy/type/v3/lean.proto\x1a\x1aproxy/leanxds/unread.proto\"\x91\x02\n" +
 	"\n" +
 	"FaultAbort\x12!\n" +
 	"\vhttp_status\x18\x02 \x01(\rH\x00R\n" +
@@ -321,12 +319,12 @@ const file_proxy_leanxds_envoy_extensions_filters_http_fault_v3_lean_proto_rawDe
 	"percentage\x12#\n" +
 	"\rresponse_body\x18\x06 \x01(\tR\fresponseBodyB\f\n" +
 	"\n" +
-	"error_type\"\x93\b\n" +
+	"error_type\"\xf4\a\n" +
 	"\tHTTPFault\x12X\n" +
 	"\x05delay\x18\x01 \x01(\v2B.causeway.lean.envoy.extensions.filters.common.fault.v3.FaultDelayR\x05delay\x12V\n" +
 	"\x05abort\x18\x02 \x01(\v2@.causeway.lean.envoy.extensions.filters.http.fault.v3.FaultAbortR\x05abort\x12)\n" +
-	"\x10upstream_cluster\x18\x03 \x01(\tR\x0fupstreamCluster\x12L\n" +
-	"\aheaders\x18\x04 \x03(\v22.causeway.lean.envoy.config.route.v3.HeaderMatcherR\aheaders\x12)\n" +
+	"\x10upstream_cluster\x18\x03 \x01(\tR\x0fupstreamCluster\x12/\n" +
+	"\aheaders\x18\x04 \x03(\v2\x15.causeway.lean.UnreadR\aheaders\x12)\n" +
 	"\x10downstream_nodes\x18\x05 \x03(\tR\x0fdownstreamNodes\x12A\n" +
 	"\x11max_active_faults\x18\x06 \x01(\v2\x15.causeway.lean.UnreadR\x0fmaxActiveFaults\x12E\n" +
 	"\x13response_rate_limit\x18\a \x01(\v2\x15.causeway.lean.UnreadR\x11responseRateLimit\x122\n" +
@@ -338,8 +336,8 @@ const file_proxy_leanxds_envoy_extensions_filters_http_fault_v3_lean_proto_rawDe
 	"\x19max_active_faults_runtime\x18\f \x01(\tR\x16maxActiveFaultsRuntime\x12L\n" +
 	"#response_rate_limit_percent_runtime\x18\r \x01(\tR\x1fresponseRateLimitPercentRuntime\x129\n" +
 	"\x19abort_grpc_status_runtime\x18\x0e \x01(\tR\x16abortGrpcStatusRuntime\x12G\n" +
-	" disable_downstream_cluster_stats\x18\x0f \x01(\bR\x1ddisableDownstreamClusterStats\x12@\n" +
-	"\x0ffilter_metadata\x18\x10 \x01(\v2\x17.google.protobuf.StructR\x0efilterMetadataB_Z]github.com/causewaymesh/causeway/proxy/leanxds/envoy/extensions/filters/http/fault/v3;faultv3b\x06proto3"
+	" disable_downstream_cluster_stats\x18\x0f \x01(\bR\x1ddisableDownstreamClusterStats\x12>\n" +
+	"\x0ffilter_metadata\x18\x10 \x01(\v2\x15.causeway.lean.UnreadR\x0efilterMetadataB_Z]github.com/causewaymesh/causeway/proxy/leanxds/envoy/extensions/filters/http/fault/v3;faultv3b\x06proto3"
 
 var (
 	file_proxy_leanxds_envoy_extensions_filters_http_fault_v3_lean_proto_rawDescOnce sync.Once
@@ -360,18 +358,16 @@ var file_proxy_leanxds_envoy_extensions_filters_http_fault_v3_lean_proto_goTypes
 	(*leanxds.Unread)(nil),       // 2: causeway.lean.Unread
 	(*v3.FractionalPercent)(nil), // 3: causeway.lean.envoy.type.v3.FractionalPercent
 	(*v31.FaultDelay)(nil),       // 4: causeway.lean.envoy.extensions.filters.common.fault.v3.FaultDelay
-	(*v32.HeaderMatcher)(nil),    // 5: causeway.lean.envoy.config.route.v3.HeaderMatcher
-	(*structpb.Struct)(nil),      // 6: google.protobuf.Struct
 }
 var file_proxy_leanxds_envoy_extensions_filters_http_fault_v3_lean_proto_depIdxs = []int32{
 	2, // 0: causeway.lean.envoy.extensions.filters.http.fault.v3.FaultAbort.header_abort:type_name -> causeway.lean.Unread
 	3, // 1: causeway.lean.envoy.extensions.filters.http.fault.v3.FaultAbort.percentage:type_name -> causeway.lean.envoy.type.v3.FractionalPercent
 	4, // 2: causeway.lean.envoy.extensions.filters.http.fault.v3.HTTPFault.delay:type_name -> causeway.lean.envoy.extensions.filters.common.fault.v3.FaultDelay
 	0, // 3: causeway.lean.envoy.extensions.filters.http.fault.v3.HTTPFault.abort:type_name -> causeway.lean.envoy.extensions.filters.http.fault.v3.FaultAbort
-	5, // 4: causeway.lean.envoy.extensions.filters.http.fault.v3.HTTPFault.headers:type_name -> causeway.lean.envoy.config.route.v3.HeaderMatcher
+	2, // 4: causeway.lean.envoy.extensions.filters.http.fault.v3.HTTPFault.headers:type_name -> causeway.lean.Unread
 	2, // 5: causeway.lean.envoy.extensions.filters.http.fault.v3.HTTPFault.max_active_faults:type_name -> causeway.lean.Unread
 	2, // 6: causeway.lean.envoy.extensions.filters.http.fault.v3.HTTPFault.response_rate_limit:type_name -> causeway.lean.Unread
-	6, // 7: causeway.lean.envoy.extensions.filters.http.fault.v3.HTTPFault.filter_metadata:type_name -> google.protobuf.Struct
+	2, // 7: causeway.lean.envoy.extensions.filters.http.fault.v3.HTTPFault.filter_metadata:type_name -> causeway.lean.Unread
 	8, // [8:8] is the sub-list for method output_type
 	8, // [8:8] is the sub-list for method input_type
 	8, // [8:8] is the sub-list for extension type_name

@@ -299,8 +299,8 @@ type HttpConnectionManager struct {
 	Tracing                        *leanxds.Unread                                  `protobuf:"bytes,7,opt,name=tracing,proto3" json:"tracing,omitempty"`
 	CommonHttpProtocolOptions      *v3.HttpProtocolOptions                          `protobuf:"bytes,35,opt,name=common_http_protocol_options,json=commonHttpProtocolOptions,proto3" json:"common_http_protocol_options,omitempty"`
 	Http1SafeMaxConnectionDuration bool                                             `protobuf:"varint,58,opt,name=http1_safe_max_connection_duration,json=http1SafeMaxConnectionDuration,proto3" json:"http1_safe_max_connection_duration,omitempty"`
-	HttpProtocolOptions            *v3.Http1ProtocolOptions                         `protobuf:"bytes,8,opt,name=http_protocol_options,json=httpProtocolOptions,proto3" json:"http_protocol_options,omitempty"`
-	Http2ProtocolOptions           *v3.Http2ProtocolOptions                         `protobuf:"bytes,9,opt,name=http2_protocol_options,json=http2ProtocolOptions,proto3" json:"http2_protocol_options,omitempty"`
+	HttpProtocolOptions            *leanxds.Unread                                  `protobuf:"bytes,8,opt,name=http_protocol_options,json=httpProtocolOptions,proto3" json:"http_protocol_options,omitempty"`
+	Http2ProtocolOptions           *leanxds.Unread                                  `protobuf:"bytes,9,opt,name=http2_protocol_options,json=http2ProtocolOptions,proto3" json:"http2_protocol_options,omitempty"`
 	Http3ProtocolOptions           *leanxds.Unread                                  `protobuf:"bytes,44,opt,name=http3_protocol_options,json=http3ProtocolOptions,proto3" json:"http3_protocol_options,omitempty"`
 	ServerName                     string                                           `protobuf:"bytes,10,opt,name=server_name,json=serverName,proto3" json:"server_name,omitempty"`
 	ServerHeaderTransformation     HttpConnectionManager_ServerHeaderTransformation `protobuf:"varint,34,opt,name=server_header_transformation,json=serverHeaderTransformation,proto3,enum=causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager_ServerHeaderTransformation" json:"server_header_transformation,omitempty"`
@@ -310,7 +310,7 @@ type HttpConnectionManager struct {
 	StreamFlushTimeout             *leanxds.Unread                                  `protobuf:"bytes,59,opt,name=stream_flush_timeout,json=streamFlushTimeout,proto3" json:"stream_flush_timeout,omitempty"`
 	RequestTimeout                 *leanxds.Unread                                  `protobuf:"bytes,28,opt,name=request_timeout,json=requestTimeout,proto3" json:"request_timeout,omitempty"`
 	RequestHeadersTimeout          *durationpb.Duration                             `protobuf:"bytes,41,opt,name=request_headers_timeout,json=requestHeadersTimeout,proto3" json:"request_headers_timeout,omitempty"`
-	DrainTimeout                   *durationpb.Duration                             `protobuf:"bytes,12,opt,name=drain_timeout,json=drainTimeout,proto3" json:"drain_timeout,omitempty"`
+	DrainTimeout                   *leanxds.Unread                                  `protobuf:"bytes,12,opt,name=drain_timeout,json=drainTimeout,proto3" json:"drain_timeout,omitempty"`
 	DrainTimeoutJitter             *leanxds.Unread                                  `protobuf:"bytes,62,opt,name=drain_timeout_jitter,json=drainTimeoutJitter,proto3" json:"drain_timeout_jitter,omitempty"`
 	DelayedCloseTimeout            *leanxds.Unread                                  `protobuf:"bytes,26,opt,name=delayed_close_timeout,json=delayedCloseTimeout,proto3" json:"delayed_close_timeout,omitempty"`
 	AccessLog                      []*leanxds.Unread                                `protobuf:"bytes,13,rep,name=access_log,json=accessLog,proto3" json:"access_log,omitempty"`
@@ -472,14 +472,14 @@ func (x *HttpConnectionManager) GetHttp1SafeMaxConnectionDuration() bool {
 	return false
 }
 
-func (x *HttpConnectionManager) GetHttpProtocolOptions() *v3.Http1ProtocolOptions {
+func (x *HttpConnectionManager) GetHttpProtocolOptions() *leanxds.Unread {
 	if x != nil {
 		return x.HttpProtocolOptions
 	}
 	return nil
 }
 
-func (x *HttpConnectionManager) GetHttp2ProtocolOptions() *v3.Http2ProtocolOptions {
+func (x *HttpConnectionManager) GetHttp2ProtocolOptions() *leanxds.Unread {
 	if x != nil {
 		return x.Http2ProtocolOptions
 	}
@@ -549,7 +549,7 @@ func (x *HttpConnectionManager) GetRequestHeadersTimeout() *durationpb.Duration 
 	return nil
 }
 
-func (x *HttpConnectionManager) GetDrainTimeout() *durationpb.Duration {
+func (x *HttpConnectionManager) GetDrainTimeout() *leanxds.Unread {
 	if x != nil {
 		return x.DrainTimeout
 	}
@@ -1034,7 +1034,7 @@ var File_proxy_leanxds_envoy_extensions_filters_network_http_connection_manager_
 
 const file_proxy_leanxds_envoy_extensions_filters_network_http_connection_manager_v3_lean_proto_rawDesc = "" +
 	"\n" +
-	"Tproxy/leanxds/envoy/extensions/filters/network/http_connection_manager/v3/lean.proto\x12Icauseway.lean.envoy.extensions.filters.network.http_connection_manager.v3\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1egoogle/protobuf/wrappers.proto\x1a-proxy/leanxds/envoy/config/core/v3/lean.proto\x1a.proxy/leanxds/envoy/config/route/v3/lean.proto\x1a\x1aproxy/leanxds/unread.proto\"\xa7*\n" +
+	"Tproxy/leanxds/envoy/extensions/filters/network/http_connection_manager/v3/lean.proto\x12Icauseway.lean.envoy.extensions.filters.network.http_connection_manager.v3\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1egoogle/protobuf/wrappers.proto\x1a-proxy/leanxds/envoy/config/core/v3/lean.proto\x1a.proxy/leanxds/envoy/config/route/v3/lean.proto\x1a\x1aproxy/leanxds/unread.proto\"\xdd)\n" +
 	"\x15HttpConnectionManager\x12\x89\x01\n" +
 	"\n" +
 	"codec_type\x18\x01 \x01(\x0e2j.causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.CodecTypeR\tcodecType\x12\x1f\n" +
@@ -1047,9 +1047,9 @@ const file_proxy_leanxds_envoy_extensions_filters_network_http_connection_manage
 	"\x0eadd_user_agent\x18\x06 \x01(\v2\x15.causeway.lean.UnreadR\faddUserAgent\x12/\n" +
 	"\atracing\x18\a \x01(\v2\x15.causeway.lean.UnreadR\atracing\x12x\n" +
 	"\x1ccommon_http_protocol_options\x18# \x01(\v27.causeway.lean.envoy.config.core.v3.HttpProtocolOptionsR\x19commonHttpProtocolOptions\x12J\n" +
-	"\"http1_safe_max_connection_duration\x18: \x01(\bR\x1ehttp1SafeMaxConnectionDuration\x12l\n" +
-	"\x15http_protocol_options\x18\b \x01(\v28.causeway.lean.envoy.config.core.v3.Http1ProtocolOptionsR\x13httpProtocolOptions\x12n\n" +
-	"\x16http2_protocol_options\x18\t \x01(\v28.causeway.lean.envoy.config.core.v3.Http2ProtocolOptionsR\x14http2ProtocolOptions\x12K\n" +
+	"\"http1_safe_max_connection_duration\x18: \x01(\bR\x1ehttp1SafeMaxConnectionDuration\x12I\n" +
+	"\x15http_protocol_options\x18\b \x01(\v2\x15.causeway.lean.UnreadR\x13httpProtocolOptions\x12K\n" +
+	"\x16http2_protocol_options\x18\t \x01(\v2\x15.causeway.lean.UnreadR\x14http2ProtocolOptions\x12K\n" +
 	"\x16http3_protocol_options\x18, \x01(\v2\x15.causeway.lean.UnreadR\x14http3ProtocolOptions\x12\x1f\n" +
 	"\vserver_name\x18\n" +
 	" \x01(\tR\n" +
@@ -1060,8 +1060,8 @@ const file_proxy_leanxds_envoy_extensions_filters_network_http_connection_manage
 	"\x13stream_idle_timeout\x18\x18 \x01(\v2\x15.causeway.lean.UnreadR\x11streamIdleTimeout\x12G\n" +
 	"\x14stream_flush_timeout\x18; \x01(\v2\x15.causeway.lean.UnreadR\x12streamFlushTimeout\x12>\n" +
 	"\x0frequest_timeout\x18\x1c \x01(\v2\x15.causeway.lean.UnreadR\x0erequestTimeout\x12Q\n" +
-	"\x17request_headers_timeout\x18) \x01(\v2\x19.google.protobuf.DurationR\x15requestHeadersTimeout\x12>\n" +
-	"\rdrain_timeout\x18\f \x01(\v2\x19.google.protobuf.DurationR\fdrainTimeout\x12G\n" +
+	"\x17request_headers_timeout\x18) \x01(\v2\x19.google.protobuf.DurationR\x15requestHeadersTimeout\x12:\n" +
+	"\rdrain_timeout\x18\f \x01(\v2\x15.causeway.lean.UnreadR\fdrainTimeout\x12G\n" +
 	"\x14drain_timeout_jitter\x18> \x01(\v2\x15.causeway.lean.UnreadR\x12drainTimeoutJitter\x12I\n" +
 	"\x15delayed_close_timeout\x18\x1a \x01(\v2\x15.causeway.lean.UnreadR\x13delayedCloseTimeout\x124\n" +
 	"\n" +
@@ -1167,12 +1167,10 @@ var file_proxy_leanxds_envoy_extensions_filters_network_http_connection_manager_
 	(*v31.RouteConfiguration)(nil),                          // 8: causeway.lean.envoy.config.route.v3.RouteConfiguration
 	(*leanxds.Unread)(nil),                                  // 9: causeway.lean.Unread
 	(*v3.HttpProtocolOptions)(nil),                          // 10: causeway.lean.envoy.config.core.v3.HttpProtocolOptions
-	(*v3.Http1ProtocolOptions)(nil),                         // 11: causeway.lean.envoy.config.core.v3.Http1ProtocolOptions
-	(*v3.Http2ProtocolOptions)(nil),                         // 12: causeway.lean.envoy.config.core.v3.Http2ProtocolOptions
-	(*wrapperspb.UInt32Value)(nil),                          // 13: google.protobuf.UInt32Value
-	(*durationpb.Duration)(nil),                             // 14: google.protobuf.Duration
-	(*wrapperspb.BoolValue)(nil),                            // 15: google.protobuf.BoolValue
-	(*anypb.Any)(nil),                                       // 16: google.protobuf.Any
+	(*wrapperspb.UInt32Value)(nil),                          // 11: google.protobuf.UInt32Value
+	(*durationpb.Duration)(nil),                             // 12: google.protobuf.Duration
+	(*wrapperspb.BoolValue)(nil),                            // 13: google.protobuf.BoolValue
+	(*anypb.Any)(nil),                                       // 14: google.protobuf.Any
 }
 var file_proxy_leanxds_envoy_extensions_filters_network_http_connection_manager_v3_lean_proto_depIdxs = []int32{
 	0,  // 0: causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.codec_type:type_name -> causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.CodecType
@@ -1183,17 +1181,17 @@ var file_proxy_leanxds_envoy_extensions_filters_network_http_connection_manager_
 	9,  // 5: causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.add_user_agent:type_name -> causeway.lean.Unread
 	9,  // 6: causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.tracing:type_name -> causeway.lean.Unread
 	10, // 7: causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.common_http_protocol_options:type_name -> causeway.lean.envoy.config.core.v3.HttpProtocolOptions
-	11, // 8: causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.http_protocol_options:type_name -> causeway.lean.envoy.config.core.v3.Http1ProtocolOptions
-	12, // 9: causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.http2_protocol_options:type_name -> causeway.lean.envoy.config.core.v3.Http2ProtocolOptions
+	9,  // 8: causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.http_protocol_options:type_name -> causeway.lean.Unread
+	9,  // 9: causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.http2_protocol_options:type_name -> causeway.lean.Unread
 	9,  // 10: causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.http3_protocol_options:type_name -> causeway.lean.Unread
 	1,  // 11: causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.server_header_transformation:type_name -> causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.ServerHeaderTransformation
 	9,  // 12: causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.scheme_header_transformation:type_name -> causeway.lean.Unread
-	13, // 13: causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.max_request_headers_kb:type_name -> google.protobuf.UInt32Value
+	11, // 13: causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.max_request_headers_kb:type_name -> google.protobuf.UInt32Value
 	9,  // 14: causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.stream_idle_timeout:type_name -> causeway.lean.Unread
 	9,  // 15: causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.stream_flush_timeout:type_name -> causeway.lean.Unread
 	9,  // 16: causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.request_timeout:type_name -> causeway.lean.Unread
-	14, // 17: causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.request_headers_timeout:type_name -> google.protobuf.Duration
-	14, // 18: causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.drain_timeout:type_name -> google.protobuf.Duration
+	12, // 17: causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.request_headers_timeout:type_name -> google.protobuf.Duration
+	9,  // 18: causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.drain_timeout:type_name -> causeway.lean.Unread
 	9,  // 19: causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.drain_timeout_jitter:type_name -> causeway.lean.Unread
 	9,  // 20: causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.delayed_close_timeout:type_name -> causeway.lean.Unread
 	9,  // 21: causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.access_log:type_name -> causeway.lean.Unread
@@ -1203,7 +1201,7 @@ var file_proxy_leanxds_envoy_extensions_filters_network_http_connection_manager_
 	9,  // 25: causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.original_ip_detection_extensions:type_name -> causeway.lean.Unread
 	9,  // 26: causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.early_header_mutation_extensions:type_name -> causeway.lean.Unread
 	9,  // 27: causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.internal_address_config:type_name -> causeway.lean.Unread
-	15, // 28: causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.generate_request_id:type_name -> google.protobuf.BoolValue
+	13, // 28: causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.generate_request_id:type_name -> google.protobuf.BoolValue
 	2,  // 29: causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.forward_client_cert_details:type_name -> causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.ForwardClientCertDetails
 	9,  // 30: causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.set_current_client_cert_details:type_name -> causeway.lean.Unread
 	9,  // 31: causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.forward_client_cert_matcher:type_name -> causeway.lean.Unread
@@ -1218,7 +1216,7 @@ var file_proxy_leanxds_envoy_extensions_filters_network_http_connection_manager_
 	9,  // 40: causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.typed_header_validation_config:type_name -> causeway.lean.Unread
 	9,  // 41: causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.add_proxy_protocol_connection_state:type_name -> causeway.lean.Unread
 	9,  // 42: causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.forward_proto_config:type_name -> causeway.lean.Unread
-	16, // 43: causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter.typed_config:type_name -> google.protobuf.Any
+	14, // 43: causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter.typed_config:type_name -> google.protobuf.Any
 	9,  // 44: causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter.config_discovery:type_name -> causeway.lean.Unread
 	9,  // 45: causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.Rds.config_source:type_name -> causeway.lean.Unread
 	46, // [46:46] is the sub-list for method output_type

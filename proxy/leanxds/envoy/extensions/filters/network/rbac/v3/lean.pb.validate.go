@@ -174,16 +174,7 @@ func (m *RBAC) validate(all bool) error {
 
 	// no validation rules for ShadowRulesStatPrefix
 
-	if utf8.RuneCountInString(m.GetStatPrefix()) < 1 {
-		err := RBACValidationError{
-			field:  "StatPrefix",
-			reason: "value length must be at least 1 runes",
-		}
-		if !all {
-			return err
-		}
-		errors = append(errors, err)
-	}
+	// no validation rules for StatPrefix
 
 	// no validation rules for EnforcementType
 

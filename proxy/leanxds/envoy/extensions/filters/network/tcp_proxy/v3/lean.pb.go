@@ -208,7 +208,7 @@ func (x *TcpProxy) GetCluster() string {
 	return ""
 }
 
-func (x *TcpProxy) GetWeightedClusters() *TcpProxy_WeightedCluster {
+func (x *TcpProxy) GetWeightedClusters() *leanxds.Unread {
 	if x != nil {
 		if x, ok := x.ClusterSpecifier.(*TcpProxy_WeightedClusters); ok {
 			return x.WeightedClusters
@@ -368,128 +368,24 @@ type TcpProxy_Cluster struct {
 }
 
 type TcpProxy_WeightedClusters struct {
-	WeightedClusters *TcpProxy_WeightedCluster `protobuf:"bytes,10,opt,name=weighted_clusters,json=weightedClusters,proto3,oneof"`
+	WeightedClusters *leanxds.Unread `protobuf:"bytes,10,opt,name=weighted_clusters,json=weightedClusters,proto3,oneof"`
 }
 
 func (*TcpProxy_Cluster) isTcpProxy_ClusterSpecifier() {}
 
 func (*TcpProxy_WeightedClusters) isTcpProxy_ClusterSpecifier() {}
 
-type TcpProxy_WeightedCluster struct {
-	state         protoimpl.MessageState                    `protogen:"open.v1"`
-	Clusters      []*TcpProxy_WeightedCluster_ClusterWeight `protobuf:"bytes,1,rep,name=clusters,proto3" json:"clusters,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *TcpProxy_WeightedCluster) Reset() {
-	*x = TcpProxy_WeightedCluster{}
-	mi := &file_proxy_leanxds_envoy_extensions_filters_network_tcp_proxy_v3_lean_proto_msgTypes[1]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *TcpProxy_WeightedCluster) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*TcpProxy_WeightedCluster) ProtoMessage() {}
-
-func (x *TcpProxy_WeightedCluster) ProtoReflect() protoreflect.Message {
-	mi := &file_proxy_leanxds_envoy_extensions_filters_network_tcp_proxy_v3_lean_proto_msgTypes[1]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use TcpProxy_WeightedCluster.ProtoReflect.Descriptor instead.
-func (*TcpProxy_WeightedCluster) Descriptor() ([]byte, []int) {
-	return file_proxy_leanxds_envoy_extensions_filters_network_tcp_proxy_v3_lean_proto_rawDescGZIP(), []int{0, 0}
-}
-
-func (x *TcpProxy_WeightedCluster) GetClusters() []*TcpProxy_WeightedCluster_ClusterWeight {
-	if x != nil {
-		return x.Clusters
-	}
-	return nil
-}
-
-type TcpProxy_WeightedCluster_ClusterWeight struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Weight        uint32                 `protobuf:"varint,2,opt,name=weight,proto3" json:"weight,omitempty"`
-	MetadataMatch *leanxds.Unread        `protobuf:"bytes,3,opt,name=metadata_match,json=metadataMatch,proto3" json:"metadata_match,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *TcpProxy_WeightedCluster_ClusterWeight) Reset() {
-	*x = TcpProxy_WeightedCluster_ClusterWeight{}
-	mi := &file_proxy_leanxds_envoy_extensions_filters_network_tcp_proxy_v3_lean_proto_msgTypes[2]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *TcpProxy_WeightedCluster_ClusterWeight) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*TcpProxy_WeightedCluster_ClusterWeight) ProtoMessage() {}
-
-func (x *TcpProxy_WeightedCluster_ClusterWeight) ProtoReflect() protoreflect.Message {
-	mi := &file_proxy_leanxds_envoy_extensions_filters_network_tcp_proxy_v3_lean_proto_msgTypes[2]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use TcpProxy_WeightedCluster_ClusterWeight.ProtoReflect.Descriptor instead.
-func (*TcpProxy_WeightedCluster_ClusterWeight) Descriptor() ([]byte, []int) {
-	return file_proxy_leanxds_envoy_extensions_filters_network_tcp_proxy_v3_lean_proto_rawDescGZIP(), []int{0, 0, 0}
-}
-
-func (x *TcpProxy_WeightedCluster_ClusterWeight) GetName() string {
-	if x != nil {
-		return x.Name
-	}
-	return ""
-}
-
-func (x *TcpProxy_WeightedCluster_ClusterWeight) GetWeight() uint32 {
-	if x != nil {
-		return x.Weight
-	}
-	return 0
-}
-
-func (x *TcpProxy_WeightedCluster_ClusterWeight) GetMetadataMatch() *leanxds.Unread {
-	if x != nil {
-		return x.MetadataMatch
-	}
-	return nil
-}
-
 var File_proxy_leanxds_envoy_extensions_filters_network_tcp_proxy_v3_lean_proto protoreflect.FileDescriptor
 
 const file_proxy_leanxds_envoy_extensions_filters_network_tcp_proxy_v3_lean_proto_rawDesc = "" +
 	"\n" +
-	"Fproxy/leanxds/envoy/extensions/filters/network/tcp_proxy/v3/lean.proto\x12;causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3\x1a\x1egoogle/protobuf/duration.proto\x1a\x1aproxy/leanxds/unread.proto\"\xbc\x10\n" +
+	"Fproxy/leanxds/envoy/extensions/filters/network/tcp_proxy/v3/lean.proto\x12;causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3\x1a\x1egoogle/protobuf/duration.proto\x1a\x1aproxy/leanxds/unread.proto\"\xeb\r\n" +
 	"\bTcpProxy\x12\x1f\n" +
 	"\vstat_prefix\x18\x01 \x01(\tR\n" +
 	"statPrefix\x12\x1a\n" +
-	"\acluster\x18\x02 \x01(\tH\x00R\acluster\x12\x84\x01\n" +
+	"\acluster\x18\x02 \x01(\tH\x00R\acluster\x12D\n" +
 	"\x11weighted_clusters\x18\n" +
-	" \x01(\v2U.causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedClusterH\x00R\x10weightedClusters\x122\n" +
+	" \x01(\v2\x15.causeway.lean.UnreadH\x00R\x10weightedClusters\x122\n" +
 	"\ton_demand\x18\x0e \x01(\v2\x15.causeway.lean.UnreadR\bonDemand\x12<\n" +
 	"\x0emetadata_match\x18\t \x01(\v2\x15.causeway.lean.UnreadR\rmetadataMatch\x12<\n" +
 	"\fidle_timeout\x18\b \x01(\v2\x19.google.protobuf.DurationR\vidleTimeout\x12M\n" +
@@ -511,13 +407,7 @@ const file_proxy_leanxds_envoy_extensions_filters_network_tcp_proxy_v3_lean_prot
 	"\x1fproxy_protocol_tlv_merge_policy\x18\x17 \x01(\x0e2X.causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.ProxyProtocolTlvMergePolicyR\x1bproxyProtocolTlvMergePolicy\x12\x84\x01\n" +
 	"\x15upstream_connect_mode\x18\x15 \x01(\x0e2P.causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.UpstreamConnectModeR\x13upstreamConnectMode\x12F\n" +
 	"\x14max_early_data_bytes\x18\x16 \x01(\v2\x15.causeway.lean.UnreadR\x11maxEarlyDataBytes\x12A\n" +
-	"\x11check_drain_close\x18\x18 \x01(\v2\x15.causeway.lean.UnreadR\x0fcheckDrainClose\x1a\x8d\x02\n" +
-	"\x0fWeightedCluster\x12\x7f\n" +
-	"\bclusters\x18\x01 \x03(\v2c.causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster.ClusterWeightR\bclusters\x1ay\n" +
-	"\rClusterWeight\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
-	"\x06weight\x18\x02 \x01(\rR\x06weight\x12<\n" +
-	"\x0emetadata_match\x18\x03 \x01(\v2\x15.causeway.lean.UnreadR\rmetadataMatchB\x13\n" +
+	"\x11check_drain_close\x18\x18 \x01(\v2\x15.causeway.lean.UnreadR\x0fcheckDrainCloseB\x13\n" +
 	"\x11cluster_specifier*u\n" +
 	"\x1bProxyProtocolTlvMergePolicy\x12\x11\n" +
 	"\rADD_IF_ABSENT\x10\x00\x12&\n" +
@@ -541,44 +431,40 @@ func file_proxy_leanxds_envoy_extensions_filters_network_tcp_proxy_v3_lean_proto
 }
 
 var file_proxy_leanxds_envoy_extensions_filters_network_tcp_proxy_v3_lean_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_proxy_leanxds_envoy_extensions_filters_network_tcp_proxy_v3_lean_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_proxy_leanxds_envoy_extensions_filters_network_tcp_proxy_v3_lean_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
 var file_proxy_leanxds_envoy_extensions_filters_network_tcp_proxy_v3_lean_proto_goTypes = []any{
-	(ProxyProtocolTlvMergePolicy)(0),               // 0: causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.ProxyProtocolTlvMergePolicy
-	(UpstreamConnectMode)(0),                       // 1: causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.UpstreamConnectMode
-	(*TcpProxy)(nil),                               // 2: causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
-	(*TcpProxy_WeightedCluster)(nil),               // 3: causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster
-	(*TcpProxy_WeightedCluster_ClusterWeight)(nil), // 4: causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster.ClusterWeight
-	(*leanxds.Unread)(nil),                         // 5: causeway.lean.Unread
-	(*durationpb.Duration)(nil),                    // 6: google.protobuf.Duration
+	(ProxyProtocolTlvMergePolicy)(0), // 0: causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.ProxyProtocolTlvMergePolicy
+	(UpstreamConnectMode)(0),         // 1: causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.UpstreamConnectMode
+	(*TcpProxy)(nil),                 // 2: causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+	(*leanxds.Unread)(nil),           // 3: causeway.lean.Unread
+	(*durationpb.Duration)(nil),      // 4: google.protobuf.Duration
 }
 var file_proxy_leanxds_envoy_extensions_filters_network_tcp_proxy_v3_lean_proto_depIdxs = []int32{
-	3,  // 0: causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.weighted_clusters:type_name -> causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster
-	5,  // 1: causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.on_demand:type_name -> causeway.lean.Unread
-	5,  // 2: causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.metadata_match:type_name -> causeway.lean.Unread
-	6,  // 3: causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.idle_timeout:type_name -> google.protobuf.Duration
-	5,  // 4: causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.downstream_idle_timeout:type_name -> causeway.lean.Unread
-	5,  // 5: causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.upstream_idle_timeout:type_name -> causeway.lean.Unread
-	5,  // 6: causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.access_log:type_name -> causeway.lean.Unread
-	5,  // 7: causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.max_connect_attempts:type_name -> causeway.lean.Unread
-	5,  // 8: causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.backoff_options:type_name -> causeway.lean.Unread
-	5,  // 9: causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.hash_policy:type_name -> causeway.lean.Unread
-	5,  // 10: causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.tunneling_config:type_name -> causeway.lean.Unread
-	5,  // 11: causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.max_downstream_connection_duration:type_name -> causeway.lean.Unread
-	5,  // 12: causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.max_downstream_connection_duration_jitter_percentage:type_name -> causeway.lean.Unread
-	5,  // 13: causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.access_log_flush_interval:type_name -> causeway.lean.Unread
-	5,  // 14: causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.access_log_options:type_name -> causeway.lean.Unread
-	5,  // 15: causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.proxy_protocol_tlvs:type_name -> causeway.lean.Unread
+	3,  // 0: causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.weighted_clusters:type_name -> causeway.lean.Unread
+	3,  // 1: causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.on_demand:type_name -> causeway.lean.Unread
+	3,  // 2: causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.metadata_match:type_name -> causeway.lean.Unread
+	4,  // 3: causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.idle_timeout:type_name -> google.protobuf.Duration
+	3,  // 4: causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.downstream_idle_timeout:type_name -> causeway.lean.Unread
+	3,  // 5: causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.upstream_idle_timeout:type_name -> causeway.lean.Unread
+	3,  // 6: causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.access_log:type_name -> causeway.lean.Unread
+	3,  // 7: causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.max_connect_attempts:type_name -> causeway.lean.Unread
+	3,  // 8: causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.backoff_options:type_name -> causeway.lean.Unread
+	3,  // 9: causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.hash_policy:type_name -> causeway.lean.Unread
+	3,  // 10: causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.tunneling_config:type_name -> causeway.lean.Unread
+	3,  // 11: causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.max_downstream_connection_duration:type_name -> causeway.lean.Unread
+	3,  // 12: causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.max_downstream_connection_duration_jitter_percentage:type_name -> causeway.lean.Unread
+	3,  // 13: causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.access_log_flush_interval:type_name -> causeway.lean.Unread
+	3,  // 14: causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.access_log_options:type_name -> causeway.lean.Unread
+	3,  // 15: causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.proxy_protocol_tlvs:type_name -> causeway.lean.Unread
 	0,  // 16: causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.proxy_protocol_tlv_merge_policy:type_name -> causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.ProxyProtocolTlvMergePolicy
 	1,  // 17: causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.upstream_connect_mode:type_name -> causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.UpstreamConnectMode
-	5,  // 18: causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.max_early_data_bytes:type_name -> causeway.lean.Unread
-	5,  // 19: causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.check_drain_close:type_name -> causeway.lean.Unread
-	4,  // 20: causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster.clusters:type_name -> causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster.ClusterWeight
-	5,  // 21: causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster.ClusterWeight.metadata_match:type_name -> causeway.lean.Unread
-	22, // [22:22] is the sub-list for method output_type
-	22, // [22:22] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	3,  // 18: causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.max_early_data_bytes:type_name -> causeway.lean.Unread
+	3,  // 19: causeway.lean.envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.check_drain_close:type_name -> causeway.lean.Unread
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_proxy_leanxds_envoy_extensions_filters_network_tcp_proxy_v3_lean_proto_init() }
@@ -596,7 +482,7 @@ func file_proxy_leanxds_envoy_extensions_filters_network_tcp_proxy_v3_lean_proto
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_proxy_leanxds_envoy_extensions_filters_network_tcp_proxy_v3_lean_proto_rawDesc), len(file_proxy_leanxds_envoy_extensions_filters_network_tcp_proxy_v3_lean_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   3,
+			NumMessages:   1,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
