@@ -473,7 +473,6 @@ func (x *exchange) try(ctx context.Context, u *upstream, host *lb.Host, retry *c
 	if replay != nil {
 		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(replay)), nil }
 	}
-	out = out.WithContext(tctx)
 
 	if !u.lb.TryAcquirePending() {
 		x.circuitOpen(u, "pending")
@@ -485,9 +484,11 @@ func (x *exchange) try(ctx context.Context, u *upstream, host *lb.Host, retry *c
 		err  error
 	)
 	if tr.h1 != nil && h1Usable(out) {
+		// The pool takes the context as an argument: no copy of out
+		// with it (WithContext allocates a new Request).
 		resp, err = tr.h1.RoundTrip(tctx, out, host.Address)
 	} else {
-		resp, err = tr.roundTripper().RoundTrip(out)
+		resp, err = tr.roundTripper().RoundTrip(out.WithContext(tctx))
 	}
 	u.lb.ReleasePending()
 	if perTry != nil {
