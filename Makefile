@@ -15,6 +15,7 @@ FUZZ_TARGETS := \
 	./proxy/router:FuzzRewritePath \
 	./proxy/xdsclient:FuzzTranslateRouteConfig \
 	./proxy/xdsclient:FuzzTranslateListener \
+	./proxy/leanxds:FuzzUnmarshalJSON \
 	./proxy/telemetry:FuzzAppendJSONString \
 	./gateway:FuzzTranslateYAML \
 	./trust/bundles:FuzzParseDocument \

@@ -16,6 +16,7 @@ import (
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
@@ -258,4 +259,35 @@ func TestAsAndAny(t *testing.T) {
 	if err := leanxds.UnmarshalAny(a, &leanhcm.HttpConnectionManager{}); err == nil {
 		t.Error("UnmarshalAny decoded a Cluster as an HttpConnectionManager")
 	}
+}
+
+// FuzzUnmarshalJSON feeds the bootstrap's JSON decoding arbitrary input:
+// it must not panic, and what it accepts must encode and decode again to
+// the same message.
+func FuzzUnmarshalJSON(f *testing.F) {
+	for _, s := range []string{
+		`{"node": {"id": "n"}, "static_resources": {"clusters": [{"name": "c", "cleanup_interval": "2s", "lb_subset_config": {}}]}}`,
+		`{"static_resources": {"listeners": [{"filter_chains": [{"filters": [{"typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager", "stat_prefix": "x", "tracing": {}}}]}]}]}}`,
+		`{"dynamic_resources": {"ads_config": {"api_type": "GRPC"}, "cds_config": {"ads": {}}}}`,
+		`{"admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 9901}}, "access_log": [{}]}}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var m leanbootstrap.Bootstrap
+		if leanxds.UnmarshalJSON(b, &m) != nil {
+			return
+		}
+		js, err := protojson.MarshalOptions{Resolver: leanxds.Resolver}.Marshal(&m)
+		if err != nil {
+			t.Fatalf("accepted %q but cannot encode it: %v", b, err)
+		}
+		var again leanbootstrap.Bootstrap
+		if err := leanxds.UnmarshalJSON(js, &again); err != nil {
+			t.Fatalf("accepted %q but not its own encoding %s: %v", b, js, err)
+		}
+		if !proto.Equal(&m, &again) {
+			t.Fatalf("%q: decoding its own encoding changed it:\n%v\n%v", b, &m, &again)
+		}
+	})
 }

@@ -3,14 +3,19 @@ package xdsclient
 import (
 	"testing"
 
-	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	envoyroute "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/proto"
+
+	listenerv3 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/config/listener/v3"
+	routev3 "github.com/causewaymesh/causeway/proxy/leanxds/envoy/config/route/v3"
 )
+
+// The fuzzers decode into the sidecar's lean messages, as the ADS client
+// does; the seeds are go-control-plane's messages, encoded.
 
 func FuzzTranslateRouteConfig(f *testing.F) {
 	rc := simpleRoute("rc", "web")
-	for _, m := range []proto.Message{rc, &routev3.RouteConfiguration{}} {
+	for _, m := range []proto.Message{rc, &envoyroute.RouteConfiguration{}} {
 		b, err := proto.Marshal(m)
 		if err != nil {
 			f.Fatal(err)
@@ -22,7 +27,7 @@ func FuzzTranslateRouteConfig(f *testing.F) {
 		if proto.Unmarshal(b, &r) != nil {
 			return
 		}
-		_, _ = TranslateRouteConfig(&r)
+		_, _ = translateRouteConfig(&r)
 	})
 }
 
@@ -39,6 +44,6 @@ func FuzzTranslateListener(f *testing.F) {
 		if proto.Unmarshal(b, &l) != nil {
 			return
 		}
-		_, _ = TranslateListener(&l)
+		_, _ = translateListener(&l)
 	})
 }
