@@ -10,6 +10,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	mcsv1alpha1 "sigs.k8s.io/mcs-api/pkg/apis/v1alpha1"
@@ -23,6 +24,8 @@ const ControllerName = "causeway.dev/gateway-controller"
 
 // Input is everything the translation reads. Slices are read, never
 // modified or retained; their order does not matter (the output is sorted).
+// Objects are unique by kind, namespace and name, as in an apiserver
+// (DecodeYAML refuses a file that defines one twice).
 type Input struct {
 	// ControllerName selects the GatewayClasses to own; "" means
 	// ControllerName.
@@ -101,6 +104,7 @@ type RouteStatus struct {
 func DecodeYAML(data []byte) (Input, error) {
 	var in Input
 	var errs []error
+	seen := map[string]int{} // object identity -> first document
 	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
 	for doc := 1; ; doc++ {
 		raw, err := r.Read()
@@ -114,14 +118,28 @@ func DecodeYAML(data []byte) (Input, error) {
 		if len(bytes.TrimSpace(raw)) == 0 {
 			continue
 		}
-		if err := decodeDoc(raw, &in); err != nil {
+		id, err := decodeDoc(raw, &in)
+		if err != nil {
 			errs = append(errs, fmt.Errorf("document %d: %w", doc, err))
+			continue
 		}
+		if id == "" {
+			continue
+		}
+		if first, dup := seen[id]; dup {
+			// An apiserver stores one object per kind, namespace and
+			// name; two would make the output depend on their order.
+			errs = append(errs, fmt.Errorf("document %d: %s is already defined in document %d; remove or rename one of them", doc, id, first))
+			continue
+		}
+		seen[id] = doc
 	}
 	return in, errors.Join(errs...)
 }
 
-func decodeDoc(raw []byte, in *Input) error {
+// decodeDoc appends the object in raw to in and returns its identity
+// ("Kind namespace/name"), or "" for a document it does not keep.
+func decodeDoc(raw []byte, in *Input) (string, error) {
 	var head struct {
 		APIVersion string `json:"apiVersion"`
 		Kind       string `json:"kind"`
@@ -130,10 +148,10 @@ func decodeDoc(raw []byte, in *Input) error {
 		} `json:"metadata"`
 	}
 	if err := yaml.Unmarshal(raw, &head); err != nil {
-		return fmt.Errorf("not a Kubernetes object: %w", err)
+		return "", fmt.Errorf("not a Kubernetes object: %w", err)
 	}
 	if head.Kind == "" && head.APIVersion == "" {
-		return nil // comments only
+		return "", nil // comments only
 	}
 	group, _, _ := strings.Cut(head.APIVersion, "/")
 	if !strings.Contains(head.APIVersion, "/") {
@@ -146,6 +164,12 @@ func decodeDoc(raw []byte, in *Input) error {
 		}
 		return nil
 	}
+	ident := func(m metav1.ObjectMeta) string {
+		if m.Namespace == "" {
+			return head.Kind + " " + m.Name
+		}
+		return head.Kind + " " + m.Namespace + "/" + m.Name
+	}
 	defNS := func(ns *string) {
 		if *ns == "" {
 			*ns = "default"
@@ -157,75 +181,85 @@ func decodeDoc(raw []byte, in *Input) error {
 		case "GatewayClass":
 			var o gatewayv1.GatewayClass
 			if err := strict(&o); err != nil {
-				return err
+				return "", err
 			}
 			in.GatewayClasses = append(in.GatewayClasses, o)
+			return ident(o.ObjectMeta), nil
 		case "Gateway":
 			var o gatewayv1.Gateway
 			if err := strict(&o); err != nil {
-				return err
+				return "", err
 			}
 			defNS(&o.Namespace)
 			in.Gateways = append(in.Gateways, o)
+			return ident(o.ObjectMeta), nil
 		case "HTTPRoute":
 			var o gatewayv1.HTTPRoute
 			if err := strict(&o); err != nil {
-				return err
+				return "", err
 			}
 			defNS(&o.Namespace)
 			in.HTTPRoutes = append(in.HTTPRoutes, o)
+			return ident(o.ObjectMeta), nil
 		case "GRPCRoute":
 			var o gatewayv1.GRPCRoute
 			if err := strict(&o); err != nil {
-				return err
+				return "", err
 			}
 			defNS(&o.Namespace)
 			in.GRPCRoutes = append(in.GRPCRoutes, o)
+			return ident(o.ObjectMeta), nil
 		case "TLSRoute":
 			var o gatewayv1.TLSRoute
 			if err := strict(&o); err != nil {
-				return err
+				return "", err
 			}
 			defNS(&o.Namespace)
 			in.TLSRoutes = append(in.TLSRoutes, o)
+			return ident(o.ObjectMeta), nil
 		case "ReferenceGrant":
 			var o gatewayv1.ReferenceGrant
 			if err := strict(&o); err != nil {
-				return err
+				return "", err
 			}
 			defNS(&o.Namespace)
 			in.ReferenceGrants = append(in.ReferenceGrants, o)
+			return ident(o.ObjectMeta), nil
 		}
 	case group == mcsv1alpha1.GroupName && head.Kind == "ServiceImport":
 		var o mcsv1alpha1.ServiceImport
 		if err := strict(&o); err != nil {
-			return err
+			return "", err
 		}
 		defNS(&o.Namespace)
 		in.ServiceImports = append(in.ServiceImports, o)
+		return ident(o.ObjectMeta), nil
 	case head.APIVersion == "v1":
 		switch head.Kind {
 		case "Service":
 			var o corev1.Service
 			if err := strict(&o); err != nil {
-				return err
+				return "", err
 			}
 			defNS(&o.Namespace)
 			in.Services = append(in.Services, o)
+			return ident(o.ObjectMeta), nil
 		case "Namespace":
 			var o corev1.Namespace
 			if err := strict(&o); err != nil {
-				return err
+				return "", err
 			}
 			in.Namespaces = append(in.Namespaces, o)
+			return ident(o.ObjectMeta), nil
 		case "Secret":
 			var o corev1.Secret
 			if err := strict(&o); err != nil {
-				return err
+				return "", err
 			}
 			defNS(&o.Namespace)
 			in.Secrets = append(in.Secrets, o)
+			return ident(o.ObjectMeta), nil
 		}
 	}
-	return nil
+	return "", nil
 }

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -163,5 +164,31 @@ func BenchmarkTranslate(b *testing.B) {
 		if _, err := Translate(in); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+func TestDecodeYAMLRefusesDuplicates(t *testing.T) {
+	doc := `apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: shop}
+spec: {rules: [{backendRefs: [{name: web, port: 80}]}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: shop}
+spec: {rules: [{backendRefs: [{name: other, port: 80}]}]}
+`
+	_, err := DecodeYAML([]byte(doc))
+	want := "document 3: HTTPRoute shop/web is already defined in document 1; remove or rename one of them"
+	if err == nil || err.Error() != want {
+		t.Fatalf("DecodeYAML error = %v, want %q", err, want)
+	}
+	// The same name in another namespace, or of another kind, is another object.
+	if _, err := DecodeYAML([]byte(strings.Replace(doc, "name: web, namespace: shop}\nspec: {rules: [{backendRefs: [{name: other", "name: web, namespace: other}\nspec: {rules: [{backendRefs: [{name: other", 1))); err != nil {
+		t.Fatalf("DecodeYAML with distinct objects: %v", err)
 	}
 }
