@@ -214,7 +214,7 @@ func (p *Proxy) startListenerFor(l *config.Listener) (*listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	ln := newListener(p, l, newConnQueue(net.TCPAddrFromAddrPort(addr)))
+	ln := newListener(p, l, newVirtualSocket(net.TCPAddrFromAddrPort(addr)))
 	p.log.Debug("virtual listener", "listener", l.Name, "address", l.Address)
 	return ln, nil
 }

@@ -24,10 +24,12 @@
 // is dispatched by the listener's current config: TLS is terminated if the
 // config says so (certificates are read from SDS secrets at handshake time, so
 // rotation needs no restart), then the connection goes to the TCP proxy or is
-// served as HTTP: HTTP/2 (h2c with prior knowledge, or h2 by ALPN) by
-// net/http's http.Server, HTTP/1.1 by the package's own server loop, one
-// goroutine per connection that reads each request and runs the handler
-// itself (h1server.go). That loop does no background read, so a client that
+// served as HTTP by the package's own servers. HTTP/1.1: one goroutine per
+// connection that reads each request and runs the handler itself
+// (h1server.go). HTTP/2 (h2c with prior knowledge, or h2 by ALPN): one
+// goroutine reads frames; when a stream opens, a spare goroutine takes over
+// the reading and the reader runs the stream's handler, writing its frames
+// itself under the connection's write lock (h2server.go). That loop does no background read, so a client that
 // goes away in the middle of an HTTP/1.1 request is noticed when a write to
 // it fails; the request upstream stays bounded by the route timeout.
 //

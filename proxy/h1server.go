@@ -27,7 +27,7 @@ import (
 // wait per request: more CPU than the proxying itself at a sidecar's rates.
 // Every accepted HTTP connection therefore gets one goroutine that runs the
 // TLS handshake if there is one, then either hands the connection to the
-// listener's net/http server (h2 negotiated by ALPN, or the h2c prior
+// HTTP/2 server of h2server.go (h2 negotiated by ALPN, or the h2c prior
 // knowledge preface) or serves HTTP/1.1 itself: it reads a request with
 // http.ReadRequest, calls the listener's handler on the same goroutine and
 // writes the response through a buffered writer that is flushed once per
@@ -149,26 +149,12 @@ func (c *h1ServerConn) untrack() {
 	c.ln.mu.Unlock()
 }
 
-// handToHTTPServer gives c to the listener's net/http server (HTTP/2).
-func (ln *listener) handToHTTPServer(c net.Conn) {
-	for {
-		hs := ln.http.Load()
-		if hs.q.push(c) {
-			return
-		}
-		if ln.http.Load() == hs { // not replaced: the listener is stopping
-			c.Close()
-			return
-		}
-	}
-}
-
-// handOff gives the connection to the net/http server and ends c's part.
-func (c *h1ServerConn) handOff(conn net.Conn) {
+// serveH2 serves the connection as HTTP/2 (h2server.go) on this
+// goroutine, in place of c.
+func (c *h1ServerConn) serveH2(conn net.Conn, tlsState *tls.ConnectionState) {
 	c.untrack()
 	c.cancel()
-	conn.SetDeadline(time.Time{})
-	c.ln.handToHTTPServer(conn)
+	c.ln.serveH2(conn, c.key, tlsState)
 }
 
 func (c *h1ServerConn) serve() {
@@ -204,7 +190,7 @@ func (c *h1ServerConn) serve() {
 		cs := tc.ConnectionState()
 		if cs.NegotiatedProtocol == "h2" {
 			handedOff = true
-			c.handOff(tc)
+			c.serveH2(tc, &cs)
 			return
 		}
 		c.tlsState = &cs
@@ -225,7 +211,7 @@ func (c *h1ServerConn) serve() {
 			return
 		}
 		if h2 {
-			// The bytes read so far go to the HTTP/2 server first.
+			// The bytes read so far are the HTTP/2 server's first.
 			peeked, _ := c.br.Peek(c.br.Buffered())
 			buf := bytes.Clone(peeked)
 			handedOff = true
@@ -233,7 +219,7 @@ func (c *h1ServerConn) serve() {
 			h1ReaderPool.Put(c.br)
 			c.bw.Reset(nil)
 			h1WriterPool.Put(c.bw)
-			c.handOff(&prefacedConn{Conn: c.Conn, buf: buf})
+			c.serveH2(&prefacedConn{Conn: c.Conn, buf: buf}, nil)
 			return
 		}
 	}

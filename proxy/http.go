@@ -98,9 +98,10 @@ func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		x.protocol = "http1"
 	}
-	// ContentLength 0 is a request without a body: net/http's HTTP/2
-	// server still gives it a Body (one that reads EOF), which would keep
-	// the request off the HTTP/1.1 pool's path upstream.
+	// ContentLength 0 is a request without a body: an HTTP/2 request
+	// that declares "content-length: 0" still has a Body (one that reads
+	// EOF), which would keep the request off the HTTP/1.1 pool's path
+	// upstream.
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 		x.body = &bodyReader{rc: r.Body}
 		r.Body = x.body

@@ -6,9 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,34 +20,26 @@ type listener struct {
 	p   *Proxy
 	cfg atomic.Pointer[config.Listener]
 	ln  net.Listener
-	// http is the server that accepted HTTP connections are handed to. A
-	// config change to its connection-level settings (header limits,
-	// timeouts) starts a new server; the old one finishes its connections.
-	http      atomic.Pointer[httpServing]
+	// key is the connection-level settings (header limits, timeouts)
+	// that new HTTP connections take; an open connection keeps its own.
+	key       atomic.Pointer[serverKey]
 	tlsConfig *tls.Config
 	// ctx ends when the listener must stop at once (Close).
 	ctx    context.Context
 	cancel context.CancelFunc
 
 	mu       sync.Mutex
-	tcpConns map[net.Conn]struct{}
-	retired  []*httpServing
+	tcpConns map[net.Conn]struct{} // TCP sessions and HTTP connections
 	stopping bool
 
-	wg     sync.WaitGroup // accept loop, http servers, tcp sessions, shutdowns
+	wg     sync.WaitGroup // accept loop, connections, shutdowns
 	done   chan struct{}  // closed when stop or drain begins
 	exited chan struct{}  // closed when everything stop began has ended
 	once   sync.Once
 }
 
-// httpServing is one http.Server and the queue that feeds it.
-type httpServing struct {
-	srv *http.Server
-	q   *connQueue
-	key serverKey
-}
-
-// serverKey is what an http.Server is built from.
+// serverKey is what an HTTP connection takes from its listener when it
+// is accepted.
 type serverKey struct {
 	maxHeader     int
 	headerTimeout time.Duration
@@ -97,7 +87,8 @@ func newListener(p *Proxy, l *config.Listener, sock net.Listener) *listener {
 	ln.ctx, ln.cancel = context.WithCancel(context.Background())
 	ln.cfg.Store(l)
 	ln.tlsConfig = ln.serverTLS()
-	ln.http.Store(ln.serve(serverKeyOf(l)))
+	k := serverKeyOf(l)
+	ln.key.Store(&k)
 	return ln
 }
 
@@ -107,63 +98,26 @@ func (ln *listener) sameSocket(l *config.Listener) bool {
 }
 
 // update makes l the listener's config. New connections and requests see
-// it at once; connections already open keep their server's limits.
+// it at once; HTTP/1.1 connections already open keep their limits, and
+// HTTP/2 connections (long-lived) are drained when the limits change, so
+// that their clients reconnect under the new ones.
 func (ln *listener) update(l *config.Listener) {
 	ln.cfg.Store(l)
 	if l.TLS != nil && !l.TLS.Permissive && l.TCP != nil {
 		ln.closePlaintextSessions()
 	}
 	k := serverKeyOf(l)
-	cur := ln.http.Load()
-	if cur.key == k {
+	if *ln.key.Load() == k {
 		return
 	}
+	ln.key.Store(&k)
 	ln.mu.Lock()
 	defer ln.mu.Unlock()
-	if ln.stopping {
-		return
-	}
-	ln.http.Store(ln.serve(k))
-	ln.retired = append(ln.retired, cur)
-	ln.wg.Go(func() {
-		ctx, cancel := context.WithTimeout(ln.ctx, ln.p.opts.DrainTimeout)
-		defer cancel()
-		if err := cur.srv.Shutdown(ctx); err != nil {
-			cur.srv.Close()
+	for c := range ln.tcpConns {
+		if h2, ok := c.(*h2ServerConn); ok && h2.key != k {
+			h2.drain()
 		}
-	})
-}
-
-// serve starts an http.Server for k, fed by a new queue.
-func (ln *listener) serve(k serverKey) *httpServing {
-	name := ln.cfg.Load().Name
-	srv := &http.Server{
-		Handler:           &httpHandler{ln: ln},
-		ReadHeaderTimeout: k.headerTimeout,
-		IdleTimeout:       k.idle,
-		// net/http allows MaxHeaderBytes plus 4 KiB of slack before it
-		// answers 431; take the slack off so the configured limit holds
-		// (limits under 4 KiB are raised to 4 KiB).
-		MaxHeaderBytes: max(k.maxHeader-4096, 1),
-		// net/http reports handshake failures and malformed requests here;
-		// they are the client's problem, so they go to the debug level.
-		ErrorLog: slog.NewLogLogger(ln.p.log.With("listener", name).Handler(), slog.LevelDebug),
-		HTTP2: &http.HTTP2Config{
-			MaxReadFrameSize:          1 << 20,
-			MaxDecoderHeaderTableSize: 4096,
-		},
 	}
-	srv.Protocols = new(http.Protocols)
-	srv.Protocols.SetHTTP1(true)
-	srv.Protocols.SetUnencryptedHTTP2(true) // h2c with prior knowledge
-	srv.Protocols.SetHTTP2(true)            // h2 over TLS by ALPN
-	hs := &httpServing{srv: srv, q: newConnQueue(ln.ln.Addr()), key: k}
-	ln.wg.Go(func() {
-		if err := srv.Serve(hs.q); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			ln.p.log.Error("http server stopped", "listener", name, "err", err)
-		}
-	})
-	return hs
 }
 
 func (ln *listener) acceptLoop() {
@@ -231,8 +185,8 @@ func (ln *listener) serveConn(l *config.Listener, c net.Conn) {
 		}()
 		return
 	}
-	// HTTP: a goroutine per connection serves HTTP/1.1 itself and hands
-	// HTTP/2 (h2 by ALPN, h2c prior knowledge) to the net/http server.
+	// HTTP: a goroutine per connection serves HTTP/1.1, or HTTP/2 (h2 by
+	// ALPN, h2c prior knowledge) with the goroutines of h2server.go.
 	ln.startHTTPConn(l, c)
 }
 
@@ -395,31 +349,23 @@ func (ln *listener) drain(ctx context.Context) error {
 
 func (ln *listener) shutdown(ctx context.Context) error {
 	ln.mu.Lock()
-	servers := append([]*httpServing{ln.http.Load()}, ln.retired...)
-	// HTTP/1.1 connections (in tcpConns too) close now if idle, else
-	// after their current response.
+	// HTTP/1.1 connections close now if idle, else after their current
+	// response; HTTP/2 connections get GOAWAY and close when their
+	// streams are done.
 	for c := range ln.tcpConns {
 		switch c := c.(type) {
 		case *h1ServerConn:
+			c.drain()
+		case *h2ServerConn:
 			c.drain()
 		case *sniffingConn:
 			c.Close()
 		}
 	}
 	ln.mu.Unlock()
-	var errs []error
-	for _, hs := range servers {
-		if err := hs.srv.Shutdown(ctx); err != nil {
-			hs.srv.Close()
-			errs = append(errs, err)
-		}
-	}
+	// TCP sessions and HTTP connections get until ctx ends to finish on
+	// their own.
 	var err error
-	if len(errs) > 0 {
-		err = fmt.Errorf("listener %q: in-flight requests did not finish before the drain deadline: %w", ln.cfg.Load().Name, errors.Join(errs...))
-	}
-	// TCP sessions and HTTP/1.1 connections get until ctx ends to finish
-	// on their own.
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -427,7 +373,13 @@ func (ln *listener) shutdown(ctx context.Context) error {
 		n := len(ln.tcpConns)
 		if n > 0 && ctx.Err() != nil {
 			for c := range ln.tcpConns {
-				if _, ok := c.(*h1ServerConn); ok && err == nil {
+				switch c.(type) {
+				case *h1ServerConn, *h2ServerConn:
+				default:
+					c.Close()
+					continue
+				}
+				if err == nil {
 					err = fmt.Errorf("listener %q: in-flight requests did not finish before the drain deadline: %w", ln.cfg.Load().Name, ctx.Err())
 				}
 				c.Close()
@@ -444,41 +396,29 @@ func (ln *listener) shutdown(ctx context.Context) error {
 	}
 }
 
-// connQueue is a net.Listener fed by the accept loop.
-type connQueue struct {
+// virtualSocket is the socket of a virtual listener (capture mode): the
+// capture sockets dispatch its connections, so Accept only waits for Close.
+type virtualSocket struct {
 	addr   net.Addr
-	ch     chan net.Conn
 	closed chan struct{}
 	once   sync.Once
 }
 
-func newConnQueue(addr net.Addr) *connQueue {
-	return &connQueue{addr: addr, ch: make(chan net.Conn), closed: make(chan struct{})}
+func newVirtualSocket(addr net.Addr) *virtualSocket {
+	return &virtualSocket{addr: addr, closed: make(chan struct{})}
 }
 
-func (q *connQueue) push(c net.Conn) bool {
-	select {
-	case q.ch <- c:
-		return true
-	case <-q.closed:
-		return false
-	}
+func (v *virtualSocket) Accept() (net.Conn, error) {
+	<-v.closed
+	return nil, net.ErrClosed
 }
 
-func (q *connQueue) Accept() (net.Conn, error) {
-	select {
-	case c := <-q.ch:
-		return c, nil
-	case <-q.closed:
-		return nil, net.ErrClosed
-	}
+func (v *virtualSocket) Close() error {
+	v.once.Do(func() { close(v.closed) })
+	return nil
 }
 
-func (q *connQueue) close() { q.once.Do(func() { close(q.closed) }) }
-
-func (q *connQueue) Close() error { q.close(); return nil }
-
-func (q *connQueue) Addr() net.Addr { return q.addr }
+func (v *virtualSocket) Addr() net.Addr { return v.addr }
 
 type metricConn struct {
 	net.Conn
