@@ -17,6 +17,7 @@ FUZZ_TARGETS := \
 	./proxy/xdsclient:FuzzTranslateListener \
 	./proxy/leanxds:FuzzUnmarshalJSON \
 	./proxy/telemetry:FuzzAppendJSONString \
+	./proxy:FuzzH2Server \
 	./gateway:FuzzTranslateYAML \
 	./trust/bundles:FuzzParseDocument \
 	./trust/issuer:FuzzSignCSR
