@@ -70,6 +70,9 @@ const (
 	h2MaxCanonCache = 256
 )
 
+// h2PendPool holds the buffers of response bodies held back (h2Response.pend).
+var h2PendPool = sync.Pool{New: func() any { b := make([]byte, 0, maxPendingBody); return &b }}
+
 var (
 	errH2StreamReset = errors.New("http2: stream reset by the client")
 	errH2ConnClosed  = errors.New("http2: connection closed")
@@ -906,6 +909,10 @@ func (c *h2ServerConn) reply(st *h2Stream, code int, detail string) {
 // (RFC 9113 §8.1).
 func (c *h2ServerConn) endStream(st *h2Stream) {
 	st.cancel()
+	if w := &st.w; w.pendBuf != nil {
+		h2PendPool.Put(w.pendBuf)
+		w.pendBuf, w.pend = nil, nil
+	}
 	c.mu.Lock()
 	st.done = true
 	rst := !st.bodyDone && !st.reset
@@ -1012,7 +1019,8 @@ type h2Response struct {
 	clen        int64 // Content-Length; -1 when unknown
 	written     int64
 	bodyOK      bool
-	pend        []byte // body held back until the handler returns or flushes
+	pend        []byte  // body held back until the handler returns or flushes
+	pendBuf     *[]byte // pend's pooled buffer
 	err         error
 }
 
@@ -1061,8 +1069,9 @@ func (w *h2Response) Write(p []byte) (int, error) {
 	}
 	w.written += int64(len(p))
 	if !w.committed && len(w.pend)+len(p) <= maxPendingBody {
-		if w.pend == nil {
-			w.pend = make([]byte, 0, maxPendingBody)
+		if w.pendBuf == nil {
+			w.pendBuf = h2PendPool.Get().(*[]byte)
+			w.pend = (*w.pendBuf)[:0]
 		}
 		w.pend = append(w.pend, p...)
 		return len(p), nil
