@@ -1169,3 +1169,75 @@ func TestH2ServerResponseHeaders(t *testing.T) {
 		})
 	}
 }
+
+// TestH2ServerLimitsChangeDrainsConnections: an HTTP/2 connection takes the
+// listener's limits when it opens; when they change, the open connection
+// gets GOAWAY (finishing what it has), and the next one is held to the new
+// limits.
+func TestH2ServerLimitsChangeDrainsConnections(t *testing.T) {
+	b := newBackend(t, "b", false)
+	p, addr := start(t, headerLimitSnap(b, 0, 0))
+	old := dialH2(t, addr("out"))
+	old.request(1, true, http.MethodGet, "/big", bigHeaders(16<<10)...)
+	if a := old.response(1); a.status != "200" {
+		t.Fatalf("a 16 KiB header block under the default 60 KiB limit got %+v", a)
+	}
+	if err := p.Apply(headerLimitSnap(b, 4096, 0).s); err != nil {
+		t.Fatal(err)
+	}
+	// The old connection is told to go away; a stream it opens after the
+	// GOAWAY is not served.
+	for {
+		f := old.read()
+		if g, ok := f.(*http2.GoAwayFrame); ok {
+			if g.ErrCode != http2.ErrCodeNo || g.LastStreamID != 1 {
+				t.Fatalf("GOAWAY %v, last stream %d; want NO_ERROR, 1", g.ErrCode, g.LastStreamID)
+			}
+			break
+		}
+	}
+	hits := b.hits.Load()
+	fresh := dialH2(t, addr("out"))
+	fresh.request(1, true, http.MethodGet, "/big", bigHeaders(16<<10)...)
+	if a := fresh.response(1); a.status != "431" {
+		t.Errorf("after lowering MaxRequestHeadersBytes to 4096, a new connection's 16 KiB header block got %+v, want 431", a)
+	}
+	fresh.request(3, true, http.MethodGet, "/small")
+	if a := fresh.response(3); a.status != "200" {
+		t.Errorf("a small request on the new connection got %+v, want 200", a)
+	}
+	if got := b.hits.Load() - hits; got != 1 {
+		t.Errorf("backend saw %d requests after the change, want 1 (the small one)", got)
+	}
+}
+
+// TestH2ServerIdleTimeout: a connection with no stream open for the
+// listener's idle timeout gets GOAWAY and is closed.
+func TestH2ServerIdleTimeout(t *testing.T) {
+	b := newBackend(t, "b", false)
+	s := headerLimitSnap(b, 0, 0)
+	s.s.Listeners[0].HTTP.IdleTimeout = 200 * time.Millisecond
+	_, addr := start(t, s)
+	c := dialH2(t, addr("out"))
+	c.request(1, true, http.MethodGet, "/x")
+	if a := c.response(1); a.status != "200" {
+		t.Fatalf("request got %+v", a)
+	}
+	start := time.Now()
+	goaway := false
+	for {
+		f, err := c.fr.ReadFrame()
+		if err != nil {
+			break // closed by the server
+		}
+		if g, ok := f.(*http2.GoAwayFrame); ok && g.ErrCode == http2.ErrCodeNo {
+			goaway = true
+		}
+	}
+	if !goaway {
+		t.Errorf("the idle connection was closed without GOAWAY")
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("idle connection closed after %v; the idle timeout is 200ms", d)
+	}
+}
