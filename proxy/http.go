@@ -484,13 +484,7 @@ func (x *exchange) try(ctx context.Context, u *upstream, host *lb.Host, retry *c
 		resp *http.Response
 		err  error
 	)
-	if tr.h1 != nil && h1Usable(out) {
-		// The pool takes the context as an argument: no copy of out
-		// with it (WithContext allocates a new Request).
-		resp, err = tr.h1.RoundTrip(tctx, out, host.Address)
-	} else {
-		resp, err = tr.roundTripper().RoundTrip(out.WithContext(tctx))
-	}
+	resp, err = tr.roundTrip(tctx, out, host.Address)
 	u.lb.ReleasePending()
 	if perTry != nil {
 		perTry.Stop()
@@ -849,7 +843,7 @@ func (x *exchange) mirror(cluster string, target *url.URL, authority string, bod
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
 		host.Begin()
-		resp, err := tr.roundTripper().RoundTrip(req.WithContext(ctx))
+		resp, err := tr.roundTrip(ctx, req, host.Address)
 		if err != nil {
 			host.End(lb.LocalOriginFailure)
 			return

@@ -32,27 +32,29 @@ type transport struct {
 	h1     *h1Pool // plaintext HTTP/1.1 fast path; nil for other protocols
 	scheme string
 	key    transportKey
-	// h2, for HTTP/2 clusters, is rt and h2Conns-1 more transports like
-	// it, used in turn: each keeps one connection per endpoint, so an
-	// endpoint gets a few multiplexed connections (h2.go).
-	h2   []*http.Transport
-	next atomic.Uint32
+	// h2 is the client of HTTP/2 clusters (h2client.go): h2Conns
+	// multiplexed connections per endpoint (h2.go); rt is then unused.
+	h2 *h2Pool
 }
 
-// roundTripper is the transport a request uses: rt, or for HTTP/2 the next
-// of h2 in turn.
-func (t *transport) roundTripper() *http.Transport {
-	if len(t.h2) == 0 {
-		return t.rt
+// roundTrip sends req to addr with the client of the cluster's protocol.
+// The pools take the context as an argument: no copy of req with it
+// (WithContext allocates a new Request).
+func (t *transport) roundTrip(ctx context.Context, req *http.Request, addr string) (*http.Response, error) {
+	switch {
+	case t.h2 != nil:
+		return t.h2.RoundTrip(ctx, req, addr)
+	case t.h1 != nil && h1Usable(req):
+		return t.h1.RoundTrip(ctx, req, addr)
 	}
-	return t.h2[t.next.Add(1)%uint32(len(t.h2))]
+	return t.rt.RoundTrip(req.WithContext(ctx))
 }
 
 // closeIdle closes idle connections; final: the transport is retired.
 func (t *transport) closeIdle(final bool) {
 	t.rt.CloseIdleConnections()
-	for _, rt := range t.h2 {
-		rt.CloseIdleConnections()
+	if t.h2 != nil {
+		t.h2.CloseIdleConnections(final)
 	}
 	if t.h1 != nil {
 		t.h1.CloseIdleConnections(final)
@@ -141,21 +143,12 @@ func (u *upstream) newTransport(c *config.Cluster) *transport {
 		t.h1 = newH1Pool(rt.DialContext)
 	}
 	if c.Protocol == config.HTTP2 {
-		// For HTTP/2 this limits connections being dialled at once, not
-		// connections in total: concurrent first requests wait for one
-		// dial and share it instead of each opening its own.
-		rt.MaxConnsPerHost = 1
-		rt.HTTP2 = &http.HTTP2Config{
-			// Keep connections alive across idle periods and notice dead
-			// peers: a ping after 30s of silence, dead after 15s more.
-			SendPingTimeout: 30 * time.Second,
-			PingTimeout:     15 * time.Second,
+		var tlsConf *tls.Config
+		if rt.TLSClientConfig != nil {
+			tlsConf = rt.TLSClientConfig.Clone()
+			tlsConf.NextProtos = []string{"h2"}
 		}
-		t.h2 = make([]*http.Transport, h2Conns)
-		t.h2[0] = rt
-		for i := 1; i < h2Conns; i++ {
-			t.h2[i] = rt.Clone()
-		}
+		t.h2 = newH2Pool(rt.DialContext, tlsConf)
 	}
 	return t
 }
