@@ -49,6 +49,10 @@ const (
 	h2ClientStreamWin  = 4 << 20
 	h2ClientConnWin    = 16 << 20
 	h2ClientMaxHeaders = 60 << 10 // as Envoy's max_response_headers_kb
+	// h2ClientIdle closes a connection without streams, as net/http's
+	// IdleConnTimeout did: nobody reads an idle connection, so this is
+	// what lets go of one to an endpoint that went away.
+	h2ClientIdle = 90 * time.Second
 )
 
 var (
@@ -62,6 +66,8 @@ type h2Pool struct {
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	tls  *tls.Config // nil: h2c with prior knowledge
 
+	idle time.Duration // h2ClientIdle; tests shorten it
+
 	mu     sync.Mutex
 	hosts  map[string]*[h2Conns]h2Slot
 	closed bool
@@ -74,7 +80,7 @@ type h2Slot struct {
 }
 
 func newH2Pool(dial func(ctx context.Context, network, addr string) (net.Conn, error), tlsConf *tls.Config) *h2Pool {
-	return &h2Pool{dial: dial, tls: tlsConf, hosts: map[string]*[h2Conns]h2Slot{}}
+	return &h2Pool{dial: dial, tls: tlsConf, idle: h2ClientIdle, hosts: map[string]*[h2Conns]h2Slot{}}
 }
 
 // RoundTrip sends req to addr. A stream the server did not process (GOAWAY
@@ -152,7 +158,44 @@ func (p *h2Pool) dialConn(ctx context.Context, addr string) (*h2ClientConn, erro
 		}
 		conn = tc
 	}
-	return newH2ClientConn(conn)
+	cc, err := newH2ClientConn(conn)
+	if err != nil {
+		return nil, err
+	}
+	cc.idle = time.AfterFunc(p.idle, func() {
+		if cc.closeIdle() {
+			p.drop(addr, cc)
+		}
+	})
+	cc.idleAfter = p.idle
+	return cc, nil
+}
+
+// drop forgets cc, closed for idleness, and addr when none of its
+// connections is left.
+func (p *h2Pool) drop(addr string, cc *h2ClientConn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	slots := p.hosts[addr]
+	if slots == nil {
+		return
+	}
+	empty := true
+	for i := range slots {
+		s := &slots[i]
+		if !s.mu.TryLock() { // dialling: it has a connection soon
+			empty = false
+			continue
+		}
+		if s.cc == cc {
+			s.cc = nil
+		}
+		empty = empty && s.cc == nil
+		s.mu.Unlock()
+	}
+	if empty {
+		delete(p.hosts, addr)
+	}
 }
 
 // CloseIdleConnections closes connections without streams; final: the
@@ -182,9 +225,11 @@ func (p *h2Pool) CloseIdleConnections(final bool) {
 
 // h2ClientConn is one upstream HTTP/2 connection.
 type h2ClientConn struct {
-	conn net.Conn
-	br   *bufio.Reader
-	fr   *http2.Framer // reads: the reader of the moment; writes: wmu
+	conn      net.Conn
+	idle      *time.Timer // closes the connection when it has no stream
+	idleAfter time.Duration
+	br        *bufio.Reader
+	fr        *http2.Framer // reads: the reader of the moment; writes: wmu
 	// canon maps wire names to canonical keys; the reader's.
 	canon map[string]string
 
@@ -225,6 +270,9 @@ type h2ClientStream struct {
 	body   []byte
 	ended  bool // END_STREAM received
 	closed bool // the response body was closed, or the stream reset
+	// reqDone: the server reset the stream with NO_ERROR after a whole
+	// response; the rest of the request body is not sent.
+	reqDone bool
 	sendWindow,
 	recvUnacked int64
 	waiting int // goroutines of this stream waiting in await
@@ -281,6 +329,22 @@ func (cc *h2ClientConn) closeIfIdle() {
 	}
 }
 
+// closeIdle closes the connection if it still has no stream; a request
+// that picked it meanwhile is sent again elsewhere (as after a GOAWAY).
+func (cc *h2ClientConn) closeIdle() bool {
+	cc.mu.Lock()
+	idle := len(cc.streams) == 0 && cc.err == nil
+	if idle {
+		cc.goAway = true
+		cc.err = errH2ConnClosed
+	}
+	cc.mu.Unlock()
+	if idle {
+		cc.conn.Close()
+	}
+	return idle
+}
+
 func (cc *h2ClientConn) retire() {
 	cc.mu.Lock()
 	cc.retired = true
@@ -294,6 +358,9 @@ func (cc *h2ClientConn) fail(err error) {
 		cc.err = err
 	}
 	cc.conn.Close()
+	if cc.idle != nil {
+		cc.idle.Stop()
+	}
 	for _, st := range cc.streams {
 		if st.err == nil {
 			st.err = cc.err
@@ -313,8 +380,8 @@ func (cc *h2ClientConn) roundTrip(ctx context.Context, req *http.Request) (*http
 	if err := cc.err; err != nil || cc.goAway {
 		cc.mu.Unlock()
 		cc.wmu.Unlock()
-		if err == nil {
-			err = errH2GoAway
+		if err == nil || errors.Is(err, errH2ConnClosed) {
+			err = errH2GoAway // nothing was sent: another connection takes it
 		}
 		return nil, err
 	}
@@ -322,6 +389,9 @@ func (cc *h2ClientConn) roundTrip(ctx context.Context, req *http.Request) (*http
 	st.id = cc.nextID
 	cc.nextID += 2
 	st.sendWindow = cc.initWindow
+	if len(cc.streams) == 0 && cc.idle != nil {
+		cc.idle.Stop()
+	}
 	cc.streams[st.id] = st
 	cc.mu.Unlock()
 	cc.encodeRequest(req, hasBody)
@@ -396,9 +466,14 @@ func (cc *h2ClientConn) forget(st *h2ClientStream) {
 	cc.recvUnacked += int64(len(st.body))
 	st.body = nil
 	st.cond.Broadcast() // a body writer stops
-	if len(cc.streams) == 0 && cc.retired && cc.err == nil {
-		cc.err = errH2ConnClosed
-		cc.conn.Close()
+	if len(cc.streams) == 0 {
+		switch {
+		case cc.retired && cc.err == nil:
+			cc.err = errH2ConnClosed
+			cc.conn.Close()
+		case cc.idle != nil && cc.err == nil:
+			cc.idle.Reset(cc.idleAfter)
+		}
 	}
 }
 
@@ -525,6 +600,14 @@ func (cc *h2ClientConn) readFrame() error {
 	case *http2.RSTStreamFrame:
 		cc.mu.Lock()
 		if st := cc.streams[f.StreamID]; st != nil {
+			if f.ErrCode == http2.ErrCodeNo && st.ended {
+				// The response is whole; the server only wants no more
+				// of the request (RFC 9113 §8.1).
+				st.reqDone = true
+				st.cond.Broadcast()
+				cc.mu.Unlock()
+				return nil
+			}
 			if f.ErrCode == http2.ErrCodeRefusedStream {
 				st.err = errH2Refused
 			} else {
@@ -848,14 +931,19 @@ func (cc *h2ClientConn) writeBody(st *h2ClientStream, req *http.Request) {
 		for len(data) > 0 {
 			var take int
 			err := cc.await(st, func() bool {
-				if st.closed || cc.streams[st.id] != st {
+				if st.closed || st.reqDone || cc.streams[st.id] != st {
 					return true
 				}
 				take = int(min(int64(len(data)), st.sendWindow, cc.sendWindow))
 				return take > 0
 			})
 			if err != nil || take == 0 {
-				return // the stream ended or failed: the reader reports it
+				// The stream failed (the response reports it), or the
+				// response ended first: stop the request half too.
+				if !st.reqDone {
+					cc.abort(st, errH2BodyDone)
+				}
+				return
 			}
 			cc.mu.Lock()
 			st.sendWindow -= int64(take)

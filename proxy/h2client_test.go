@@ -6,7 +6,9 @@ import (
 	"crypto/rand"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -198,5 +200,56 @@ func TestH2ClientLargeBodiesToHTTP2Upstream(t *testing.T) {
 	resp.Body.Close()
 	if err != nil || resp.StatusCode != 200 || !bytes.Equal(got, append(append([]byte{}, up...), up...)) {
 		t.Fatalf("echo: status %d, %d bytes (want %d), err %v", resp.StatusCode, len(got), 2*len(up), err)
+	}
+}
+
+// TestH2ClientIdleConnectionsClosed: nobody reads an idle connection, so
+// the pool closes one that had no stream for its idle timeout and forgets
+// the endpoint once none of its connections is left; the next request
+// dials again.
+func TestH2ClientIdleConnectionsClosed(t *testing.T) {
+	var opened, closed atomic.Int64
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	srv.Config.ConnState = func(c net.Conn, s http.ConnState) {
+		switch s {
+		case http.StateNew:
+			opened.Add(1)
+		case http.StateClosed:
+			closed.Add(1)
+		}
+	}
+	srv.Config.Protocols = new(http.Protocols)
+	srv.Config.Protocols.SetUnencryptedHTTP2(true)
+	srv.Start()
+	t.Cleanup(srv.Close)
+	addr := srv.Listener.Addr().String()
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	p := newH2Pool(d.DialContext, nil)
+	p.idle = 50 * time.Millisecond
+	t.Cleanup(func() { p.CloseIdleConnections(true) })
+	roundTrip := func() {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/", nil)
+		resp, err := p.RoundTrip(ctx, req, addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(body) != "ok" {
+			t.Fatalf("body %q", body)
+		}
+	}
+	roundTrip()
+	eventually(t, 5*time.Second, "the idle connection is closed and its endpoint forgotten", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return closed.Load() == 1 && len(p.hosts) == 0
+	})
+	roundTrip()
+	if n := opened.Load(); n != 2 {
+		t.Errorf("%d connections, want 2 (one dialled again after the idle close)", n)
 	}
 }
