@@ -59,8 +59,10 @@
 // Each cluster has one transport, rebuilt only when its protocol, TLS or
 // connect timeout changes. Plaintext HTTP/1.1 goes through the package's
 // own pool (h1client.go); HTTP/2 (h2c, or h2 over TLS: between sidecars
-// always) keeps h2Conns multiplexed connections per endpoint, used in turn
-// (h2.go). A try that fails because its connection was lost (reset or
+// always) goes through the package's own client (h2client.go), which keeps
+// h2Conns multiplexed connections per endpoint, used in turn (h2.go), and
+// lets the streams waiting on a connection take turns reading it, so that
+// a request at low concurrency reads its own response. A try that fails because its connection was lost (reset or
 // closed under it) is retried like a connect failure: at once, in another
 // locality, without a retry-budget slot.
 //

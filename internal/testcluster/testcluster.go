@@ -156,7 +156,24 @@ func Start(t testing.TB, opts Options) *Cluster {
 
 // New starts a cluster. The caller must Close it. On error everything
 // already started has been stopped.
-func New(ctx context.Context, opts Options) (c *Cluster, err error) {
+//
+// The components' ports are picked free a moment before they bind them, so
+// another process (a test of another package, run in parallel) can take
+// one in between; such a start (ErrPortInUse, with no port pinned in
+// opts) is tried again, up to three times in all.
+func New(ctx context.Context, opts Options) (*Cluster, error) {
+	for attempt := 1; ; attempt++ {
+		c, err := newOnce(ctx, opts)
+		if err == nil || !errors.Is(err, ErrPortInUse) || opts.APIServerPort != 0 || attempt == 3 || ctx.Err() != nil {
+			return c, err
+		}
+		if opts.Logf != nil {
+			opts.Logf("testcluster: %v; starting again on other ports", err)
+		}
+	}
+}
+
+func newOnce(ctx context.Context, opts Options) (c *Cluster, err error) {
 	start := time.Now()
 	if opts.ReadyTimeout <= 0 {
 		opts.ReadyTimeout = 60 * time.Second
