@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -229,17 +228,7 @@ type h2ClientConn struct {
 	idle      *time.Timer // closes the connection when it has no stream
 	idleAfter time.Duration
 	br        *bufio.Reader
-	fr        *http2.Framer // reads: the reader of the moment; writes: wmu
-	// canon maps wire names to canonical keys; the reader's.
-	canon map[string]string
-
-	wmu      sync.Mutex
-	bw       *bufio.Writer
-	henc     *hpack.Encoder
-	hbuf     bytes.Buffer
-	lower    map[string]string
-	maxFrame uint32
-	werr     error
+	h2Wire
 
 	mu          sync.Mutex
 	streams     map[uint32]*h2ClientStream
@@ -282,20 +271,13 @@ func newH2ClientConn(conn net.Conn) (*h2ClientConn, error) {
 	cc := &h2ClientConn{
 		conn:       conn,
 		br:         bufio.NewReaderSize(conn, h2ClientReadBuf),
-		bw:         bufio.NewWriterSize(conn, 16<<10),
-		canon:      map[string]string{},
-		lower:      map[string]string{},
-		maxFrame:   16384,
 		streams:    map[uint32]*h2ClientStream{},
 		nextID:     1,
 		sendWindow: h2DefaultWindow,
 		initWindow: h2DefaultWindow,
 	}
-	cc.fr = http2.NewFramer(cc.bw, cc.br)
-	cc.fr.SetReuseFrames()
+	cc.initWire(conn, cc.br, bufio.NewWriterSize(conn, 16<<10))
 	cc.fr.MaxHeaderListSize = h2ClientMaxHeaders
-	cc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	cc.henc = hpack.NewEncoder(&cc.hbuf)
 	cc.bw.WriteString(http2.ClientPreface)
 	cc.fr.WriteSettings(
 		http2.Setting{ID: http2.SettingEnablePush, Val: 0},
@@ -768,18 +750,6 @@ func (cc *h2ClientConn) onHeaders(f *http2.MetaHeadersFrame) {
 	st.cond.Broadcast()
 }
 
-// canonical is http.CanonicalHeaderKey with a per-connection cache.
-func (cc *h2ClientConn) canonical(name string) string {
-	if k, ok := cc.canon[name]; ok {
-		return k
-	}
-	k := http.CanonicalHeaderKey(name)
-	if len(cc.canon) < h2MaxCanonCache {
-		cc.canon[name] = k
-	}
-	return k
-}
-
 func (cc *h2ClientConn) onData(f *http2.DataFrame) {
 	n := int64(f.Length)
 	data := f.Data()
@@ -818,41 +788,6 @@ func (cc *h2ClientConn) takeConnUpdate() uint32 {
 	return uint32(n)
 }
 
-func (cc *h2ClientConn) writeWindowUpdates(id, stream, conn uint32) {
-	if stream == 0 && conn == 0 {
-		return
-	}
-	cc.wmu.Lock()
-	if stream > 0 {
-		cc.fr.WriteWindowUpdate(id, stream)
-	}
-	if conn > 0 {
-		cc.fr.WriteWindowUpdate(0, conn)
-	}
-	cc.flushLocked()
-	cc.wmu.Unlock()
-}
-
-func (cc *h2ClientConn) writeRST(id uint32, code http2.ErrCode) {
-	cc.wmu.Lock()
-	cc.fr.WriteRSTStream(id, code)
-	cc.flushLocked()
-	cc.wmu.Unlock()
-}
-
-// flushLocked flushes the write buffer. Called with cc.wmu held.
-func (cc *h2ClientConn) flushLocked() error {
-	if cc.werr != nil {
-		return cc.werr
-	}
-	if err := cc.bw.Flush(); err != nil {
-		cc.werr = err
-		cc.conn.Close()
-		return err
-	}
-	return nil
-}
-
 // encodeRequest encodes req's header block into cc.hbuf. Called with
 // cc.wmu held.
 func (cc *h2ClientConn) encodeRequest(req *http.Request, hasBody bool) {
@@ -877,43 +812,10 @@ func (cc *h2ClientConn) encodeRequest(req *http.Request, hasBody bool) {
 			}
 			continue
 		}
-		if !validHeaderName(k) {
-			continue
-		}
-		name, ok := cc.lower[k]
-		if !ok {
-			name = strings.ToLower(k)
-			if len(cc.lower) < h2MaxCanonCache {
-				cc.lower[k] = name
-			}
-		}
-		for _, v := range vv {
-			if strings.ContainsAny(v, "\r\n\x00") {
-				continue
-			}
-			enc.WriteField(hpack.HeaderField{Name: name, Value: v})
-		}
+		cc.encodeField(k, vv)
 	}
 	if hasBody && req.ContentLength > 0 {
 		enc.WriteField(hpack.HeaderField{Name: "content-length", Value: strconv.FormatInt(req.ContentLength, 10)})
-	}
-}
-
-// writeHeaderBlock writes cc.hbuf as HEADERS and CONTINUATION frames.
-// Called with cc.wmu held.
-func (cc *h2ClientConn) writeHeaderBlock(id uint32, endStream bool) {
-	block := cc.hbuf.Bytes()
-	first := true
-	for first || len(block) > 0 {
-		n := min(len(block), int(cc.maxFrame))
-		frag := block[:n]
-		block = block[n:]
-		if first {
-			cc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: frag, EndStream: endStream, EndHeaders: len(block) == 0})
-			first = false
-		} else {
-			cc.fr.WriteContinuation(id, len(block) == 0, frag)
-		}
 	}
 }
 
@@ -974,9 +876,7 @@ func (cc *h2ClientConn) writeBody(st *h2ClientStream, req *http.Request) {
 	if len(req.Trailer) > 0 {
 		cc.hbuf.Reset()
 		for k, vv := range req.Trailer {
-			for _, v := range vv {
-				cc.henc.WriteField(hpack.HeaderField{Name: strings.ToLower(k), Value: v})
-			}
+			cc.encodeField(k, vv)
 		}
 		cc.writeHeaderBlock(st.id, true)
 	} else {

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -91,22 +90,14 @@ type h2ServerConn struct {
 	remoteAddr string
 	tlsState   *tls.ConnectionState
 	br         *bufio.Reader
-	fr         *http2.Framer
-	canon      map[string]string // wire name -> canonical key; the reader's
-	handlers   sync.WaitGroup    // readers, streams and spares
-	wake       chan struct{}     // a spare takes over reading
-	spares     atomic.Int32      // goroutines waiting in awaitReading
+	handlers   sync.WaitGroup // readers, streams and spares
+	wake       chan struct{}  // a spare takes over reading
+	spares     atomic.Int32   // goroutines waiting in awaitReading
 
-	wmu      sync.Mutex
-	bw       *bufio.Writer
-	henc     *hpack.Encoder
-	hbuf     bytes.Buffer
-	lower    map[string]string // canonical key -> wire name
-	maxFrame uint32            // the client's SETTINGS_MAX_FRAME_SIZE
-	werr     error             // the first write error: the connection is dead
-	date     []byte
-	dateSec  int64
-	dateArr  [len(http.TimeFormat)]byte
+	h2Wire
+	date    []byte // guarded by wmu
+	dateSec int64
+	dateArr [len(http.TimeFormat)]byte
 
 	mu          sync.Mutex
 	sendCond    sync.Cond // a send window grew, or a stream or the connection ended
@@ -159,10 +150,7 @@ func (ln *listener) serveH2(conn net.Conn, key serverKey, tlsState *tls.Connecti
 		handler:    httpHandler{ln: ln},
 		remoteAddr: conn.RemoteAddr().String(),
 		tlsState:   tlsState,
-		canon:      map[string]string{},
 		wake:       make(chan struct{}),
-		lower:      map[string]string{},
-		maxFrame:   16384,
 		streams:    map[uint32]*h2Stream{},
 		sendWindow: h2DefaultWindow,
 		initWindow: h2DefaultWindow,
@@ -200,13 +188,9 @@ func (c *h2ServerConn) drain() { go c.goAway(http2.ErrCodeNo) }
 
 func (c *h2ServerConn) serve() {
 	c.br = bufio.NewReaderSize(c.Conn, h2ReadBufSize)
-	c.bw = bufio.NewWriterSize(c.Conn, h2WriteBufSize)
-	c.fr = http2.NewFramer(c.bw, c.br)
-	c.fr.SetReuseFrames()
+	c.initWire(c.Conn, c.br, bufio.NewWriterSize(c.Conn, h2WriteBufSize))
 	c.fr.SetMaxReadFrameSize(h2MaxReadFrame)
 	c.fr.MaxHeaderListSize = uint32(c.key.maxHeader)
-	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	c.henc = hpack.NewEncoder(&c.hbuf)
 	defer c.end()
 
 	c.Conn.SetDeadline(time.Now().Add(c.key.headerTimeout))
@@ -596,19 +580,6 @@ func (c *h2ServerConn) newRequest(f *http2.MetaHeadersFrame) (_ *http.Request, s
 	return req, 0, ""
 }
 
-// canonical is http.CanonicalHeaderKey with a per-connection cache (HTTP/2
-// names are lower case, so every canonical key would be a new string).
-func (c *h2ServerConn) canonical(name string) string {
-	if k, ok := c.canon[name]; ok {
-		return k
-	}
-	k := http.CanonicalHeaderKey(name)
-	if len(c.canon) < h2MaxCanonCache {
-		c.canon[name] = k
-	}
-	return k
-}
-
 func (c *h2ServerConn) processTrailers(st *h2Stream, f *http2.MetaHeadersFrame) bool {
 	if !f.StreamEnded() || len(f.PseudoFields()) > 0 {
 		c.connError(http2.ErrCodeProtocol, "trailers must end the stream and carry no pseudo-header")
@@ -708,21 +679,6 @@ func (c *h2ServerConn) takeConnUpdate() uint32 {
 	return uint32(n)
 }
 
-func (c *h2ServerConn) writeWindowUpdates(id uint32, stream, conn uint32) {
-	if stream == 0 && conn == 0 {
-		return
-	}
-	c.wmu.Lock()
-	if stream > 0 {
-		c.fr.WriteWindowUpdate(id, stream)
-	}
-	if conn > 0 {
-		c.fr.WriteWindowUpdate(0, conn)
-	}
-	c.flushLocked()
-	c.wmu.Unlock()
-}
-
 // resetStream ends a stream by RST_STREAM, received or (send) sent.
 func (c *h2ServerConn) resetStream(id uint32, code http2.ErrCode, send bool) {
 	c.mu.Lock()
@@ -751,13 +707,6 @@ func (c *h2ServerConn) resetStream(id uint32, code http2.ErrCode, send bool) {
 	if send {
 		c.writeRST(id, code)
 	}
-}
-
-func (c *h2ServerConn) writeRST(id uint32, code http2.ErrCode) {
-	c.wmu.Lock()
-	c.fr.WriteRSTStream(id, code)
-	c.flushLocked()
-	c.wmu.Unlock()
 }
 
 // connError sends GOAWAY with code; the caller then ends the connection.
@@ -807,19 +756,6 @@ func (c *h2ServerConn) onIdle() {
 	if idle {
 		c.goAway(http2.ErrCodeNo)
 	}
-}
-
-// flushLocked flushes the write buffer. Called with c.wmu held.
-func (c *h2ServerConn) flushLocked() error {
-	if c.werr != nil {
-		return c.werr
-	}
-	if err := c.bw.Flush(); err != nil {
-		c.werr = err
-		c.Conn.Close() // the reader ends too
-		return err
-	}
-	return nil
 }
 
 // end ends the connection and every stream when reading has stopped.
@@ -985,24 +921,6 @@ func (c *h2ServerConn) sendContinue(st *h2Stream) {
 	c.henc.WriteField(hpack.HeaderField{Name: ":status", Value: "100"})
 	c.writeHeaderBlock(st.id, false)
 	c.flushLocked()
-}
-
-// writeHeaderBlock writes c.hbuf as HEADERS and CONTINUATION frames.
-// Called with c.wmu held.
-func (c *h2ServerConn) writeHeaderBlock(id uint32, endStream bool) {
-	block := c.hbuf.Bytes()
-	first := true
-	for first || len(block) > 0 {
-		n := min(len(block), int(c.maxFrame))
-		frag := block[:n]
-		block = block[n:]
-		if first {
-			c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: frag, EndStream: endStream, EndHeaders: len(block) == 0})
-			first = false
-		} else {
-			c.fr.WriteContinuation(id, len(block) == 0, frag)
-		}
-	}
 }
 
 // h2Response is the http.ResponseWriter (and http.Flusher) of a stream.
@@ -1201,23 +1119,6 @@ func (c *h2ServerConn) reserve(st *h2Stream, want int, wait bool) (int, error) {
 	}
 }
 
-// writeData writes p as DATA frames of at most the client's frame size.
-// Called with c.wmu held.
-func (c *h2ServerConn) writeData(id uint32, p []byte, end bool) {
-	if len(p) == 0 && !end {
-		return
-	}
-	for {
-		n := min(len(p), int(c.maxFrame))
-		last := n == len(p)
-		c.fr.WriteData(id, end && last, p[:n])
-		p = p[n:]
-		if last {
-			return
-		}
-	}
-}
-
 // writeResponseHeaders encodes and writes the response HEADERS. Called
 // with c.wmu held.
 func (c *h2ServerConn) writeResponseHeaders(w *h2Response, endStream, final bool) {
@@ -1271,27 +1172,6 @@ func (c *h2ServerConn) writeTrailers(w *h2Response) {
 		}
 	}
 	c.writeHeaderBlock(w.st.id, true)
-}
-
-// encodeField adds k's values to the header block, lower-casing the name
-// and dropping invalid fields as net/http does. Called with c.wmu held.
-func (c *h2ServerConn) encodeField(k string, vv []string) {
-	if !validHeaderName(k) {
-		return
-	}
-	name, ok := c.lower[k]
-	if !ok {
-		name = strings.ToLower(k)
-		if len(c.lower) < h2MaxCanonCache {
-			c.lower[k] = name
-		}
-	}
-	for _, v := range vv {
-		if strings.ContainsAny(v, "\r\n\x00") {
-			continue
-		}
-		c.henc.WriteField(hpack.HeaderField{Name: name, Value: v})
-	}
 }
 
 // dateValue is the Date header for now, formatted once per second.
