@@ -40,8 +40,9 @@ import (
 // interruption loses nothing. Response header blocks are therefore limited
 // to the read buffer (h2ClientReadBuf).
 //
-// State is guarded by h2ClientConn.mu; frames go out under wmu, and the
-// two are never held together.
+// State is guarded by h2ClientConn.mu; frames go out under wmu. A new
+// stream takes its ID with both held (wmu first), so that streams open in
+// ID order on the wire; nothing takes wmu while holding mu.
 
 const (
 	h2ClientReadBuf    = 64 << 10
