@@ -59,6 +59,8 @@ var (
 	errH2GoAway   = errors.New("http2: the server is going away and did not take the stream")
 	errH2Refused  = errors.New("http2: stream refused by the server (REFUSED_STREAM)")
 	errH2BodyDone = errors.New("http2: response body closed")
+	// errH2ConnLost wraps what ended a connection under its streams.
+	errH2ConnLost = errors.New("http2: connection lost")
 )
 
 // h2Pool keeps h2Conns connections per endpoint, used in turn.
@@ -382,8 +384,9 @@ func (cc *h2ClientConn) roundTrip(ctx context.Context, req *http.Request) (*http
 	err := cc.flushLocked()
 	cc.wmu.Unlock()
 	if err != nil {
+		err = fmt.Errorf("%w: %w", errH2ConnLost, err)
 		cc.mu.Lock()
-		cc.fail(fmt.Errorf("http2: connection lost: %w", err))
+		cc.fail(err)
 		cc.mu.Unlock()
 		return nil, err
 	}
@@ -494,7 +497,7 @@ func (cc *h2ClientConn) await(st *h2ClientStream, ready func() bool) error {
 				}
 			}
 			if err != nil && cc.err == nil {
-				cc.fail(fmt.Errorf("http2: connection lost: %w", err))
+				cc.fail(fmt.Errorf("%w: %w", errH2ConnLost, err))
 			}
 			continue
 		}
@@ -633,7 +636,7 @@ func (cc *h2ClientConn) readFrame() error {
 			}
 		}
 		if f.ErrCode != http2.ErrCodeNo {
-			cc.fail(fmt.Errorf("http2: connection lost: server sent GOAWAY %v", f.ErrCode))
+			cc.fail(fmt.Errorf("%w: the server sent GOAWAY %v", errH2ConnLost, f.ErrCode))
 		}
 		cc.mu.Unlock()
 	case *http2.PushPromiseFrame:

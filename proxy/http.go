@@ -581,17 +581,11 @@ func peerFailure(flags string) (tryClass, bool) {
 
 // connectionLost reports whether err says the connection failed under the
 // request, rather than the upstream resetting this one stream: the peer
-// reset or closed it (the process died), or the HTTP/2 client closed it
-// because its read loop failed. net/http's HTTP/2 errors are unexported;
-// their text is what identifies them.
+// reset or closed it (the process died), or the HTTP/2 client's
+// connection failed under its streams (errH2ConnLost).
 func connectionLost(err error) bool {
-	if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
-		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		return true
-	}
-	msg := err.Error()
-	return strings.Contains(msg, "http2: client connection lost") ||
-		strings.Contains(msg, "http2: client connection force closed")
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, errH2ConnLost)
 }
 
 func isDialError(err error) bool {
