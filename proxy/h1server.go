@@ -411,17 +411,24 @@ func (c *h1ServerConn) serveRequest(req *http.Request) bool {
 
 // runHandler calls the handler; a panic ends the connection (and is
 // logged unless it is http.ErrAbortHandler, the handler's way to abort).
-func (c *h1ServerConn) runHandler(w *h1Response, req *http.Request) (ok bool) {
+func (c *h1ServerConn) runHandler(w *h1Response, req *http.Request) bool {
+	return runHandler(&c.handler, w, req, "HTTP/1.1", c.remoteAddr)
+}
+
+// runHandler calls h, recovering a panic: it reports false after one, which
+// it logs unless it is http.ErrAbortHandler (the handler's way to abort).
+// Both servers (HTTP/1.1 and HTTP/2) run their handlers through it.
+func runHandler(h *httpHandler, w http.ResponseWriter, req *http.Request, proto, remote string) (ok bool) {
 	defer func() {
 		if v := recover(); v != nil {
 			ok = false
 			if v != http.ErrAbortHandler {
-				c.ln.p.log.Error("panic serving an HTTP/1.1 request", "listener", c.ln.cfg.Load().Name,
-					"remote", c.remoteAddr, "panic", v, "stack", string(debug.Stack()))
+				h.ln.p.log.Error("panic serving an "+proto+" request", "listener", h.ln.cfg.Load().Name,
+					"remote", remote, "panic", v, "stack", string(debug.Stack()))
 			}
 		}
 	}()
-	c.handler.ServeHTTP(w, req)
+	h.ServeHTTP(w, req)
 	return true
 }
 

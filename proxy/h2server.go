@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -802,20 +801,7 @@ func (c *h2ServerConn) runStream(st *h2Stream) {
 	st.req = nil
 	w := &st.w
 	w.header = make(http.Header, 8)
-	aborted := false
-	func() {
-		defer func() {
-			if v := recover(); v != nil {
-				aborted = true
-				if v != http.ErrAbortHandler {
-					c.ln.p.log.Error("panic serving an HTTP/2 request", "listener", c.ln.cfg.Load().Name,
-						"remote", c.remoteAddr, "panic", v, "stack", string(debug.Stack()))
-				}
-			}
-		}()
-		c.handler.ServeHTTP(w, req)
-	}()
-	if aborted {
+	if !runHandler(&c.handler, w, req, "HTTP/2", c.remoteAddr) {
 		c.resetStream(st.id, http2.ErrCodeInternal, true)
 	} else {
 		w.finish()
