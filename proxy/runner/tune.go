@@ -68,6 +68,9 @@ type RuntimeConfig struct {
 	// per this many bytes; 0 turns heap profiling off (the default). A
 	// GODEBUG memprofilerate setting wins over it.
 	HeapProfileRate int
+	// AdaptiveProcs lowers GOMAXPROCS below its starting value while the
+	// process needs fewer cores, and raises it back under load (procs.go).
+	AdaptiveProcs bool
 }
 
 // SidecarGCPercent is a sidecar's GC target percentage unless GOGC is set.
@@ -76,7 +79,7 @@ const SidecarGCPercent = 50
 // DefaultRuntimeConfig returns the defaults of the runtime flags for a
 // proxy in mode (Config.Mode).
 func DefaultRuntimeConfig(mode string) RuntimeConfig {
-	r := RuntimeConfig{Sysmon: true}
+	r := RuntimeConfig{Sysmon: true, AdaptiveProcs: mode == "sidecar"}
 	if mode == "sidecar" && os.Getenv("GOGC") == "" {
 		r.GCPercent = SidecarGCPercent
 	}
@@ -88,6 +91,7 @@ func (r *RuntimeConfig) Flags(fs *flag.FlagSet) {
 	fs.BoolVar(&r.Sysmon, "runtime-sysmon-tuning", r.Sysmon, "re-execute once with GODEBUG=schedtrace=2147483647, which keeps the Go runtime's monitor thread from a deep sleep that every request would end (a quarter of the CPU at 1,000 req/s); false leaves GODEBUG alone")
 	fs.IntVar(&r.GCPercent, "gc-percent", r.GCPercent, "garbage collector target percentage, as GOGC (0: GOGC or 100; a sidecar's default is 50 unless GOGC is set)")
 	fs.IntVar(&r.HeapProfileRate, "heap-profile-rate", r.HeapProfileRate, fmt.Sprintf("bytes allocated per heap-profile sample, as runtime.MemProfileRate; 0 (default) turns heap profiling off, which saves memory; %d is the Go runtime's default and makes /debug/pprof/heap and allocs useful", defaultHeapProfileRate))
+	fs.BoolVar(&r.AdaptiveProcs, "adaptive-procs", r.AdaptiveProcs, "run with fewer Ps than GOMAXPROCS (or the CPU limit) while the load needs fewer cores, and go back up within 100 ms of saturating them: an idle P costs a spinning thread on every request (a sidecar's default is true, a gateway's false)")
 	fs.Int64Var(&r.MemoryLimit, "memory-limit-bytes", r.MemoryLimit, "soft memory limit of the Go runtime in bytes, as GOMEMLIMIT (0: GOMEMLIMIT or none)")
 }
 
@@ -111,8 +115,18 @@ func (r *RuntimeConfig) Validate() error {
 // the same binary, same arguments and environment plus the GODEBUG
 // setting (the pid stays the same), and returns only if that fails; the
 // error says why and the caller may go on untuned. Never call it from a
-// test binary or a library: it execs.
+// test binary or a library: it execs. When it returns, AdaptiveProcs has
+// started its controller (even if the error says the process is otherwise
+// untuned), which runs for the life of the process.
 func (r *RuntimeConfig) Apply() error {
+	err := r.apply()
+	if r.AdaptiveProcs {
+		startProcsController(DefaultProcsPolicy)
+	}
+	return err
+}
+
+func (r *RuntimeConfig) apply() error {
 	if r.GCPercent > 0 {
 		debug.SetGCPercent(r.GCPercent)
 	}

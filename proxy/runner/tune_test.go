@@ -48,7 +48,7 @@ func TestRuntimeConfigFlags(t *testing.T) {
 		wantErr string
 	}{
 		{"defaults", nil, RuntimeConfig{Sysmon: true}, ""},
-		{"all set", []string{"-runtime-sysmon-tuning=false", "-gc-percent", "50", "-memory-limit-bytes", "16777216", "-heap-profile-rate", "524288"}, RuntimeConfig{GCPercent: 50, MemoryLimit: 16 << 20, HeapProfileRate: 512 << 10}, ""},
+		{"all set", []string{"-runtime-sysmon-tuning=false", "-gc-percent", "50", "-memory-limit-bytes", "16777216", "-heap-profile-rate", "524288", "-adaptive-procs"}, RuntimeConfig{GCPercent: 50, MemoryLimit: 16 << 20, HeapProfileRate: 512 << 10, AdaptiveProcs: true}, ""},
 		{"negative heap profile rate", []string{"-heap-profile-rate", "-1"}, RuntimeConfig{Sysmon: true, HeapProfileRate: -1}, "-heap-profile-rate -1"},
 		{"negative gc", []string{"-gc-percent", "-1"}, RuntimeConfig{Sysmon: true, GCPercent: -1}, "-gc-percent -1"},
 		{"negative limit", []string{"-memory-limit-bytes", "-5"}, RuntimeConfig{Sysmon: true, MemoryLimit: -5}, "-memory-limit-bytes -5"},
