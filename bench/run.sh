@@ -11,6 +11,7 @@
 #
 # Usage: make bench   (or: bash bench/run.sh)
 # Knobs (environment):
+#   BENCH_ROUNDS=3          times every target runs (interleaved); the report takes medians
 #   BENCH_DURATION=10s      measured window of the fixed-rate phase
 #   BENCH_WARMUP=1s         unrecorded warm-up before it
 #   BENCH_RATE=1000         fixed rate, req/s
@@ -36,6 +37,7 @@ cd "$ROOT"
 
 USER_KNOBS=$(env | grep -E '^BENCH_[A-Z_]+=' | sort | tr '\n' ' ' || true)
 
+BENCH_ROUNDS=${BENCH_ROUNDS:-3}
 BENCH_DURATION=${BENCH_DURATION:-10s}
 BENCH_WARMUP=${BENCH_WARMUP:-1s}
 BENCH_RATE=${BENCH_RATE:-1000}
@@ -218,6 +220,7 @@ fi
 	echo "PROXY_CPUS=$BENCH_PROXY_CPUS (nginx worker_processes, haproxy nbthread, Go GOMAXPROCS)"
 	echo "LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)"
 	echo "BODY_SIZE=$BENCH_BODY_SIZE"
+	echo "ROUNDS=$BENCH_ROUNDS"
 	echo "RATE=$BENCH_RATE"
 	echo "RATE_CONNS=$BENCH_RATE_CONNS"
 	echo "DURATION=$BENCH_DURATION"
@@ -239,23 +242,46 @@ run_loadgen() {
 	wait "$lg"
 }
 
-# load NAME PORT PIDS: both phases against 127.0.0.1:PORT; PIDS (comma
-# separated, may be empty) are the proxy processes to account for.
+# gomaxprocs ADMIN_PORT: the Causeway proxy's current GOMAXPROCS, from its
+# metrics (go_sched_gomaxprocs_threads), or "?".
+gomaxprocs() {
+	local line v="?"
+	if { exec 3<>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null; then
+		printf 'GET /stats/prometheus HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n' >&3 2>/dev/null || true
+		while IFS= read -r -t 2 line <&3; do
+			if [[ $line == go_sched_gomaxprocs_threads\ * ]]; then v=${line#* }; v=${v%$'\r'}; fi
+		done
+		exec 3<&- 3>&-
+	fi
+	echo "$v"
+}
+
+# load NAME PORT PIDS [ADMIN_PORT...]: both phases against 127.0.0.1:PORT;
+# PIDS (comma separated, may be empty) are the proxy processes to account
+# for. With ADMIN_PORTs (Causeway proxies), the last round notes their
+# GOMAXPROCS at the end of each phase (they adapt it to the load).
 load() {
-	local name=$1 port=$2 pids=$3 err
+	local name=$1 port=$2 pids=$3 err at_rate="" at_max="" a
+	shift 3
 	log "$name: ${BENCH_RATE} req/s for $BENCH_WARMUP + $BENCH_DURATION"
 	if ! run_loadgen "$name" -rate "$BENCH_RATE" -conns "$BENCH_RATE_CONNS" -warmup "$BENCH_WARMUP" \
-		-duration "$BENCH_DURATION" -addr "127.0.0.1:$port" -pids "$pids" -out "$RES/$name.rate.json"; then
+		-duration "$BENCH_DURATION" -addr "127.0.0.1:$port" -pids "$pids" -out "$RES/$name.r$ROUND.rate.json"; then
 		err=$(tail -n 2 "$LOGS/$name.loadgen.log" | tr '\n' ' ')
 		skip "$name" "load generator failed at the fixed rate: $err"
 		return 0
 	fi
+	for a in "$@"; do at_rate+="$(gomaxprocs "$a") "; done
 	log "$name: max throughput, $BENCH_MAX_CONNS connections for $BENCH_MAX_DURATION"
 	if ! run_loadgen "$name" -max -conns "$BENCH_MAX_CONNS" -warmup 500ms \
-		-duration "$BENCH_MAX_DURATION" -addr "127.0.0.1:$port" -pids "$pids" -out "$RES/$name.max.json"; then
+		-duration "$BENCH_MAX_DURATION" -addr "127.0.0.1:$port" -pids "$pids" -out "$RES/$name.r$ROUND.max.json"; then
 		err=$(tail -n 2 "$LOGS/$name.loadgen.log" | tr '\n' ' ')
-		rm -f "$RES/$name.rate.json"
+		rm -f "$RES/$name.r$ROUND.rate.json"
 		skip "$name" "load generator failed at max throughput: $err"
+		return 0
+	fi
+	for a in "$@"; do at_max+="$(gomaxprocs "$a") "; done
+	if [ $# -gt 0 ] && [ "$ROUND" = "$BENCH_ROUNDS" ]; then
+		note "$name" "GOMAXPROCS of the sidecar(s) (adaptive, ceiling $BENCH_PROXY_CPUS): ${at_rate% } at the end of the fixed-rate phase, ${at_max% } at the end of max load."
 	fi
 }
 
@@ -287,133 +313,139 @@ if ! wait_ready "$BACKEND_PORT" "$BACKEND_PID"; then
 	exit 1
 fi
 
-# (a) direct
-if wanted direct; then
-	load direct "$BACKEND_PORT" ""
-else
-	skip direct "not in BENCH_TARGETS"
-fi
-
-# (b) one Causeway hop
-if ! wanted causeway-1hop; then
-	skip causeway-1hop "not in BENCH_TARGETS"
-elif [ "$CAUSEWAY_OK" = 1 ]; then
-	render bench/bootstrap/sidecar-http1.yaml "$WORK/cw1.yaml" bench_1hop "$CW1_ADMIN" "$CW1_PORT" "$BACKEND_PORT"
-	start causeway-1hop env GOMAXPROCS="$BENCH_PROXY_CPUS" "$CAUSEWAY_BIN" sidecar --bootstrap "$WORK/cw1.yaml" ${CAUSEWAY_FLAGS[@]+"${CAUSEWAY_FLAGS[@]}"}
-	cw1=$LAST_PID
-	if wait_ready "$CW1_PORT" "$cw1"; then
-		load causeway-1hop "$CW1_PORT" "$cw1"
+# Every target runs once per round, in table order; rounds repeat the whole
+# sequence so that slow drift of the shared machine hits every target alike.
+# The report takes each number's median over the rounds.
+for ROUND in $(seq "$BENCH_ROUNDS"); do
+	log "round $ROUND of $BENCH_ROUNDS"
+	# (a) direct
+	if wanted direct; then
+		load direct "$BACKEND_PORT" ""
 	else
-		skip causeway-1hop "causeway-proxy did not serve 127.0.0.1:$CW1_PORT within 10 s; its log: $(tail_log causeway-1hop)"
+		skip direct "not in BENCH_TARGETS"
 	fi
-	stop_all "$cw1"
-fi
 
-# (c) two Causeway hops, h2c between the sidecars
-if ! wanted causeway-2hop; then
-	skip causeway-2hop "not in BENCH_TARGETS"
-elif [ "$CAUSEWAY_OK" = 1 ]; then
-	render bench/bootstrap/sidecar-http1.yaml "$WORK/cw2-in.yaml" bench_2hop_inbound "$CW2_IN_ADMIN" "$CW2_IN_PORT" "$BACKEND_PORT"
-	render bench/bootstrap/sidecar-h2c.yaml "$WORK/cw2-out.yaml" bench_2hop_outbound "$CW2_OUT_ADMIN" "$CW2_OUT_PORT" "$CW2_IN_PORT"
-	start causeway-2hop-inbound env GOMAXPROCS="$BENCH_PROXY_CPUS" "$CAUSEWAY_BIN" sidecar --bootstrap "$WORK/cw2-in.yaml" ${CAUSEWAY_FLAGS[@]+"${CAUSEWAY_FLAGS[@]}"}
-	cw2in=$LAST_PID
-	start causeway-2hop-outbound env GOMAXPROCS="$BENCH_PROXY_CPUS" "$CAUSEWAY_BIN" sidecar --bootstrap "$WORK/cw2-out.yaml" ${CAUSEWAY_FLAGS[@]+"${CAUSEWAY_FLAGS[@]}"}
-	cw2out=$LAST_PID
-	if wait_ready "$CW2_IN_PORT" "$cw2in" && wait_ready "$CW2_OUT_PORT" "$cw2out" "$cw2in"; then
-		load causeway-2hop "$CW2_OUT_PORT" "$cw2out,$cw2in"
-		if have ss; then
-			n=$(ss -Htn state established "( dport = :$CW2_IN_PORT )" 2>/dev/null | wc -l)
-			note causeway-2hop "$n TCP connection(s) from the outbound to the inbound sidecar after the max-throughput phase (the client used $BENCH_MAX_CONNS; h2c multiplexing should need 1 or a few)."
+	# (b) one Causeway hop
+	if ! wanted causeway-1hop; then
+		skip causeway-1hop "not in BENCH_TARGETS"
+	elif [ "$CAUSEWAY_OK" = 1 ]; then
+		render bench/bootstrap/sidecar-http1.yaml "$WORK/cw1.yaml" bench_1hop "$CW1_ADMIN" "$CW1_PORT" "$BACKEND_PORT"
+		start causeway-1hop env GOMAXPROCS="$BENCH_PROXY_CPUS" "$CAUSEWAY_BIN" sidecar --bootstrap "$WORK/cw1.yaml" ${CAUSEWAY_FLAGS[@]+"${CAUSEWAY_FLAGS[@]}"}
+		cw1=$LAST_PID
+		if wait_ready "$CW1_PORT" "$cw1"; then
+			load causeway-1hop "$CW1_PORT" "$cw1" "$CW1_ADMIN"
+		else
+			skip causeway-1hop "causeway-proxy did not serve 127.0.0.1:$CW1_PORT within 10 s; its log: $(tail_log causeway-1hop)"
 		fi
-	else
-		skip causeway-2hop "the two sidecars did not serve within 10 s; inbound log: $(tail_log causeway-2hop-inbound 3); outbound log: $(tail_log causeway-2hop-outbound 3)"
+		stop_all "$cw1"
 	fi
-	stop_all "$cw2out" "$cw2in"
-fi
 
-# (d) nginx
-if ! wanted nginx; then
-	skip nginx "not in BENCH_TARGETS"
-elif ! have nginx; then
-	skip nginx "nginx is not installed"
-else
-	mkdir -p "$WORK/nginx/tmp"
-	cat >"$WORK/nginx/nginx.conf" <<EOF
-worker_processes $BENCH_PROXY_CPUS;
-daemon off;
-master_process on;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $WORK/nginx/tmp/body;
-    proxy_temp_path $WORK/nginx/tmp/proxy;
-    fastcgi_temp_path $WORK/nginx/tmp/fastcgi;
-    uwsgi_temp_path $WORK/nginx/tmp/uwsgi;
-    scgi_temp_path $WORK/nginx/tmp/scgi;
-    keepalive_requests 10000000;
-    keepalive_timeout 60s;
-    upstream backend {
-        server 127.0.0.1:$BACKEND_PORT;
-        keepalive 64;
-        keepalive_requests 10000000;
-    }
-    server {
-        listen 127.0.0.1:$NGINX_PORT;
-        location / {
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }
-}
-EOF
-	start nginx "$(bin_of nginx)" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log"
-	ngx=$LAST_PID
-	if wait_ready "$NGINX_PORT" "$ngx"; then
-		workers=$(children "$ngx")
-		for w in $workers; do PIDS+=("$w"); done
-		load nginx "$NGINX_PORT" "$(echo "$ngx $workers" | tr -s ' ' ',' | sed 's/,$//')"
-	else
-		skip nginx "nginx did not serve 127.0.0.1:$NGINX_PORT within 10 s: $(tail -n 3 "$WORK/nginx/error.log" 2>/dev/null | tr '\n' ' ') $(tail_log nginx)"
+	# (c) two Causeway hops, h2c between the sidecars
+	if ! wanted causeway-2hop; then
+		skip causeway-2hop "not in BENCH_TARGETS"
+	elif [ "$CAUSEWAY_OK" = 1 ]; then
+		render bench/bootstrap/sidecar-http1.yaml "$WORK/cw2-in.yaml" bench_2hop_inbound "$CW2_IN_ADMIN" "$CW2_IN_PORT" "$BACKEND_PORT"
+		render bench/bootstrap/sidecar-h2c.yaml "$WORK/cw2-out.yaml" bench_2hop_outbound "$CW2_OUT_ADMIN" "$CW2_OUT_PORT" "$CW2_IN_PORT"
+		start causeway-2hop-inbound env GOMAXPROCS="$BENCH_PROXY_CPUS" "$CAUSEWAY_BIN" sidecar --bootstrap "$WORK/cw2-in.yaml" ${CAUSEWAY_FLAGS[@]+"${CAUSEWAY_FLAGS[@]}"}
+		cw2in=$LAST_PID
+		start causeway-2hop-outbound env GOMAXPROCS="$BENCH_PROXY_CPUS" "$CAUSEWAY_BIN" sidecar --bootstrap "$WORK/cw2-out.yaml" ${CAUSEWAY_FLAGS[@]+"${CAUSEWAY_FLAGS[@]}"}
+		cw2out=$LAST_PID
+		if wait_ready "$CW2_IN_PORT" "$cw2in" && wait_ready "$CW2_OUT_PORT" "$cw2out" "$cw2in"; then
+			load causeway-2hop "$CW2_OUT_PORT" "$cw2out,$cw2in" "$CW2_OUT_ADMIN" "$CW2_IN_ADMIN"
+			if have ss && [ "$ROUND" = "$BENCH_ROUNDS" ]; then
+				n=$(ss -Htn state established "( dport = :$CW2_IN_PORT )" 2>/dev/null | wc -l)
+				note causeway-2hop "$n TCP connection(s) from the outbound to the inbound sidecar after the max-throughput phase (the client used $BENCH_MAX_CONNS; h2c multiplexing should need 1 or a few)."
+			fi
+		else
+			skip causeway-2hop "the two sidecars did not serve within 10 s; inbound log: $(tail_log causeway-2hop-inbound 3); outbound log: $(tail_log causeway-2hop-outbound 3)"
+		fi
+		stop_all "$cw2out" "$cw2in"
 	fi
-	stop_all "$ngx"
-fi
 
-# (e) haproxy
-if ! wanted haproxy; then
-	skip haproxy "not in BENCH_TARGETS"
-elif ! have haproxy; then
-	skip haproxy "haproxy is not installed"
-else
-	cat >"$WORK/haproxy.cfg" <<EOF
-global
-    nbthread $BENCH_PROXY_CPUS
-    maxconn 4096
-defaults
-    mode http
-    option http-keep-alive
-    http-reuse always
-    timeout connect 1s
-    timeout client 60s
-    timeout server 60s
-    timeout http-keep-alive 60s
-frontend bench
-    bind 127.0.0.1:$HAPROXY_PORT
-    default_backend backend
-backend backend
-    server s1 127.0.0.1:$BACKEND_PORT
-EOF
-	start haproxy "$(bin_of haproxy)" -db -f "$WORK/haproxy.cfg"
-	hap=$LAST_PID
-	if wait_ready "$HAPROXY_PORT" "$hap"; then
-		load haproxy "$HAPROXY_PORT" "$hap"
+	# (d) nginx
+	if ! wanted nginx; then
+		skip nginx "not in BENCH_TARGETS"
+	elif ! have nginx; then
+		skip nginx "nginx is not installed"
 	else
-		skip haproxy "haproxy did not serve 127.0.0.1:$HAPROXY_PORT within 10 s: $(tail_log haproxy)"
+		mkdir -p "$WORK/nginx/tmp"
+		cat >"$WORK/nginx/nginx.conf" <<-EOF
+	worker_processes $BENCH_PROXY_CPUS;
+	daemon off;
+	master_process on;
+	pid $WORK/nginx/nginx.pid;
+	error_log $WORK/nginx/error.log warn;
+	events { worker_connections 4096; }
+	http {
+	    access_log off;
+	    client_body_temp_path $WORK/nginx/tmp/body;
+	    proxy_temp_path $WORK/nginx/tmp/proxy;
+	    fastcgi_temp_path $WORK/nginx/tmp/fastcgi;
+	    uwsgi_temp_path $WORK/nginx/tmp/uwsgi;
+	    scgi_temp_path $WORK/nginx/tmp/scgi;
+	    keepalive_requests 10000000;
+	    keepalive_timeout 60s;
+	    upstream backend {
+	        server 127.0.0.1:$BACKEND_PORT;
+	        keepalive 64;
+	        keepalive_requests 10000000;
+	    }
+	    server {
+	        listen 127.0.0.1:$NGINX_PORT;
+	        location / {
+	            proxy_pass http://backend;
+	            proxy_http_version 1.1;
+	            proxy_set_header Connection "";
+	        }
+	    }
+	}
+	EOF
+		start nginx "$(bin_of nginx)" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log"
+		ngx=$LAST_PID
+		if wait_ready "$NGINX_PORT" "$ngx"; then
+			workers=$(children "$ngx")
+			for w in $workers; do PIDS+=("$w"); done
+			load nginx "$NGINX_PORT" "$(echo "$ngx $workers" | tr -s ' ' ',' | sed 's/,$//')"
+		else
+			skip nginx "nginx did not serve 127.0.0.1:$NGINX_PORT within 10 s: $(tail -n 3 "$WORK/nginx/error.log" 2>/dev/null | tr '\n' ' ') $(tail_log nginx)"
+		fi
+		stop_all "$ngx"
 	fi
-	stop_all "$hap"
-fi
+
+	# (e) haproxy
+	if ! wanted haproxy; then
+		skip haproxy "not in BENCH_TARGETS"
+	elif ! have haproxy; then
+		skip haproxy "haproxy is not installed"
+	else
+		cat >"$WORK/haproxy.cfg" <<-EOF
+	global
+	    nbthread $BENCH_PROXY_CPUS
+	    maxconn 4096
+	defaults
+	    mode http
+	    option http-keep-alive
+	    http-reuse always
+	    timeout connect 1s
+	    timeout client 60s
+	    timeout server 60s
+	    timeout http-keep-alive 60s
+	frontend bench
+	    bind 127.0.0.1:$HAPROXY_PORT
+	    default_backend backend
+	backend backend
+	    server s1 127.0.0.1:$BACKEND_PORT
+	EOF
+		start haproxy "$(bin_of haproxy)" -db -f "$WORK/haproxy.cfg"
+		hap=$LAST_PID
+		if wait_ready "$HAPROXY_PORT" "$hap"; then
+			load haproxy "$HAPROXY_PORT" "$hap"
+		else
+			skip haproxy "haproxy did not serve 127.0.0.1:$HAPROXY_PORT within 10 s: $(tail_log haproxy)"
+		fi
+		stop_all "$hap"
+	fi
+done
 
 echo "LOADAVG_END=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$RES/meta.env"
 

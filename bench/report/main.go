@@ -3,8 +3,11 @@
 // CPU per hop against nginx, and the targets met or missed.
 //
 // It reads, from -results DIR: meta.env (KEY=value lines that describe the
-// machine and the run), and per target either NAME.rate.json and
-// NAME.max.json (loadgen output) or NAME.skip (one line: why it was skipped).
+// machine and the run), and per target either NAME.rN.rate.json and
+// NAME.rN.max.json for each round N = 1, 2, ... (loadgen output; a single
+// NAME.rate.json and NAME.max.json count as one round) or NAME.skip (one
+// line: why it was skipped). Every number of a row is the median of its
+// rounds; the ratios to nginx are also given per round.
 package main
 
 import (
@@ -14,8 +17,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 )
 
@@ -64,9 +69,13 @@ type loadResult struct {
 type row struct {
 	target
 	Skip      string
-	Rate, Max *loadResult
-	Extra     string // NAME.note, if any
+	Rate, Max *loadResult // the rounds' medians
+	Rounds    []round     // in the order they ran
+	Extra     string      // NAME.note, if any
 }
+
+// round is one run of a target's two phases.
+type round struct{ Rate, Max *loadResult }
 
 func main() {
 	dir := flag.String("results", "", "directory with meta.env and the loadgen results")
@@ -144,14 +153,115 @@ func readRow(dir string, t target) (*row, error) {
 		r.Skip = strings.TrimSpace(string(b))
 		return r, nil
 	}
-	var err error
-	if r.Rate, err = readResult(filepath.Join(dir, t.Name+".rate.json")); err != nil {
-		return nil, err
+	prefixes := []string{t.Name + "."}
+	if _, err := os.Stat(filepath.Join(dir, t.Name+".rate.json")); err != nil {
+		prefixes = prefixes[:0]
+		for n := 1; ; n++ {
+			p := fmt.Sprintf("%s.r%d.", t.Name, n)
+			if _, err := os.Stat(filepath.Join(dir, p+"rate.json")); err != nil {
+				if n == 1 {
+					prefixes = append(prefixes, p) // for the error below
+				}
+				break
+			}
+			prefixes = append(prefixes, p)
+		}
 	}
-	if r.Max, err = readResult(filepath.Join(dir, t.Name+".max.json")); err != nil {
-		return nil, err
+	for _, p := range prefixes {
+		var rd round
+		var err error
+		if rd.Rate, err = readResult(filepath.Join(dir, p+"rate.json")); err != nil {
+			return nil, err
+		}
+		if rd.Max, err = readResult(filepath.Join(dir, p+"max.json")); err != nil {
+			return nil, err
+		}
+		r.Rounds = append(r.Rounds, rd)
 	}
+	r.Rate = medianOf(r.Rounds, func(rd round) *loadResult { return rd.Rate })
+	r.Max = medianOf(r.Rounds, func(rd round) *loadResult { return rd.Max })
 	return r, nil
+}
+
+// medianOf is the phase's result with every measured number the median over
+// the rounds; counts of errors and drops are summed, and the first error
+// and the process list come from the first round that has them.
+func medianOf(rounds []round, phase func(round) *loadResult) *loadResult {
+	if len(rounds) == 1 {
+		return phase(rounds[0])
+	}
+	med := func(f func(*loadResult) float64) float64 {
+		v := make([]float64, len(rounds))
+		for i, rd := range rounds {
+			v[i] = f(phase(rd))
+		}
+		return median(v)
+	}
+	medKB := func(f func(*loadResult) uint64) uint64 {
+		return uint64(math.Round(med(func(r *loadResult) float64 { return float64(f(r)) })))
+	}
+	maxKB := func(f func(*loadResult) uint64) uint64 {
+		var m uint64
+		for _, rd := range rounds {
+			m = max(m, f(phase(rd)))
+		}
+		return m
+	}
+	out := &loadResult{
+		RPS:          med(func(r *loadResult) float64 { return r.RPS }),
+		P50:          med(func(r *loadResult) float64 { return r.P50 }),
+		P90:          med(func(r *loadResult) float64 { return r.P90 }),
+		P99:          med(func(r *loadResult) float64 { return r.P99 }),
+		Max:          med(func(r *loadResult) float64 { return r.Max }),
+		CPUPerReqUS:  med(func(r *loadResult) float64 { return r.CPUPerReqUS }),
+		LoadgenCPU:   med(func(r *loadResult) float64 { return r.LoadgenCPU }),
+		DurationS:    med(func(r *loadResult) float64 { return r.DurationS }),
+		PeakRSSMaxKB: maxKB(func(r *loadResult) uint64 { return r.PeakRSSMaxKB }),
+		PeakRSSSumKB: maxKB(func(r *loadResult) uint64 { return r.PeakRSSSumKB }),
+		RSSAnonKB:    medKB(func(r *loadResult) uint64 { return r.RSSAnonKB }),
+		RSSFileKB:    medKB(func(r *loadResult) uint64 { return r.RSSFileKB }),
+	}
+	for _, rd := range rounds {
+		p := phase(rd)
+		out.Completed += p.Completed
+		out.Errors += p.Errors
+		out.Dropped += p.Dropped
+		if out.FirstError == "" {
+			out.FirstError = p.FirstError
+		}
+		if out.Pids == nil {
+			out.Pids = p.Pids
+		}
+	}
+	return out
+}
+
+// perRound is derive for each round on its own: the target's round i
+// against direct's and nginx's round i. Nil unless the three ran the same
+// number of rounds (more than one).
+func perRound(r, direct, nginx *row) []derived {
+	if r.Skip != "" || direct == nil || direct.Skip != "" || nginx == nil || nginx.Skip != "" ||
+		len(r.Rounds) < 2 || len(direct.Rounds) != len(r.Rounds) || len(nginx.Rounds) != len(r.Rounds) {
+		return nil
+	}
+	out := make([]derived, len(r.Rounds))
+	for i := range r.Rounds {
+		one := func(x *row) *row {
+			return &row{target: x.target, Rate: x.Rounds[i].Rate, Max: x.Rounds[i].Max}
+		}
+		out[i], _ = derive(one(r), one(direct), one(nginx))
+	}
+	return out
+}
+
+// median of v (the mean of the middle two for an even count); v is sorted.
+func median(v []float64) float64 {
+	sort.Float64s(v)
+	n := len(v)
+	if n%2 == 1 {
+		return v[n/2]
+	}
+	return (v[n/2-1] + v[n/2]) / 2
 }
 
 func readResult(path string) (*loadResult, error) {
@@ -219,6 +329,9 @@ func render(w *strings.Builder, meta map[string]string, rows []*row) {
 	p("Latency: open loop at a fixed %s req/s on %s keep-alive connections for %s after a %s warm-up, measured from each request's intended send time (corrected for coordinated omission). ",
 		meta["RATE"], meta["RATE_CONNS"], meta["DURATION"], meta["WARMUP"])
 	p("Throughput: closed loop, %s connections for %s. ", meta["MAX_CONNS"], meta["MAX_DURATION"])
+	if meta["ROUNDS"] != "" {
+		p("Every target ran %s times, interleaved; each number is the median over those rounds. ", meta["ROUNDS"])
+	}
 	p("CPU: utime+stime of every proxy process over the fixed-rate window, divided by the requests completed in it. ")
 	p("RSS: VmHWM of the proxy processes.\n\n")
 
@@ -257,13 +370,13 @@ func render(w *strings.Builder, meta map[string]string, rows []*row) {
 	p("## Against nginx and the targets\n\n")
 	p("Targets for Causeway: added p50 per hop ≤ %.1f× nginx's; CPU per request (per hop) ≤ %.1f× nginx's; peak RSS < %.0f MB per proxy process at %s req/s.\n\n",
 		maxLatencyRatio, maxCPURatio, maxRSSMB, meta["RATE"])
-	p("| target | added p50 per hop vs nginx | CPU/req per hop vs nginx | peak RSS per process | verdict |\n|---|--:|--:|--:|---|\n")
+	p("| target | added p50 per hop vs nginx | CPU/req per hop vs nginx | each round (latency / CPU) | peak RSS per process | verdict |\n|---|--:|--:|--:|--:|---|\n")
 	for _, r := range rows {
 		if r.Hops == 0 || r.Name == "nginx" {
 			continue
 		}
 		if r.Skip != "" {
-			p("| %s | — | — | — | not measured |\n", r.Title)
+			p("| %s | — | — | — | — | not measured |\n", r.Title)
 			continue
 		}
 		d, _ := derive(r, direct, nginx)
@@ -271,7 +384,15 @@ func render(w *strings.Builder, meta map[string]string, rows []*row) {
 		if strings.HasPrefix(r.Name, "causeway") {
 			verdict = verdictOf(d, r.Rate.PeakRSSMaxKB, nginx != nil && nginx.Skip == "")
 		}
-		p("| %s | %s | %s | %s MB | %s |\n", r.Title, ratio(d.LatRatio), ratio(d.CPURatio), mb(r.Rate.PeakRSSMaxKB), verdict)
+		rounds := "—"
+		if pr := perRound(r, direct, nginx); pr != nil {
+			cells := make([]string, len(pr))
+			for i, x := range pr {
+				cells[i] = ratio(x.LatRatio) + " / " + ratio(x.CPURatio)
+			}
+			rounds = strings.Join(cells, ", ")
+		}
+		p("| %s | %s | %s | %s | %s MB | %s |\n", r.Title, ratio(d.LatRatio), ratio(d.CPURatio), rounds, mb(r.Rate.PeakRSSMaxKB), verdict)
 	}
 	p("\n")
 
@@ -374,10 +495,18 @@ const howToRead = `## How to read this
   sum is in parentheses; shared pages count once per process in the sum.
 - **Fairness.** Every proxy gets the same number of CPUs: nginx
   worker_processes, haproxy nbthread and the Go proxy's GOMAXPROCS are all
-  set to BENCH_PROXY_CPUS (default: nproc). nginx keeps up to 64 idle
+  set to BENCH_PROXY_CPUS (default: nproc). A Causeway sidecar treats its
+  GOMAXPROCS as a ceiling and runs on fewer Ps while the load needs fewer
+  cores (-adaptive-procs, docs/proxy.md); the notes give the value it had
+  at the end of each phase. nginx keeps up to 64 idle
   keep-alive connections to the backend, haproxy reuses server connections
   (http-reuse always). Access logs are off in all of them (Causeway:
   -access-log off, from BENCH_CAUSEWAY_FLAGS).
-- **Noise.** The machine is shared (see the load average): differences of a
-  few tens of µs in p50, or a few % in throughput, are within run-to-run noise.
-  Rerun before drawing conclusions from a small difference.`
+- **Rounds and noise.** The machine is shared (see the load average), and
+  one run's medians move by tens of µs. Every target therefore runs
+  BENCH_ROUNDS times, interleaved (direct, Causeway, nginx, ..., then
+  again), and each number in the tables is the median over the rounds
+  (peak RSS: the largest); the ratios are computed from those medians, and
+  "each round" gives the ratios of every round on its own (round i of a
+  target against round i of direct and nginx). Differences smaller than the
+  spread between rounds are noise.`

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -87,7 +88,7 @@ func TestRunWritesMarkdown(t *testing.T) {
 	for _, want := range []string{
 		"| Causeway, 1 hop | 160 |",
 		"skipped: causeway-proxy does not build yet",
-		"| Causeway, 1 hop | 1.20× | 1.00× | 8.8 MB | all three targets met |",
+		"| Causeway, 1 hop | 1.20× | 1.00× | — | 8.8 MB | all three targets met |",
 		"## How to read this",
 	} {
 		if !strings.Contains(string(b), want) {
@@ -115,5 +116,63 @@ func TestRunWritesMarkdown(t *testing.T) {
 	}
 	if err := run(dir, "", &stdout); err == nil || !strings.Contains(err.Error(), "haproxy.max.json") {
 		t.Errorf("run with a missing result = %v, want an error naming haproxy.max.json", err)
+	}
+}
+
+// TestRoundsTakeMedians checks that a target run in several rounds is
+// reported with each number's median (peak RSS: the largest), that the
+// ratios are also given round by round, and that a round missing a phase
+// is an error naming the file.
+func TestRoundsTakeMedians(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, res loadResult) {
+		t.Helper()
+		b, _ := json.Marshal(res)
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "meta.env"), []byte("RATE=1000\nROUNDS=3\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// p50 per round; direct 100 each time, so nginx adds 50, 40, 60 µs.
+	p50 := map[string][3]float64{"direct": {100, 100, 100}, "nginx": {150, 140, 160}, "causeway-1hop": {160, 150, 400}}
+	cpu := map[string][3]float64{"nginx": {40, 50, 40}, "causeway-1hop": {50, 60, 45}}
+	rss := [3]uint64{9000, 21000, 10000}
+	for name, v := range p50 {
+		for i := range 3 {
+			for _, phase := range []string{"rate", "max"} {
+				write(fmt.Sprintf("%s.r%d.%s.json", name, i+1, phase), loadResult{P50: v[i], CPUPerReqUS: cpu[name][i], RPS: 1000 * float64(i+1), PeakRSSMaxKB: rss[i], DurationS: 1, Errors: 1})
+			}
+		}
+	}
+	for _, name := range []string{"causeway-2hop", "haproxy"} {
+		if err := os.WriteFile(filepath.Join(dir, name+".skip"), []byte("not in BENCH_TARGETS"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out strings.Builder
+	if err := run(dir, "", &out); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		// medians: p50 160, added 60; RPS 2000; CPU 50; RSS the largest, 20.5 MB.
+		"| Causeway, 1 hop | 160 | 0 | 0 | 0 | 60 | 2000 | 50.0 | 50.0 | 20.5 | 20.5 |",
+		// nginx's medians: added 50, CPU 40: 1.20× and 1.25×; round by round
+		// 60/50, 50/40, 300/60 and 50/40, 60/50, 45/40.
+		"| Causeway, 1 hop | 1.20× | 1.25× | 1.20× / 1.25×, 1.25× / 1.20×, 5.00× / 1.12× | 20.5 MB | MISSED: RSS 20.5 MB ≥ 20 MB |",
+		"Every target ran 3 times",
+		"3 errors", // summed over the rounds
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, out.String())
+		}
+	}
+
+	if err := os.Remove(filepath.Join(dir, "nginx.r2.max.json")); err != nil {
+		t.Fatal(err)
+	}
+	if err := run(dir, "", &out); err == nil || !strings.Contains(err.Error(), "nginx.r2.max.json") {
+		t.Errorf("run with round 2's max phase missing = %v, want an error naming nginx.r2.max.json", err)
 	}
 }
