@@ -3,7 +3,9 @@
 // drains on shutdown. cmd/causeway-proxy only parses flags and calls Run.
 //
 // Run owns every goroutine it starts and returns only after all of them
-// have ended.
+// have ended. RuntimeConfig.Apply, called before it, tunes the Go runtime
+// of the process (tune.go) and may start the GOMAXPROCS controller
+// (procs.go), the one goroutine here that lives as long as the process.
 package runner
 
 import (
