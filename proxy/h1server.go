@@ -90,6 +90,7 @@ type h1ServerConn struct {
 	lr         headerLimitReader
 	br         *bufio.Reader
 	bw         *bufio.Writer
+	out        stallGuard // under bw: bounds writes that make no progress
 	w          h1Response
 	body       *h1ReqBody // of the current request; nil when it has none
 
@@ -201,8 +202,9 @@ func (c *h1ServerConn) serve() {
 	c.lr = headerLimitReader{r: c.Conn, limit: -1, tooLarge: errHeadTooLarge}
 	c.br = h1ReaderPool.Get().(*bufio.Reader)
 	c.br.Reset(&c.lr)
+	c.out = stallGuard{conn: c.Conn, timeout: c.key.writeStall}
 	c.bw = h1WriterPool.Get().(*bufio.Writer)
-	c.bw.Reset(c.Conn)
+	c.bw.Reset(&c.out)
 	c.date = c.dateArr[:0]
 
 	if c.tlsState == nil {
@@ -435,7 +437,7 @@ func runHandler(h *httpHandler, w http.ResponseWriter, req *http.Request, proto,
 // replyError answers a request that cannot be served and leaves the
 // connection to be closed.
 func (c *h1ServerConn) replyError(code int, detail string) {
-	c.Conn.SetWriteDeadline(time.Now().Add(c.key.headerTimeout))
+	c.out.fix(time.Now().Add(c.key.headerTimeout))
 	text := strconv.Itoa(code) + " " + http.StatusText(code)
 	c.bw.WriteString("HTTP/1.1 " + text + "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n" + text)
 	if detail != "" {

@@ -74,6 +74,7 @@ var h2PendPool = sync.Pool{New: func() any { b := make([]byte, 0, maxPendingBody
 var (
 	errH2StreamReset = errors.New("http2: stream reset by the client")
 	errH2ConnClosed  = errors.New("http2: connection closed")
+	errH2SendStalled = errors.New("http2: the client opened no send window within the listener's stream_idle_timeout")
 )
 
 // h2ServerConn is one downstream HTTP/2 connection. It embeds the
@@ -88,6 +89,7 @@ type h2ServerConn struct {
 
 	remoteAddr string
 	tlsState   *tls.ConnectionState
+	out        stallGuard // under the wire's writer, guarded by wmu
 	br         *bufio.Reader
 	handlers   sync.WaitGroup // readers, streams and spares
 	wake       chan struct{}  // a spare takes over reading
@@ -187,7 +189,8 @@ func (c *h2ServerConn) drain() { go c.goAway(http2.ErrCodeNo) }
 
 func (c *h2ServerConn) serve() {
 	c.br = bufio.NewReaderSize(c.Conn, h2ReadBufSize)
-	c.initWire(c.Conn, c.br, bufio.NewWriterSize(c.Conn, h2WriteBufSize))
+	c.out = stallGuard{conn: c.Conn, timeout: c.key.writeStall}
+	c.initWire(c.Conn, c.br, bufio.NewWriterSize(&c.out, h2WriteBufSize))
 	c.fr.SetMaxReadFrameSize(h2MaxReadFrame)
 	c.fr.MaxHeaderListSize = uint32(c.key.maxHeader)
 	defer c.end()
@@ -224,6 +227,7 @@ func (c *h2ServerConn) serve() {
 		return
 	}
 	c.Conn.SetDeadline(time.Time{})
+	c.out.forget() // no writer runs yet: the reader writes only from here on
 	c.mu.Lock()
 	c.idle = time.AfterFunc(c.key.idle, c.onIdle)
 	c.mu.Unlock()
@@ -715,7 +719,7 @@ func (c *h2ServerConn) connError(code http2.ErrCode, detail string) {
 	c.goingAway = true
 	c.mu.Unlock()
 	c.wmu.Lock()
-	c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+	c.out.fix(time.Now().Add(time.Second))
 	c.fr.WriteGoAway(last, code, []byte(detail))
 	c.flushLocked()
 	c.wmu.Unlock()
@@ -1058,6 +1062,9 @@ func (w *h2Response) send(p []byte, end, flush bool) error {
 		c.wmu.Unlock()
 		if n, err = c.reserve(st, len(data), true); err != nil {
 			w.err = err
+			if err == errH2SendStalled {
+				c.resetStream(st.id, http2.ErrCodeCancel, true)
+			}
 			return err
 		}
 		c.wmu.Lock()
@@ -1078,13 +1085,22 @@ func (w *h2Response) send(p []byte, end, flush bool) error {
 }
 
 // reserve takes up to want bytes of st's and the connection's send
-// windows; if wait, it waits for at least one byte.
+// windows; if wait, it waits for at least one byte, for at most the
+// listener's stream_idle_timeout (then errH2SendStalled: a client that
+// stops granting window holds the stream as a client that stops reading
+// holds the socket, stall.go).
 func (c *h2ServerConn) reserve(st *h2Stream, want int, wait bool) (int, error) {
 	if want == 0 {
 		return 0, nil
 	}
+	var stall *sendStall // allocated only when the stream has to wait
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	defer func() {
+		c.mu.Unlock()
+		if stall != nil {
+			stall.t.Stop()
+		}
+	}()
 	for {
 		switch {
 		case st.reset:
@@ -1101,8 +1117,33 @@ func (c *h2ServerConn) reserve(st *h2Stream, want int, wait bool) (int, error) {
 		if !wait {
 			return 0, nil
 		}
+		switch {
+		case stall == nil && c.key.writeStall > 0:
+			stall = c.startSendStall()
+		case stall != nil && stall.fired.Load():
+			return 0, errH2SendStalled
+		}
 		c.sendCond.Wait()
 	}
+}
+
+// sendStall times one wait for send window.
+type sendStall struct {
+	fired atomic.Bool
+	t     *time.Timer
+}
+
+// startSendStall starts the timer of a wait for send window: when it
+// fires, the waiters wake and the stalled one gives up.
+func (c *h2ServerConn) startSendStall() *sendStall {
+	s := &sendStall{}
+	s.t = time.AfterFunc(c.key.writeStall, func() {
+		s.fired.Store(true)
+		c.mu.Lock()
+		c.sendCond.Broadcast()
+		c.mu.Unlock()
+	})
+	return s
 }
 
 // writeResponseHeaders encodes and writes the response HEADERS. Called

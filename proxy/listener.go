@@ -44,10 +44,14 @@ type serverKey struct {
 	maxHeader     int
 	headerTimeout time.Duration
 	idle          time.Duration
+	writeStall    time.Duration // 0: writes are not bounded
 }
 
+// defaultStreamIdleTimeout is Envoy's stream_idle_timeout default.
+const defaultStreamIdleTimeout = 5 * time.Minute
+
 func serverKeyOf(l *config.Listener) serverKey {
-	k := serverKey{maxHeader: 60 << 10, headerTimeout: 10 * time.Second, idle: time.Hour}
+	k := serverKey{maxHeader: 60 << 10, headerTimeout: 10 * time.Second, idle: time.Hour, writeStall: defaultStreamIdleTimeout}
 	if h := l.HTTP; h != nil {
 		if h.MaxRequestHeadersBytes > 0 {
 			k.maxHeader = h.MaxRequestHeadersBytes
@@ -57,6 +61,12 @@ func serverKeyOf(l *config.Listener) serverKey {
 		}
 		if h.IdleTimeout > 0 {
 			k.idle = h.IdleTimeout
+		}
+		switch {
+		case h.StreamIdleTimeout > 0:
+			k.writeStall = h.StreamIdleTimeout
+		case h.StreamIdleTimeout < 0:
+			k.writeStall = 0
 		}
 	}
 	return k

@@ -276,7 +276,7 @@ func (s *Stream) await() error {
 		return s.finish(ctxStatus(s.ctx.Err(), s.method))
 	}
 	if r.err != nil {
-		if err := s.ctx.Err(); err != nil {
+		if err := s.ctxEnded(); err != nil {
 			return s.finish(ctxStatus(err, s.method))
 		}
 		return s.finish(status.Errorf(codes.Unavailable, "h2grpc: %s: %v", s.method, r.err))
@@ -344,8 +344,23 @@ func (s *Stream) RecvMsg(m any) error {
 	return nil
 }
 
+// ctxEnded is the call context's error, or DeadlineExceeded once its
+// deadline has passed even if its timer has not run yet: a server that
+// honours grpc-timeout resets the stream at about the deadline, and under
+// load its RST_STREAM can arrive before the context's own timer fires
+// (grpc-go's client makes the same check).
+func (s *Stream) ctxEnded() error {
+	if err := s.ctx.Err(); err != nil {
+		return err
+	}
+	if d, ok := s.ctx.Deadline(); ok && !time.Now().Before(d) {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
 func (s *Stream) bodyError(err error) error {
-	if cerr := s.ctx.Err(); cerr != nil {
+	if cerr := s.ctxEnded(); cerr != nil {
 		return ctxStatus(cerr, s.method)
 	}
 	if err == io.ErrUnexpectedEOF {

@@ -68,6 +68,11 @@ type HTTPListener struct {
 	RequestHeadersTimeout time.Duration
 	// IdleTimeout closes idle downstream connections. Zero means 1h.
 	IdleTimeout time.Duration
+	// StreamIdleTimeout bounds how long a write to the downstream client
+	// may make no progress (a client that stops reading): the connection
+	// is then closed. Zero means the default (5m, Envoy's
+	// stream_idle_timeout); negative disables it.
+	StreamIdleTimeout time.Duration
 	// GenerateRequestID adds x-request-id when absent (default true).
 	GenerateRequestID bool
 	// RBAC filters run, in order, before routing; see RBAC.

@@ -290,8 +290,8 @@ func (c *collector) hcm(path string, h *hcmv3.HttpConnectionManager) *config.HTT
 		// Harmless to ignore (docs/xds.md):
 		"codec_type", "use_remote_address", "xff_num_trusted_hops", "access_log", "tracing", "server_name",
 		"server_header_transformation", "normalize_path", "merge_slashes", "forward_client_cert_details",
-		"set_current_client_cert_details", "http_protocol_options", "http2_protocol_options", "stream_idle_timeout",
-		"internal_address_config")
+		"set_current_client_cert_details", "http_protocol_options", "http2_protocol_options",
+		"internal_address_config", "stream_idle_timeout")
 	out := &config.HTTPListener{StatPrefix: h.GetStatPrefix(), GenerateRequestID: true}
 	switch rs := h.GetRouteSpecifier().(type) {
 	case *hcmv3.HttpConnectionManager_Rds:
@@ -309,6 +309,14 @@ func (c *collector) hcm(path string, h *hcmv3.HttpConnectionManager) *config.HTT
 		out.MaxRequestHeadersBytes = int(kb.GetValue()) * 1024
 	}
 	out.RequestHeadersTimeout = duration(h.GetRequestHeadersTimeout())
+	if d := h.GetStreamIdleTimeout(); d != nil {
+		switch out.StreamIdleTimeout = duration(d); {
+		case out.StreamIdleTimeout == 0:
+			out.StreamIdleTimeout = -1 // 0s disables it, as in Envoy
+		case out.StreamIdleTimeout < 0:
+			c.addf(join(path, "stream_idle_timeout"), "give a positive duration, or 0s to disable it", "negative duration %s", out.StreamIdleTimeout)
+		}
+	}
 	if o := h.GetCommonHttpProtocolOptions(); o != nil {
 		c.only(join(path, "common_http_protocol_options"), o, "idle_timeout")
 		out.IdleTimeout = duration(o.GetIdleTimeout())

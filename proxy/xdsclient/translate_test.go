@@ -100,6 +100,7 @@ func TestTranslateListener(t *testing.T) {
 			h.RouteSpecifier = &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: simpleRoute("inline", "web")}
 			h.MaxRequestHeadersKb = wrapperspb.UInt32(8)
 			h.RequestHeadersTimeout = durationpb.New(3 * time.Second)
+			h.StreamIdleTimeout = durationpb.New(2 * time.Second)
 			h.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{IdleTimeout: durationpb.New(time.Minute)}
 			h.GenerateRequestId = wrapperspb.Bool(false)
 			h.HttpFilters = append([]*hcmv3.HttpFilter{{Name: faultFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: faultAny}}}, h.HttpFilters...)
@@ -107,7 +108,14 @@ func TestTranslateListener(t *testing.T) {
 			StatPrefix: "http", Routes: &config.RouteConfig{Name: "inline", VirtualHosts: []*config.VirtualHost{{
 				Name: "vh", Domains: []string{"*"}, Routes: []*config.Route{{Name: "all", Match: config.RouteMatch{Path: "/", CaseSensitive: true},
 					Forward: &config.ForwardAction{Clusters: []config.WeightedCluster{{Name: "web", Weight: 1}}}}}}}},
-			MaxRequestHeadersBytes: 8192, RequestHeadersTimeout: 3 * time.Second, IdleTimeout: time.Minute}}},
+			MaxRequestHeadersBytes: 8192, RequestHeadersTimeout: 3 * time.Second, IdleTimeout: time.Minute, StreamIdleTimeout: 2 * time.Second}}},
+		{name: "stream_idle_timeout 0s disables", in: withHCM(func(h *hcmv3.HttpConnectionManager) {
+			h.StreamIdleTimeout = durationpb.New(0)
+		}), want: &config.Listener{Name: "http", Address: "127.0.0.1:15001",
+			HTTP: &config.HTTPListener{StatPrefix: "http", RouteConfigName: "rc", GenerateRequestID: true, StreamIdleTimeout: -1}}},
+		{name: "negative stream_idle_timeout", in: withHCM(func(h *hcmv3.HttpConnectionManager) {
+			h.StreamIdleTimeout = durationpb.New(-time.Second)
+		}), wantErr: []string{`stream_idle_timeout`, `negative duration -1s`, `give a positive duration, or 0s to disable it`}},
 		{name: "downstream tls", in: mod(httpListener(t, "tls", 15443, "rc"), func(l *listenerv3.Listener) {
 			l.FilterChains[0].TransportSocket = tlsSocket(t, downTLS)
 		}), want: &config.Listener{Name: "tls", Address: "127.0.0.1:15443",

@@ -306,7 +306,7 @@ type HttpConnectionManager struct {
 	ServerHeaderTransformation     HttpConnectionManager_ServerHeaderTransformation `protobuf:"varint,34,opt,name=server_header_transformation,json=serverHeaderTransformation,proto3,enum=causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager_ServerHeaderTransformation" json:"server_header_transformation,omitempty"`
 	SchemeHeaderTransformation     *leanxds.Unread                                  `protobuf:"bytes,48,opt,name=scheme_header_transformation,json=schemeHeaderTransformation,proto3" json:"scheme_header_transformation,omitempty"`
 	MaxRequestHeadersKb            *wrapperspb.UInt32Value                          `protobuf:"bytes,29,opt,name=max_request_headers_kb,json=maxRequestHeadersKb,proto3" json:"max_request_headers_kb,omitempty"`
-	StreamIdleTimeout              *leanxds.Unread                                  `protobuf:"bytes,24,opt,name=stream_idle_timeout,json=streamIdleTimeout,proto3" json:"stream_idle_timeout,omitempty"`
+	StreamIdleTimeout              *durationpb.Duration                             `protobuf:"bytes,24,opt,name=stream_idle_timeout,json=streamIdleTimeout,proto3" json:"stream_idle_timeout,omitempty"`
 	StreamFlushTimeout             *leanxds.Unread                                  `protobuf:"bytes,59,opt,name=stream_flush_timeout,json=streamFlushTimeout,proto3" json:"stream_flush_timeout,omitempty"`
 	RequestTimeout                 *leanxds.Unread                                  `protobuf:"bytes,28,opt,name=request_timeout,json=requestTimeout,proto3" json:"request_timeout,omitempty"`
 	RequestHeadersTimeout          *durationpb.Duration                             `protobuf:"bytes,41,opt,name=request_headers_timeout,json=requestHeadersTimeout,proto3" json:"request_headers_timeout,omitempty"`
@@ -521,7 +521,7 @@ func (x *HttpConnectionManager) GetMaxRequestHeadersKb() *wrapperspb.UInt32Value
 	return nil
 }
 
-func (x *HttpConnectionManager) GetStreamIdleTimeout() *leanxds.Unread {
+func (x *HttpConnectionManager) GetStreamIdleTimeout() *durationpb.Duration {
 	if x != nil {
 		return x.StreamIdleTimeout
 	}
@@ -1034,7 +1034,7 @@ var File_proxy_leanxds_envoy_extensions_filters_network_http_connection_manager_
 
 const file_proxy_leanxds_envoy_extensions_filters_network_http_connection_manager_v3_lean_proto_rawDesc = "" +
 	"\n" +
-	"Tproxy/leanxds/envoy/extensions/filters/network/http_connection_manager/v3/lean.proto\x12Icauseway.lean.envoy.extensions.filters.network.http_connection_manager.v3\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1egoogle/protobuf/wrappers.proto\x1a-proxy/leanxds/envoy/config/core/v3/lean.proto\x1a.proxy/leanxds/envoy/config/route/v3/lean.proto\x1a\x1aproxy/leanxds/unread.proto\"\xdd)\n" +
+	"Tproxy/leanxds/envoy/extensions/filters/network/http_connection_manager/v3/lean.proto\x12Icauseway.lean.envoy.extensions.filters.network.http_connection_manager.v3\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1egoogle/protobuf/wrappers.proto\x1a-proxy/leanxds/envoy/config/core/v3/lean.proto\x1a.proxy/leanxds/envoy/config/route/v3/lean.proto\x1a\x1aproxy/leanxds/unread.proto\"\xe1)\n" +
 	"\x15HttpConnectionManager\x12\x89\x01\n" +
 	"\n" +
 	"codec_type\x18\x01 \x01(\x0e2j.causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.CodecTypeR\tcodecType\x12\x1f\n" +
@@ -1056,8 +1056,8 @@ const file_proxy_leanxds_envoy_extensions_filters_network_http_connection_manage
 	"serverName\x12\xbd\x01\n" +
 	"\x1cserver_header_transformation\x18\" \x01(\x0e2{.causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.ServerHeaderTransformationR\x1aserverHeaderTransformation\x12W\n" +
 	"\x1cscheme_header_transformation\x180 \x01(\v2\x15.causeway.lean.UnreadR\x1aschemeHeaderTransformation\x12Q\n" +
-	"\x16max_request_headers_kb\x18\x1d \x01(\v2\x1c.google.protobuf.UInt32ValueR\x13maxRequestHeadersKb\x12E\n" +
-	"\x13stream_idle_timeout\x18\x18 \x01(\v2\x15.causeway.lean.UnreadR\x11streamIdleTimeout\x12G\n" +
+	"\x16max_request_headers_kb\x18\x1d \x01(\v2\x1c.google.protobuf.UInt32ValueR\x13maxRequestHeadersKb\x12I\n" +
+	"\x13stream_idle_timeout\x18\x18 \x01(\v2\x19.google.protobuf.DurationR\x11streamIdleTimeout\x12G\n" +
 	"\x14stream_flush_timeout\x18; \x01(\v2\x15.causeway.lean.UnreadR\x12streamFlushTimeout\x12>\n" +
 	"\x0frequest_timeout\x18\x1c \x01(\v2\x15.causeway.lean.UnreadR\x0erequestTimeout\x12Q\n" +
 	"\x17request_headers_timeout\x18) \x01(\v2\x19.google.protobuf.DurationR\x15requestHeadersTimeout\x12:\n" +
@@ -1187,7 +1187,7 @@ var file_proxy_leanxds_envoy_extensions_filters_network_http_connection_manager_
 	1,  // 11: causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.server_header_transformation:type_name -> causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.ServerHeaderTransformation
 	9,  // 12: causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.scheme_header_transformation:type_name -> causeway.lean.Unread
 	11, // 13: causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.max_request_headers_kb:type_name -> google.protobuf.UInt32Value
-	9,  // 14: causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.stream_idle_timeout:type_name -> causeway.lean.Unread
+	12, // 14: causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.stream_idle_timeout:type_name -> google.protobuf.Duration
 	9,  // 15: causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.stream_flush_timeout:type_name -> causeway.lean.Unread
 	9,  // 16: causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.request_timeout:type_name -> causeway.lean.Unread
 	12, // 17: causeway.lean.envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.request_headers_timeout:type_name -> google.protobuf.Duration
