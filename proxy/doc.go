@@ -29,9 +29,12 @@
 // (h1server.go). HTTP/2 (h2c with prior knowledge, or h2 by ALPN): one
 // goroutine reads frames; when a stream opens, a spare goroutine takes over
 // the reading and the reader runs the stream's handler, writing its frames
-// itself under the connection's write lock (h2server.go). That loop does no background read, so a client that
-// goes away in the middle of an HTTP/1.1 request is noticed when a write to
-// it fails; the request upstream stays bounded by the route timeout.
+// itself under the connection's write lock (h2server.go). The HTTP/1.1 loop
+// does no background read, so a client that goes away in the middle of a
+// request is noticed when a write to it fails; the request upstream stays
+// bounded by the route timeout. A client that stops reading (or, on HTTP/2,
+// stops opening window) is bounded by the listener's stream_idle_timeout
+// (stall.go).
 //
 // A TLS passthrough listener (config.Listener.SNI) reads each connection's
 // ClientHello on a goroutine of its own without answering it, picks the
