@@ -153,18 +153,14 @@ func readRow(dir string, t target) (*row, error) {
 		r.Skip = strings.TrimSpace(string(b))
 		return r, nil
 	}
+	exists := func(name string) bool { _, err := os.Stat(filepath.Join(dir, name)); return err == nil }
 	prefixes := []string{t.Name + "."}
-	if _, err := os.Stat(filepath.Join(dir, t.Name+".rate.json")); err != nil {
+	if !exists(t.Name + ".rate.json") {
+		// Rounds 1, 2, ...: round 1 is read even if missing, so that the
+		// error names the file.
 		prefixes = prefixes[:0]
-		for n := 1; ; n++ {
-			p := fmt.Sprintf("%s.r%d.", t.Name, n)
-			if _, err := os.Stat(filepath.Join(dir, p+"rate.json")); err != nil {
-				if n == 1 {
-					prefixes = append(prefixes, p) // for the error below
-				}
-				break
-			}
-			prefixes = append(prefixes, p)
+		for n := 1; n == 1 || exists(fmt.Sprintf("%s.r%d.rate.json", t.Name, n)); n++ {
+			prefixes = append(prefixes, fmt.Sprintf("%s.r%d.", t.Name, n))
 		}
 	}
 	for _, p := range prefixes {

@@ -286,12 +286,12 @@ func (c *collector) transportSocket(path string, ts *corev3.TransportSocket, m i
 
 func (c *collector) hcm(path string, h *hcmv3.HttpConnectionManager) *config.HTTPListener {
 	c.only(path, h, "stat_prefix", "rds", "route_config", "http_filters", "max_request_headers_kb",
-		"request_headers_timeout", "common_http_protocol_options", "generate_request_id",
+		"request_headers_timeout", "stream_idle_timeout", "common_http_protocol_options", "generate_request_id",
 		// Harmless to ignore (docs/xds.md):
 		"codec_type", "use_remote_address", "xff_num_trusted_hops", "access_log", "tracing", "server_name",
 		"server_header_transformation", "normalize_path", "merge_slashes", "forward_client_cert_details",
 		"set_current_client_cert_details", "http_protocol_options", "http2_protocol_options",
-		"internal_address_config", "stream_idle_timeout")
+		"internal_address_config")
 	out := &config.HTTPListener{StatPrefix: h.GetStatPrefix(), GenerateRequestID: true}
 	switch rs := h.GetRouteSpecifier().(type) {
 	case *hcmv3.HttpConnectionManager_Rds:
@@ -310,11 +310,13 @@ func (c *collector) hcm(path string, h *hcmv3.HttpConnectionManager) *config.HTT
 	}
 	out.RequestHeadersTimeout = duration(h.GetRequestHeadersTimeout())
 	if d := h.GetStreamIdleTimeout(); d != nil {
-		switch out.StreamIdleTimeout = duration(d); {
-		case out.StreamIdleTimeout == 0:
+		switch v := duration(d); {
+		case v < 0:
+			c.addf(join(path, "stream_idle_timeout"), "give a positive duration, or 0s to disable it", "negative duration %s", v)
+		case v == 0:
 			out.StreamIdleTimeout = -1 // 0s disables it, as in Envoy
-		case out.StreamIdleTimeout < 0:
-			c.addf(join(path, "stream_idle_timeout"), "give a positive duration, or 0s to disable it", "negative duration %s", out.StreamIdleTimeout)
+		default:
+			out.StreamIdleTimeout = v
 		}
 	}
 	if o := h.GetCommonHttpProtocolOptions(); o != nil {
