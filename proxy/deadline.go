@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -35,25 +34,16 @@ type deadlines struct {
 
 // routeCtx is a request's context under its route timeout. It behaves as
 // context.WithTimeout's: Deadline reports the deadline, and once it has
-// passed Done is closed and Err is context.DeadlineExceeded. Contexts
-// derived from it are canceled with it (their Err is context.Canceled, as
-// for any canceled parent; context.Cause gives context.DeadlineExceeded).
+// passed Done is closed and Err is context.DeadlineExceeded. When its
+// parent ends first, it ends with the parent's error. Under an HTTP/1.1
+// request's context (a ctxNode, reqctx.go) it is that node's child and
+// costs one allocation; under any other parent it watches the parent with
+// context.AfterFunc.
 type routeCtx struct {
-	context.Context // the cancelCtx; its Value finds it, so children register on it directly
-	cancel          context.CancelCauseFunc
-	deadline        time.Time
-	idx             int // in deadlines.heap; -1 when not in it
-	expired         atomic.Bool
-}
-
-func (c *routeCtx) Deadline() (time.Time, bool) { return c.deadline, true }
-
-func (c *routeCtx) Err() error {
-	err := c.Context.Err()
-	if err != nil && c.expired.Load() {
-		return context.DeadlineExceeded
-	}
-	return err
+	ctxNode
+	parent     *ctxNode    // set when linked as parent's child
+	stopParent func() bool // set when watching a foreign parent
+	idx        int         // in deadlines.heap; -1 when not in it
 }
 
 // withTimeout returns a context that ends when parent does or timeout
@@ -66,18 +56,23 @@ func (d *deadlines) withTimeout(parent context.Context, timeout time.Duration) (
 		// The parent ends first anyway (context.WithDeadline's rule).
 		return context.WithCancel(parent)
 	}
-	inner, cancel := context.WithCancelCause(parent)
-	c := &routeCtx{Context: inner, cancel: cancel, deadline: deadline, idx: -1}
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
 		return context.WithDeadline(parent, deadline)
 	}
+	c := &routeCtx{ctxNode: ctxNode{deadline: deadline}, idx: -1}
 	d.push(c)
 	if d.armed.IsZero() || deadline.Before(d.armed) {
 		d.arm(deadline, now)
 	}
 	d.mu.Unlock()
+	if p := asNode(parent); p != nil {
+		c.parent = p
+		p.link(&c.ctxNode)
+	} else {
+		c.stopParent = context.AfterFunc(parent, func() { c.end(parent.Err()) })
+	}
 	return c, func() { d.release(c) }
 }
 
@@ -99,7 +94,12 @@ func (d *deadlines) release(c *routeCtx) {
 		d.stopIfIdle()
 	}
 	d.mu.Unlock()
-	c.cancel(context.Canceled)
+	if c.parent != nil {
+		c.parent.unlink(&c.ctxNode)
+	} else if c.stopParent != nil {
+		c.stopParent()
+	}
+	c.end(context.Canceled)
 }
 
 // fire cancels every context whose deadline has passed and re-arms the
@@ -118,10 +118,7 @@ func (d *deadlines) fire() {
 	}
 	d.mu.Unlock()
 	for _, c := range expired {
-		if c.Context.Err() == nil {
-			c.expired.Store(true)
-		}
-		c.cancel(context.DeadlineExceeded)
+		c.end(context.DeadlineExceeded)
 	}
 }
 

@@ -177,7 +177,7 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request) (*http.Respon
 	c.lr.read = 0
 	// Cancellation (route timeout, per-try timeout, downstream gone)
 	// unblocks whatever I/O is in progress.
-	stop := context.AfterFunc(ctx, func() { c.conn.SetDeadline(aLongTimeAgo) })
+	stop := afterFunc(ctx, func() { c.conn.SetDeadline(aLongTimeAgo) })
 	if err := req.Write(c.bw); err != nil {
 		stop()
 		return nil, c.ioError(ctx, err)

@@ -93,6 +93,7 @@ type h1ServerConn struct {
 	out        stallGuard // under bw: bounds writes that make no progress
 	w          h1Response
 	body       *h1ReqBody // of the current request; nil when it has none
+	reqs       reqCtxs    // the current request's context (reqctx.go)
 
 	// continueMu orders a "100 Continue" written by a body read (which
 	// may run on another goroutine: net/http's Transport streams bodies
@@ -366,7 +367,7 @@ func (c *h1ServerConn) readRequest() (_ *http.Request, _ context.CancelFunc, ok 
 		// The handler reads the body as slowly as the upstream takes it.
 		c.Conn.SetReadDeadline(time.Time{})
 	}
-	ctx, cancel := context.WithCancel(c.ctx)
+	ctx, cancel := c.newRequestContext()
 	return req.WithContext(ctx), cancel, true
 }
 
