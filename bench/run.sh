@@ -11,7 +11,7 @@
 #
 # Usage: make bench   (or: bash bench/run.sh)
 # Knobs (environment):
-#   BENCH_ROUNDS=3          times every target runs (interleaved); the report takes medians
+#   BENCH_ROUNDS=5          times every target runs (interleaved); the report takes medians
 #   BENCH_DURATION=10s      measured window of the fixed-rate phase
 #   BENCH_WARMUP=1s         unrecorded warm-up before it
 #   BENCH_RATE=1000         fixed rate, req/s
@@ -37,7 +37,7 @@ cd "$ROOT"
 
 USER_KNOBS=$(env | grep -E '^BENCH_[A-Z_]+=' | sort | tr '\n' ' ' || true)
 
-BENCH_ROUNDS=${BENCH_ROUNDS:-3}
+BENCH_ROUNDS=${BENCH_ROUNDS:-5}
 BENCH_DURATION=${BENCH_DURATION:-10s}
 BENCH_WARMUP=${BENCH_WARMUP:-1s}
 BENCH_RATE=${BENCH_RATE:-1000}

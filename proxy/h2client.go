@@ -390,7 +390,7 @@ func (cc *h2ClientConn) roundTrip(ctx context.Context, req *http.Request) (*http
 		cc.mu.Unlock()
 		return nil, err
 	}
-	stop := context.AfterFunc(ctx, func() { cc.cancelStream(st) })
+	stop := afterFunc(ctx, func() { cc.cancelStream(st) })
 	if hasBody {
 		go cc.writeBody(st, req)
 	}

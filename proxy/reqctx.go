@@ -164,8 +164,12 @@ func (n *ctxNode) unlink(child *ctxNode) {
 
 // afterFunc runs f once ctx ends, like context.AfterFunc. On a ctxNode it
 // costs no context-package objects and f runs on the goroutine that ends
-// ctx, so f must be quick and must not block (closing a connection's
-// deadline is).
+// ctx, so f must be quick, must not block, and must take no lock that
+// goroutine may hold. The two callers qualify: the HTTP/1.1 pool's sets a
+// connection's deadline, the HTTP/2 client's takes its connection's mu
+// for a moment; nodes end from request goroutines, the deadline heap's
+// timer and context.AfterFunc goroutines, none of them holding a
+// connection's lock.
 func afterFunc(ctx context.Context, f func()) (stop func() bool) {
 	if n := asNode(ctx); n != nil {
 		return n.after(f, true)
