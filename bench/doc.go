@@ -11,6 +11,9 @@
 //     measured from each request's intended send time (corrected for
 //     coordinated omission), and closed loop for maximum throughput; it also
 //     samples the CPU time and peak RSS of the processes under test.
+//   - gofloor/: the "Go floor" row, the least an HTTP/1.1 proxy written in
+//     Go does (forward the head, copy back a Content-Length response) under
+//     the sidecar's runtime tuning: what Go costs before Causeway's own work.
 //   - report/: turns the loadgen results into the markdown table of
 //     docs/benchmarks.md.
 //   - bootstrap/: the causeway-proxy bootstraps, templated on ports.

@@ -5,6 +5,8 @@
 #   causeway-2hop   client -> causeway-proxy (outbound) =h2c=> causeway-proxy (inbound) -> backend
 #   nginx           client -> nginx (upstream keepalive) -> backend
 #   haproxy         client -> haproxy (http mode, keep-alive) -> backend
+#   gofloor         client -> bench/gofloor (the least a Go proxy does, with
+#                   the sidecar's runtime tuning) -> backend
 # For each: latency at a fixed rate (open loop, corrected for coordinated
 # omission), maximum throughput (closed loop), proxy CPU per request and peak
 # RSS. Prints a markdown table and writes it to docs/benchmarks.md.
@@ -45,7 +47,7 @@ BENCH_RATE_CONNS=${BENCH_RATE_CONNS:-8}
 BENCH_MAX_DURATION=${BENCH_MAX_DURATION:-5s}
 BENCH_MAX_CONNS=${BENCH_MAX_CONNS:-32}
 BENCH_PROXY_CPUS=${BENCH_PROXY_CPUS:-$(nproc)}
-BENCH_TARGETS=${BENCH_TARGETS:-"direct causeway-1hop causeway-2hop nginx haproxy"}
+BENCH_TARGETS=${BENCH_TARGETS:-"direct causeway-1hop causeway-2hop nginx haproxy gofloor"}
 BENCH_PORT_BASE=${BENCH_PORT_BASE:-18080}
 BENCH_BODY_SIZE=${BENCH_BODY_SIZE:-128}
 BENCH_OUT=${BENCH_OUT-docs/benchmarks.md}
@@ -60,6 +62,7 @@ CW2_OUT_PORT=$((BENCH_PORT_BASE + 2))
 CW2_IN_PORT=$((BENCH_PORT_BASE + 3))
 NGINX_PORT=$((BENCH_PORT_BASE + 4))
 HAPROXY_PORT=$((BENCH_PORT_BASE + 5))
+GOFLOOR_PORT=$((BENCH_PORT_BASE + 6))
 CW1_ADMIN=$((BENCH_PORT_BASE + 10))
 CW2_OUT_ADMIN=$((BENCH_PORT_BASE + 11))
 CW2_IN_ADMIN=$((BENCH_PORT_BASE + 12))
@@ -186,6 +189,7 @@ log "building backend, loadgen, report"
 go build -o "$WORK/bin/backend" ./bench/backend
 go build -o "$WORK/bin/loadgen" ./bench/loadgen
 go build -o "$WORK/bin/report" ./bench/report
+go build -o "$WORK/bin/gofloor" ./bench/gofloor
 
 CAUSEWAY_OK=0
 CAUSEWAY_BIN=${BENCH_CAUSEWAY_BIN:-bin/causeway-proxy}
@@ -444,6 +448,20 @@ for ROUND in $(seq "$BENCH_ROUNDS"); do
 			skip haproxy "haproxy did not serve 127.0.0.1:$HAPROXY_PORT within 10 s: $(tail_log haproxy)"
 		fi
 		stop_all "$hap"
+	fi
+
+	# (f) the Go floor
+	if ! wanted gofloor; then
+		skip gofloor "not in BENCH_TARGETS"
+	else
+		start gofloor env GOMAXPROCS="$BENCH_PROXY_CPUS" "$WORK/bin/gofloor" -listen "127.0.0.1:$GOFLOOR_PORT" -upstream "127.0.0.1:$BACKEND_PORT"
+		gf=$LAST_PID
+		if wait_ready "$GOFLOOR_PORT" "$gf"; then
+			load gofloor "$GOFLOOR_PORT" "$gf"
+		else
+			skip gofloor "gofloor did not serve 127.0.0.1:$GOFLOOR_PORT within 10 s: $(tail_log gofloor)"
+		fi
+		stop_all "$gf"
 	fi
 done
 

@@ -37,6 +37,7 @@ var targets = []target{
 	{"causeway-2hop", "Causeway, 2 hops (h2c between)", 2},
 	{"nginx", "nginx, 1 hop", 1},
 	{"haproxy", "haproxy, 1 hop", 1},
+	{"gofloor", "Go floor (bench/gofloor), 1 hop", 1},
 }
 
 // Thresholds the Causeway rows are held to.
@@ -498,6 +499,14 @@ const howToRead = `## How to read this
   keep-alive connections to the backend, haproxy reuses server connections
   (http-reuse always). Access logs are off in all of them (Causeway:
   -access-log off, from BENCH_CAUSEWAY_FLAGS).
+- **The Go floor** (bench/gofloor) is the least an HTTP/1.1 proxy written
+  in Go does: it forwards the request head as it came over a pooled
+  upstream connection and copies back a response framed by
+  Content-Length, with the sidecar's runtime tuning (sysmon, GC target,
+  adaptive GOMAXPROCS) and none of its work (parsing into a request,
+  routing, load balancing, header rules, metrics, timeouts). Between it
+  and nginx is what Go's runtime and network poller cost; between
+  Causeway and it is what Causeway's own work costs. It has no verdict.
 - **Rounds and noise.** The machine is shared (see the load average), and
   one run's medians move by tens of µs. Every target therefore runs
   BENCH_ROUNDS times, interleaved (direct, Causeway, nginx, ..., then

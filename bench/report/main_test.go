@@ -66,7 +66,7 @@ func TestRunWritesMarkdown(t *testing.T) {
 		}
 	}
 	write("meta.env", "COMMAND=bash bench/run.sh\nRATE=1000\nNPROC=2\n")
-	for name, p50 := range map[string]float64{"direct": 100, "causeway-1hop": 160, "nginx": 150, "haproxy": 140} {
+	for name, p50 := range map[string]float64{"direct": 100, "causeway-1hop": 160, "nginx": 150, "haproxy": 140, "gofloor": 145} {
 		for _, phase := range []string{"rate", "max"} {
 			b, _ := json.Marshal(loadResult{P50: p50, CPUPerReqUS: 30, RPS: 9000, PeakRSSMaxKB: 9000, Pids: []int{1}, DurationS: 1})
 			write(name+"."+phase+".json", string(b))
@@ -89,6 +89,7 @@ func TestRunWritesMarkdown(t *testing.T) {
 		"| Causeway, 1 hop | 160 |",
 		"skipped: causeway-proxy does not build yet",
 		"| Causeway, 1 hop | 1.20× | 1.00× | — | 8.8 MB | all three targets met |",
+		"| Go floor (bench/gofloor), 1 hop | 0.90× | 1.00× | — | 8.8 MB | — |",
 		"## How to read this",
 	} {
 		if !strings.Contains(string(b), want) {
@@ -146,7 +147,7 @@ func TestRoundsTakeMedians(t *testing.T) {
 			}
 		}
 	}
-	for _, name := range []string{"causeway-2hop", "haproxy"} {
+	for _, name := range []string{"causeway-2hop", "haproxy", "gofloor"} {
 		if err := os.WriteFile(filepath.Join(dir, name+".skip"), []byte("not in BENCH_TARGETS"), 0o644); err != nil {
 			t.Fatal(err)
 		}
