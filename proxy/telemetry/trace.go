@@ -51,42 +51,61 @@ func PrepareRequestHeaders(h http.Header, generateID bool, rnd func() uint64) (r
 	if rnd == nil {
 		rnd = rand.Uint64
 	}
+	// The new values are written side by side into buf and become one
+	// string, and the header slices they need share one array: two
+	// allocations for a request that gets both, instead of four.
+	var buf [uuidLen + traceparentLen]byte
+	n := 0
 	if v := h[HeaderRequestID]; len(v) > 0 && v[0] != "" {
 		requestID = v[0]
 	} else if generateID {
-		requestID = newUUID(rnd)
-		setHeader(h, HeaderRequestID, requestID)
+		putUUID((*[uuidLen]byte)(buf[:uuidLen]), rnd)
+		n = uuidLen
 	}
 
-	var tp [traceparentLen]byte
+	var (
+		trace [32]byte // a traceID (the result's name hides the type here)
+		flags byte
+		ok    bool
+	)
 	if v := h[HeaderTraceparent]; len(v) == 1 {
-		if trace, flags, ok := parseTraceparent(v[0]); ok {
-			out := buildTraceparent(&tp, trace, flags, rnd)
-			setHeader(h, HeaderTraceparent, out)
-			return requestID, out[3:35]
+		trace, flags, ok = parseTraceparent(v[0])
+	}
+	if !ok {
+		// No usable traceparent: the trace state it would belong to goes too.
+		delete(h, HeaderTraceparent)
+		delete(h, HeaderTracestate)
+		if trace, flags, ok = b3Context(h); !ok {
+			trace = newTraceID(rnd)
 		}
 	}
-	// No usable traceparent: the trace state it would belong to goes too.
-	delete(h, HeaderTraceparent)
-	delete(h, HeaderTracestate)
+	putTraceparent((*[traceparentLen]byte)(buf[n:n+traceparentLen]), trace, flags, rnd)
 
-	trace, flags, ok := b3Context(h)
-	if !ok {
-		trace = newTraceID(rnd)
+	vals := string(buf[:n+traceparentLen])
+	tp := vals[n:]
+	var spare []string
+	if n > 0 {
+		requestID = vals[:n]
+		spare = setHeader(h, HeaderRequestID, requestID, spare, 2)
 	}
-	out := buildTraceparent(&tp, trace, flags, rnd)
-	setHeader(h, HeaderTraceparent, out)
-	return requestID, out[3:35]
+	setHeader(h, HeaderTraceparent, tp, spare, 1)
+	return requestID, tp[3:35]
 }
 
 // setHeader replaces h[key] with the single value v, reusing the slice if
-// it already holds one value.
-func setHeader(h http.Header, key, v string) {
+// it already holds one value, else taking one slot of spare (made for
+// want more values when it is empty). It returns what is left of spare.
+func setHeader(h http.Header, key, v string, spare []string, want int) []string {
 	if s := h[key]; len(s) == 1 {
 		s[0] = v
-		return
+		return spare
 	}
-	h[key] = []string{v}
+	if len(spare) == 0 {
+		spare = make([]string, want)
+	}
+	spare[0] = v
+	h[key] = spare[:1:1]
+	return spare[1:]
 }
 
 // traceID is 32 lower-case hex digits.
@@ -191,15 +210,14 @@ func padTraceID(s string) (id traceID, ok bool) {
 	return id, true
 }
 
-// buildTraceparent formats a version-00 traceparent with a new span id.
-func buildTraceparent(b *[traceparentLen]byte, id traceID, flags byte, rnd func() uint64) string {
+// putTraceparent formats a version-00 traceparent with a new span id into b.
+func putTraceparent(b *[traceparentLen]byte, id traceID, flags byte, rnd func() uint64) {
 	b[0], b[1], b[2] = '0', '0', '-'
 	copy(b[3:35], id[:])
 	b[35] = '-'
 	putHex64(b[36:52], nonZero(rnd))
 	b[52] = '-'
 	b[53], b[54] = hexDigits[flags>>4], hexDigits[flags&0xf]
-	return string(b[:])
 }
 
 func newTraceID(rnd func() uint64) (id traceID) {
@@ -212,8 +230,11 @@ func newTraceID(rnd func() uint64) (id traceID) {
 	return id
 }
 
-// newUUID returns a random UUID in version-4 format.
-func newUUID(rnd func() uint64) string {
+// uuidLen is the length of a formatted UUID.
+const uuidLen = 36
+
+// putUUID formats a random UUID in version-4 format into out.
+func putUUID(out *[uuidLen]byte, rnd func() uint64) {
 	var raw [16]byte
 	hi, lo := rnd(), rnd()
 	for i := range 8 {
@@ -222,7 +243,6 @@ func newUUID(rnd func() uint64) string {
 	}
 	raw[6] = raw[6]&0x0f | 0x40 // version 4
 	raw[8] = raw[8]&0x3f | 0x80 // RFC 4122 variant
-	var out [36]byte
 	j := 0
 	for i, c := range raw {
 		if i == 4 || i == 6 || i == 8 || i == 10 {
@@ -232,7 +252,6 @@ func newUUID(rnd func() uint64) string {
 		out[j], out[j+1] = hexDigits[c>>4], hexDigits[c&0xf]
 		j += 2
 	}
-	return string(out[:])
 }
 
 // nonZero draws from rnd until it returns a non-zero value (all-zero ids
