@@ -961,19 +961,39 @@ func workloadFromID(id string) telemetry.Workload {
 }
 
 // Hop-by-hop headers (RFC 9110 §7.6.1) are never forwarded.
-var hopHeaders = [...]string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+// isHopHeader reports whether k (canonical) is a hop-by-hop header.
+func isHopHeader(k string) bool {
+	switch k {
+	case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade":
+		return true
+	}
+	return false
+}
 
+// removeHopHeaders deletes the hop-by-hop headers of h and those its
+// Connection header names. It walks h once rather than deleting each
+// hop-by-hop name: a request has a handful of headers, and nine deletes
+// hash nine keys.
 func removeHopHeaders(h http.Header) {
-	for _, v := range h["Connection"] {
+	var conn, te []string
+	for k, v := range h {
+		if !isHopHeader(k) {
+			continue
+		}
+		switch k {
+		case "Connection":
+			conn = v
+		case "Te":
+			te = v
+		}
+		delete(h, k)
+	}
+	for _, v := range conn {
 		for f := range strings.SplitSeq(v, ",") {
 			if f = textproto(f); f != "" {
 				delete(h, f)
 			}
 		}
-	}
-	te := h["Te"]
-	for _, k := range hopHeaders {
-		delete(h, k)
 	}
 	// "TE: trailers" is end to end for gRPC.
 	for _, v := range te {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -260,5 +261,31 @@ func TestTCPProxy(t *testing.T) {
 		if err != nil || string(got) != msg {
 			t.Fatalf("session %d: echoed %d bytes (err %v), want %d", i, len(got), err, len(msg))
 		}
+	}
+}
+
+func TestRemoveHopHeaders(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		in   http.Header
+		want http.Header
+	}{
+		{"none", http.Header{"Accept": {"*/*"}}, http.Header{"Accept": {"*/*"}}},
+		{"every fixed one", http.Header{
+			"Connection": {"keep-alive"}, "Proxy-Connection": {"x"}, "Keep-Alive": {"timeout=5"},
+			"Proxy-Authenticate": {"x"}, "Proxy-Authorization": {"x"}, "Te": {"gzip"}, "Trailer": {"X"},
+			"Transfer-Encoding": {"chunked"}, "Upgrade": {"h2c"}, "Host-Like": {"kept"},
+		}, http.Header{"Host-Like": {"kept"}}},
+		{"named by Connection", http.Header{"Connection": {"x-a, X-B", " x-c "}, "X-A": {"1"}, "X-B": {"2"}, "X-C": {"3"}, "X-D": {"4"}},
+			http.Header{"X-D": {"4"}}},
+		{"TE trailers kept", http.Header{"Te": {"gzip, trailers"}}, http.Header{"Te": {"trailers"}}},
+		{"TE trailers kept when Connection lists it", http.Header{"Connection": {"TE"}, "Te": {"trailers"}}, http.Header{"Te": {"trailers"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			removeHopHeaders(tc.in)
+			if !reflect.DeepEqual(tc.in, tc.want) {
+				t.Errorf("got %v, want %v", tc.in, tc.want)
+			}
+		})
 	}
 }
