@@ -18,6 +18,9 @@ FUZZ_TARGETS := \
 	./proxy/leanxds:FuzzUnmarshalJSON \
 	./proxy/telemetry:FuzzAppendJSONString \
 	./proxy:FuzzH2Server \
+	./proxy:FuzzReadRequestFast \
+	./proxy:FuzzReadResponseFast \
+	./proxy:FuzzWriteRequestFast \
 	./gateway:FuzzTranslateYAML \
 	./trust/bundles:FuzzParseDocument \
 	./trust/issuer:FuzzSignCSR

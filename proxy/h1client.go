@@ -23,7 +23,9 @@ import (
 // HTTP/1.1 upstreams when the request body is absent or buffered, so a
 // request is written in one go and cannot deadlock against an upstream that
 // answers before reading; streaming bodies, Expect: 100-continue and
-// upgrades go through the Transport.
+// upgrades go through the Transport. Simple requests and responses are
+// written and read by the fast paths of h1wire.go, the others by
+// net/http's codec.
 type h1Pool struct {
 	dial        func(ctx context.Context, network, addr string) (net.Conn, error)
 	maxIdle     int           // idle connections kept per endpoint
@@ -178,7 +180,11 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request) (*http.Respon
 	// Cancellation (route timeout, per-try timeout, downstream gone)
 	// unblocks whatever I/O is in progress.
 	stop := afterFunc(ctx, func() { c.conn.SetDeadline(aLongTimeAgo) })
-	if err := req.Write(c.bw); err != nil {
+	handled, err := writeRequestFast(c.bw, req)
+	if !handled {
+		err = req.Write(c.bw)
+	}
+	if err != nil {
 		stop()
 		return nil, c.ioError(ctx, err)
 	}
@@ -187,10 +193,19 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request) (*http.Respon
 		return nil, c.ioError(ctx, err)
 	}
 	c.lr.limit = maxResponseHeaderBytes
-	var resp *http.Response
+	var (
+		resp *http.Response
+		fast *wireResponse
+	)
 	for {
-		var err error
-		resp, err = http.ReadResponse(c.br, req)
+		var ok bool
+		fast, ok, err = readResponseFast(c.br, req)
+		switch {
+		case !ok:
+			resp, err = http.ReadResponse(c.br, req)
+		case fast != nil:
+			resp = &fast.Response
+		}
 		if err != nil {
 			stop()
 			return nil, c.ioError(ctx, err)
@@ -208,7 +223,17 @@ func (c *h1Conn) roundTrip(ctx context.Context, req *http.Request) (*http.Respon
 		c.release(stop, reusable)
 		return resp, nil
 	}
-	resp.Body = &h1Body{c: c, rc: resp.Body, stop: stop, reusable: reusable}
+	var b *h1Body
+	if resp.Body == nil {
+		// The fast path's body: ContentLength bytes of the connection.
+		b = &fast.body
+		b.cl = clBody{br: c.br, remain: resp.ContentLength}
+		b.rc = &b.cl
+	} else {
+		b = &h1Body{rc: resp.Body}
+	}
+	b.c, b.stop, b.reusable = c, stop, reusable
+	resp.Body = b
 	return resp, nil
 }
 
@@ -237,6 +262,7 @@ type h1Body struct {
 	stop     func() bool
 	reusable bool
 	done     bool
+	cl       clBody // rc when the response was read by readResponseFast
 }
 
 func (b *h1Body) Read(p []byte) (int, error) {

@@ -28,10 +28,10 @@ import (
 // Every accepted HTTP connection therefore gets one goroutine that runs the
 // TLS handshake if there is one, then either hands the connection to the
 // HTTP/2 server of h2server.go (h2 negotiated by ALPN, or the h2c prior
-// knowledge preface) or serves HTTP/1.1 itself: it reads a request with
-// http.ReadRequest, calls the listener's handler on the same goroutine and
-// writes the response through a buffered writer that is flushed once per
-// response (and on Flush).
+// knowledge preface) or serves HTTP/1.1 itself: it reads a request (with
+// the fast path of h1wire.go, else http.ReadRequest), calls the listener's
+// handler on the same goroutine and writes the response through a buffered
+// writer that is flushed once per response (and on Flush).
 //
 // Without a background read, a client that goes away in the middle of a
 // request is noticed when a write to it fails; the request upstream stays
@@ -308,12 +308,26 @@ func (c *h1ServerConn) awaitRequest() bool {
 
 // readRequest reads the next request's line and headers. Malformed
 // requests are answered and end the connection (ok false).
+//
+// A simple request whose head is already buffered is parsed by
+// readRequestFast (h1wire.go) with its context from the start; any other
+// goes through http.ReadRequest and gets its context by WithContext.
 func (c *h1ServerConn) readRequest() (_ *http.Request, _ context.CancelFunc, ok bool) {
+	ctx, cancel := c.newRequestContext()
+	defer func() {
+		if !ok {
+			cancel()
+		}
+	}()
 	limit := c.key.maxHeader
 	before := c.br.Buffered()
 	c.lr.read, c.lr.err = 0, nil
 	c.lr.limit = int64(max(limit-before, 0))
-	req, err := http.ReadRequest(c.br)
+	req, fast := readRequestFast(ctx, c.br)
+	var err error
+	if !fast {
+		req, err = http.ReadRequest(c.br)
+	}
 	exhausted := c.lr.limit == 0
 	c.lr.limit = -1
 	if err != nil {
@@ -363,12 +377,19 @@ func (c *h1ServerConn) readRequest() (_ *http.Request, _ context.CancelFunc, ok 
 	c.continueSent = false
 	if req.Body != http.NoBody {
 		c.body = &h1ReqBody{c: c, rc: req.Body, expect: expect}
+		if req.Body == nil {
+			// The fast path's body: ContentLength bytes of the connection.
+			c.body.cl = clBody{br: c.br, remain: req.ContentLength}
+			c.body.rc = &c.body.cl
+		}
 		req.Body = c.body
 		// The handler reads the body as slowly as the upstream takes it.
 		c.Conn.SetReadDeadline(time.Time{})
 	}
-	ctx, cancel := c.newRequestContext()
-	return req.WithContext(ctx), cancel, true
+	if !fast {
+		req = req.WithContext(ctx)
+	}
+	return req, cancel, true
 }
 
 // serveRequest runs the handler and completes the response. It reports
@@ -502,6 +523,7 @@ type h1ReqBody struct {
 	asked  bool
 	eof    bool
 	closed bool
+	cl     clBody // rc when the request was read by readRequestFast
 }
 
 func (b *h1ReqBody) Read(p []byte) (int, error) {
@@ -893,22 +915,28 @@ func writeHeaderLines(bw *bufio.Writer, k string, vv []string) {
 		return
 	}
 	for _, v := range vv {
-		bw.WriteString(k)
-		bw.WriteString(": ")
-		if strings.ContainsAny(v, "\r\n") || (v != "" && (isSpace(v[0]) || isSpace(v[len(v)-1]))) {
-			v = strings.TrimFunc(v, func(r rune) bool { return r < 0x80 && isSpace(byte(r)) })
-			for i := 0; i < len(v); i++ {
-				b := v[i]
-				if b == '\r' || b == '\n' {
-					b = ' '
-				}
-				bw.WriteByte(b)
-			}
-		} else {
-			bw.WriteString(v)
-		}
-		bw.WriteString("\r\n")
+		writeHeaderLine(bw, k, v)
 	}
+}
+
+// writeHeaderLine writes k: v, v sanitised as net/http does (line breaks
+// become spaces, then spaces are trimmed); k must be valid.
+func writeHeaderLine(bw *bufio.Writer, k, v string) {
+	bw.WriteString(k)
+	bw.WriteString(": ")
+	if strings.ContainsAny(v, "\r\n") || (v != "" && (isSpace(v[0]) || isSpace(v[len(v)-1]))) {
+		v = strings.TrimFunc(v, func(r rune) bool { return r < 0x80 && isSpace(byte(r)) })
+		for i := 0; i < len(v); i++ {
+			b := v[i]
+			if b == '\r' || b == '\n' {
+				b = ' '
+			}
+			bw.WriteByte(b)
+		}
+	} else {
+		bw.WriteString(v)
+	}
+	bw.WriteString("\r\n")
 }
 
 func isSpace(b byte) bool { return b == ' ' || b == '\t' || b == '\r' || b == '\n' }
