@@ -26,7 +26,8 @@
 // rotation needs no restart), then the connection goes to the TCP proxy or is
 // served as HTTP by the package's own servers. HTTP/1.1: one goroutine per
 // connection that reads each request and runs the handler itself
-// (h1server.go). HTTP/2 (h2c with prior knowledge, or h2 by ALPN): one
+// (h1server.go; simple heads are parsed by the fast paths of h1wire.go,
+// others by net/http; a request's contexts are ctxNodes, reqctx.go). HTTP/2 (h2c with prior knowledge, or h2 by ALPN): one
 // goroutine reads frames; when a stream opens, a spare goroutine takes over
 // the reading and the reader runs the stream's handler, writing its frames
 // itself under the connection's write lock (h2server.go). The HTTP/1.1 loop
