@@ -24,7 +24,7 @@ const (
 	ReasonTooLarge          Reason = "too_large"           // document above FetcherOptions.MaxDocumentBytes
 	ReasonParse             Reason = "parse"               // not a SPIFFE bundle document
 	ReasonNoAuthorities     Reason = "no_x509_authorities" // no x509-svid key
-	ReasonNotCA             Reason = "not_ca"              // an authority is not a CA certificate
+	ReasonNotCA             Reason = "not_ca"              // an authority is not a CA certificate, or has no key Go can use
 	ReasonTrustDomain       Reason = "trust_domain"        // an authority names another trust domain
 	ReasonExpired           Reason = "expired"             // every authority has expired
 	ReasonSequenceBackwards Reason = "sequence_backwards"  // spiffe_sequence below the last accepted one
@@ -97,6 +97,12 @@ func checkAuthorities(td spiffeid.TrustDomain, roots []*x509.Certificate, now ti
 		field := fmt.Sprintf("x509-svid authority %d (sha256 %s)", i, trust.Fingerprint(c))
 		if !c.BasicConstraintsValid || !c.IsCA {
 			return refused(td, ReasonNotCA, field, "an X.509 authority must be a CA certificate (basicConstraints CA:TRUE); the document is tampered with or the peer publishes leaves as roots", nil)
+		}
+		if c.PublicKey == nil || c.PublicKeyAlgorithm == x509.UnknownPublicKeyAlgorithm {
+			// x509 parses a certificate whose key algorithm it does not
+			// know, with no key: such a root verifies nothing, and the
+			// bundle could not be served again.
+			return refused(td, ReasonNotCA, field+" public key", "an X.509 authority must carry an RSA, ECDSA or Ed25519 public key; the document is tampered with or the peer uses a key type Go cannot verify with", nil)
 		}
 		if c.KeyUsage != 0 && c.KeyUsage&x509.KeyUsageCertSign == 0 {
 			return refused(td, ReasonNotCA, field, "an X.509 authority must have key usage keyCertSign; the document is tampered with or the peer publishes the wrong certificate", nil)
