@@ -325,22 +325,33 @@ func headOfSize(n int) string {
 }
 
 func TestH1HeaderLimitIsExact(t *testing.T) {
+	checkHeaderLimit(t, 4096, headLimitCase{"double the read buffer", "", 2 * h1ReadBufSize, 431})
+}
+
+// headLimitCase is a head of size bytes, sent after first in the same
+// write, and the status it must get.
+type headLimitCase struct {
+	name  string
+	first string // sent in the same write, before the measured request
+	size  int
+	want  int
+}
+
+// checkHeaderLimit starts a proxy with MaxRequestHeadersBytes limit and
+// checks that heads at the limit pass and one byte over get 431, alone and
+// behind a pipelined request, and the extra cases.
+func checkHeaderLimit(t *testing.T, limit int, extra ...headLimitCase) {
+	t.Helper()
 	b := newBackend(t, "b", false)
-	const limit = 4096
 	_, addr := start(t, headerLimitSnap(b, limit, 0))
 	small := "GET /small HTTP/1.1\r\nHost: svc\r\n\r\n"
-	for _, tc := range []struct {
-		name  string
-		first string // sent in the same write, before the measured request
-		size  int
-		want  int
-	}{
+	cases := append([]headLimitCase{
 		{"at the limit", "", limit, 200},
 		{"one byte over", "", limit + 1, 431},
 		{"pipelined, at the limit", small, limit, 200},
 		{"pipelined, one byte over", small, limit + 1, 431},
-		{"double the read buffer", "", 2 * h1ReadBufSize, 431},
-	} {
+	}, extra...)
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := len(headOfSize(tc.size)); got != tc.size {
 				t.Fatalf("built a %d-byte head", got)

@@ -572,39 +572,13 @@ func BenchmarkWriteRequest(b *testing.B) {
 // buffer, a head that arrives whole is parsed by the fast path, and the
 // limit still holds to the byte.
 func TestH1HeaderLimitBelowReadBuffer(t *testing.T) {
-	b := newBackend(t, "b", false)
 	const limit = 1024
-	_, addr := start(t, headerLimitSnap(b, limit, 0))
-	small := "GET /small HTTP/1.1\r\nHost: svc\r\n\r\n"
 	br := bufio.NewReaderSize(strings.NewReader(headOfSize(limit+1)), h1ReadBufSize)
 	br.Peek(1)
 	if _, ok := readRequestFast(context.Background(), br); !ok {
 		t.Fatal("the fast path declines a head just over the limit: the test would check nothing")
 	}
-	for _, tc := range []struct {
-		name  string
-		first string // sent in the same write, before the measured request
-		size  int
-		want  int
-	}{
-		{"at the limit", "", limit, 200},
-		{"one byte over", "", limit + 1, 431},
-		{"pipelined, at the limit", small, limit, 200},
-		{"pipelined, one byte over", small, limit + 1, 431},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			r := dialH1(t, addr("out"))
-			go io.WriteString(r.c, tc.first+headOfSize(tc.size))
-			if tc.first != "" {
-				if resp, _ := r.read("GET"); resp.StatusCode != 200 {
-					t.Fatalf("first request: %d", resp.StatusCode)
-				}
-			}
-			if resp, _ := r.read("GET"); resp.StatusCode != tc.want {
-				t.Errorf("a %d-byte head with MaxRequestHeadersBytes %d got %d, want %d", tc.size, limit, resp.StatusCode, tc.want)
-			}
-		})
-	}
+	checkHeaderLimit(t, limit)
 }
 
 // TestH1PoolFastPathBodies: responses read by the fast path keep the

@@ -194,8 +194,7 @@ func asNode(ctx context.Context) *ctxNode {
 type reqCtxs struct {
 	mu    sync.Mutex
 	cur   *ctxNode
-	watch func() bool // context.AfterFunc on the connection's context
-	endFn context.CancelFunc
+	endFn context.CancelFunc // c.endRequest, made once; set once the connection's context is watched
 }
 
 // newRequestContext returns the context of the connection's next request
@@ -204,9 +203,9 @@ func (c *h1ServerConn) newRequestContext() (context.Context, context.CancelFunc)
 	n := &ctxNode{}
 	r := &c.reqs
 	r.mu.Lock()
-	if r.watch == nil {
+	if r.endFn == nil {
 		r.endFn = c.endRequest
-		r.watch = context.AfterFunc(c.ctx, r.endFn)
+		context.AfterFunc(c.ctx, r.endFn)
 	}
 	r.cur = n
 	r.mu.Unlock()

@@ -67,13 +67,14 @@ type upConn struct {
 }
 
 var (
-	errBody     = errors.New("request has a body")
-	errFraming  = errors.New("response is not framed by Content-Length")
-	notHandled  = []byte("HTTP/1.1 501 Not Implemented\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-	headerCL    = []byte("content-length:")
-	headerTE    = []byte("transfer-encoding:")
-	maxHeadSize = 16 << 10
+	errBody    = errors.New("request has a body")
+	errFraming = errors.New("response is not framed by Content-Length")
+	notHandled = []byte("HTTP/1.1 501 Not Implemented\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+	headerCL   = []byte("content-length:")
+	headerTE   = []byte("transfer-encoding:")
 )
+
+const maxHeadSize = 16 << 10
 
 func (p *proxy) serve(c net.Conn) {
 	defer c.Close()
